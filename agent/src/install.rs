@@ -1,0 +1,168 @@
+//! One install from start to verdict: stream an opened image into SWUpdate, follow the structure
+//! of the archive on the way, and commit only a whole archive, so that SWUpdate can never
+//! complete an image that was cut short or abandoned.
+
+use std::future::Future;
+
+use tokio::io::AsyncReadExt;
+
+use crate::swupdate::RecoveryStatus;
+
+use crate::source::Opened;
+use crate::swu::{SwuError, SwuTracker};
+use crate::swupdate::client::{ClientError, InstallOutcome, Installation};
+use crate::swupdate::{InstallRequest, ProgressMsg, Swupdate};
+
+/// Size of each read from the source. Larger reads mean fewer wakeups; this is the bulk of the
+/// agent's memory during an install.
+const CHUNK: usize = 128 * 1024;
+
+/// Told about an install as it goes.
+pub trait Observer {
+    /// Bytes read from the source so far, and the total when known.
+    fn streamed(&mut self, bytes: u64, total: Option<u64>);
+    /// A progress message of the daemon.
+    fn progress(&mut self, msg: &ProgressMsg);
+}
+
+/// An observer that ignores everything.
+impl Observer for () {
+    fn streamed(&mut self, _: u64, _: Option<u64>) {}
+    fn progress(&mut self, _: &ProgressMsg) {}
+}
+
+/// Why an install did not succeed, with the daemon's verdict where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Daemon(#[from] ClientError),
+    #[error("{error}")]
+    Malformed {
+        error: SwuError,
+        verdict: Option<InstallOutcome>,
+    },
+    #[error("reading the image failed after {bytes} bytes: {error}")]
+    Read {
+        bytes: u64,
+        error: std::io::Error,
+        verdict: Option<InstallOutcome>,
+    },
+    #[error("interrupted after {bytes} bytes; the install was abandoned")]
+    Interrupted {
+        bytes: u64,
+        verdict: Option<InstallOutcome>,
+    },
+}
+
+impl InstallError {
+    /// SWUpdate's verdict after the agent abandoned the stream, if it came.
+    pub fn verdict(&self) -> Option<&InstallOutcome> {
+        match self {
+            InstallError::Daemon(_) => None,
+            InstallError::Malformed { verdict, .. }
+            | InstallError::Read { verdict, .. }
+            | InstallError::Interrupted { verdict, .. } => verdict.as_ref(),
+        }
+    }
+}
+
+/// Streams `image` into the daemon and waits for its verdict. `cancel` resolving abandons the
+/// install (SWUpdate then fails it). A SUCCESS or FAILURE from the daemon is `Ok`: the caller
+/// judges it; `Err` means the agent itself stopped the install or could not run it.
+pub async fn install(
+    sw: &Swupdate,
+    req: &InstallRequest,
+    mut image: Opened,
+    observer: &mut dyn Observer,
+    cancel: impl Future<Output = ()>,
+) -> Result<InstallOutcome, InstallError> {
+    let mut inst = sw.start_install(req).await?;
+    let mut progress = inst
+        .take_progress()
+        .expect("a new install has its progress");
+    let mut tracker = SwuTracker::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut read = 0u64;
+    let mut progress_open = true;
+    let mut got_result = false;
+    tokio::pin!(cancel);
+
+    // Stream. The daemon's progress is reported as it comes; a failing daemon shows as a write
+    // error, after which its verdict on the progress socket says why. `stopped`: `None` when the
+    // whole image went in, `Some(reason)` when the agent abandons it (`Some(None)`: the progress
+    // reader failed, and its error is the reason).
+    let stopped: Option<Option<InstallError>> = loop {
+        tokio::select! {
+            biased;
+            () = &mut cancel => break Some(Some(InstallError::Interrupted { bytes: read, verdict: None })),
+            m = progress.recv(), if progress_open => {
+                match m {
+                    Some(m) => {
+                        if matches!(m.status, RecoveryStatus::Success | RecoveryStatus::Failure) {
+                            got_result = true;
+                        }
+                        observer.progress(&m);
+                    }
+                    // The reader ended without a verdict: an install nobody can follow must not
+                    // complete. `finish` below returns the reader's error.
+                    None if !got_result => break Some(None),
+                    None => progress_open = false,
+                }
+            }
+            n = image.reader.read(&mut buf) => {
+                let n = match n {
+                    Ok(n) => n,
+                    Err(error) => break Some(Some(InstallError::Read { bytes: read, error, verdict: None })),
+                };
+                if n == 0 {
+                    break tracker.finish().err().map(|error| Some(InstallError::Malformed { error, verdict: None }));
+                }
+                read += n as u64;
+                if let Err(error) = tracker.feed(&buf[..n]) {
+                    break Some(Some(InstallError::Malformed { error, verdict: None }));
+                }
+                observer.streamed(read, image.len);
+                if let Err(e) = inst.write(&buf[..n]).await {
+                    // The daemon gave up on the install; its verdict says why.
+                    tracing::debug!("daemon stopped reading: {e}");
+                    break None;
+                }
+            }
+        }
+    };
+
+    match stopped {
+        None => {
+            if let Err(e) = inst.commit().await {
+                tracing::debug!("commit: {e}");
+            }
+        }
+        Some(_) => inst.abort(),
+    }
+    let verdict = follow(inst, progress, observer).await;
+    match stopped {
+        None | Some(None) => verdict.map_err(InstallError::from),
+        Some(Some(mut e)) => {
+            let v = verdict.ok();
+            match &mut e {
+                InstallError::Malformed { verdict, .. }
+                | InstallError::Read { verdict, .. }
+                | InstallError::Interrupted { verdict, .. } => *verdict = v,
+                InstallError::Daemon(_) => {}
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Reports progress until the verdict.
+async fn follow(
+    inst: Installation,
+    mut progress: tokio::sync::mpsc::Receiver<ProgressMsg>,
+    observer: &mut dyn Observer,
+) -> Result<InstallOutcome, ClientError> {
+    while let Some(m) = progress.recv().await {
+        observer.progress(&m);
+    }
+    inst.finish().await
+}

@@ -1,0 +1,9 @@
+//! cip-update-agent: the on-device software update agent of CIP (Civil Infrastructure Platform).
+//!
+//! The library holds every capability; `main.rs` is the command line over it.
+
+pub mod install;
+pub mod source;
+pub mod swu;
+pub mod swupdate;
+pub mod view;

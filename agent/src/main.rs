@@ -1,0 +1,281 @@
+//! `cip-update-agent`: the command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use cip_update_agent::install::{self, InstallError, Observer};
+use cip_update_agent::source::{self, Source, SourceError};
+use cip_update_agent::swupdate::client::{ClientError, InstallOutcome};
+use cip_update_agent::swupdate::{InstallRequest, RunType, SocketPaths, Swupdate, WireSetting};
+use cip_update_agent::view::{BarView, PlainView};
+
+/// Exit codes: each failure a user must tell apart has its own.
+mod exit {
+    pub const FAILURE: u8 = 1; // SWUpdate reported FAILURE
+    // 2: usage error (clap)
+    pub const BUSY: u8 = 3;
+    pub const NO_DAEMON: u8 = 4;
+    pub const NOT_A_SOCKET: u8 = 5;
+    pub const NO_IMAGE: u8 = 6;
+    pub const BAD_IMAGE: u8 = 7;
+    pub const DOWNLOAD: u8 = 8;
+    pub const PROTOCOL: u8 = 9;
+    pub const INTERRUPTED: u8 = 10;
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   SWUpdate reported SUCCESS
+  1   SWUpdate reported FAILURE (its log lines are printed)
+  2   usage error
+  3   SWUpdate is busy with another install
+  4   SWUpdate is not reachable (no socket, nothing listening, no permission)
+  5   the SWUpdate socket path is not a socket
+  6   the image file cannot be opened
+  7   the image is not a .swu, or is truncated
+  8   the download failed (HTTP error status, network error)
+  9   the daemon's answers cannot be understood (IPC or progress wire)
+  10  interrupted (the install was abandoned; SWUpdate fails it)";
+
+#[derive(Parser)]
+#[command(name = "cip-update-agent", version, about, propagate_version = true)]
+struct Cli {
+    /// More output (-v: the daemon's log lines and agent decisions, -vv: everything).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install a .swu from a file or an http(s) URL through the SWUpdate daemon.
+    #[command(after_help = EXIT_CODES)]
+    Install(InstallArgs),
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// The .swu: a file path, or an http:// or https:// URL (streamed, never stored).
+    image: String,
+    /// Let SWUpdate parse and verify the image without installing anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Text passed to SWUpdate with the request (shown in its progress START message).
+    #[arg(long, value_name = "TEXT")]
+    info: Option<String>,
+    #[command(flatten)]
+    daemon: DaemonArgs,
+}
+
+/// Where and how to reach SWUpdate.
+#[derive(Args)]
+struct DaemonArgs {
+    /// SWUpdate's control socket [default: $TMPDIR/sockinstctrl, or /tmp/sockinstctrl]
+    #[arg(long, value_name = "PATH", env = "CIP_SWUPDATE_CONTROL_SOCKET")]
+    control_socket: Option<PathBuf>,
+    /// SWUpdate's progress socket [default: $TMPDIR/swupdateprog, or /tmp/swupdateprog]
+    #[arg(long, value_name = "PATH", env = "CIP_SWUPDATE_PROGRESS_SOCKET")]
+    progress_socket: Option<PathBuf>,
+    /// Progress wire of the daemon: "auto", or its release (2022.12, 2023.12, 2024.12, 2025.12, ...).
+    #[arg(
+        long,
+        value_name = "WIRE",
+        default_value = "auto",
+        env = "CIP_SWUPDATE_WIRE"
+    )]
+    wire: WireSetting,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info,swupdate=debug,cip_update_agent=debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("CIP_UPDATE_AGENT_LOG").unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match cli.command {
+        Command::Install(args) => rt.block_on(run_install(args, cli.verbose > 0)),
+    };
+    // A read blocked in the blocking pool (a pipe that stays open after an interrupt) must not
+    // hold the exit.
+    rt.shutdown_background();
+    ExitCode::from(code)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut i), Ok(mut t)) => {
+            tokio::select! {
+                _ = i.recv() => {}
+                _ = t.recv() => {}
+            }
+        }
+        // Without signal handling the default action (exit) applies, and SWUpdate still fails
+        // the install when the socket closes.
+        _ => std::future::pending().await,
+    }
+}
+
+async fn run_install(args: InstallArgs, verbose: bool) -> u8 {
+    let src = match Source::parse(&args.image) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::NO_IMAGE;
+        }
+    };
+    let paths =
+        SocketPaths::with_overrides(args.daemon.control_socket, args.daemon.progress_socket);
+    let sw = Swupdate::new(paths, args.daemon.wire);
+    let image = match source::open(&src).await {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return match e {
+                SourceError::HttpStatus { .. } | SourceError::Network { .. } => exit::DOWNLOAD,
+                _ => exit::NO_IMAGE,
+            };
+        }
+    };
+    let name = match &src {
+        Source::File(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
+        Source::Url(u) => u.rsplit('/').next().map(str::to_owned),
+    }
+    .unwrap_or_default();
+    let req = InstallRequest {
+        run: if args.dry_run {
+            RunType::DryRun
+        } else {
+            RunType::Install
+        },
+        len: image.len.unwrap_or(0),
+        info: args
+            .info
+            .unwrap_or_else(|| truncate(&format!("cip-update-agent install {name}"), 511)),
+        ..Default::default()
+    };
+    let total = image.len;
+    let result = if std::io::stderr().is_terminal() {
+        let mut bar = BarView::new(total);
+        let r = install::install(&sw, &req, image, &mut bar, interrupted()).await;
+        bar.finish();
+        r
+    } else {
+        let mut plain = PlainView::new(std::io::stderr());
+        let obs: &mut dyn Observer = &mut plain;
+        install::install(&sw, &req, image, obs, interrupted()).await
+    };
+    report(&src, args.dry_run, verbose, result)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// Lines of SWUpdate's log shown with a failure; the reason is near the end, often in a debug line.
+const LOG_TAIL: usize = 12;
+
+fn print_log(outcome: &InstallOutcome, verbose: bool) {
+    let log = &outcome.log;
+    if log.is_empty() {
+        return;
+    }
+    let skip = if verbose {
+        0
+    } else {
+        log.len().saturating_sub(LOG_TAIL)
+    };
+    if skip > 0 {
+        eprintln!(
+            "SWUpdate log (last {LOG_TAIL} of {} lines; -v shows all):",
+            log.len()
+        );
+    } else {
+        eprintln!("SWUpdate log:");
+    }
+    for l in &log[skip..] {
+        eprintln!("  {}", l.msg);
+    }
+}
+
+fn report(
+    src: &Source,
+    dry_run: bool,
+    verbose: bool,
+    result: Result<InstallOutcome, InstallError>,
+) -> u8 {
+    let what = if dry_run { "dry run of" } else { "install of" };
+    match result {
+        Ok(o) if o.succeeded() => {
+            println!("SUCCESS: {what} {src} ({} bytes)", o.bytes_sent);
+            0
+        }
+        Ok(o) => {
+            print_log(&o, verbose);
+            println!("FAILURE: {what} {src}");
+            exit::FAILURE
+        }
+        Err(e) => {
+            if let Some(v) = e.verdict() {
+                print_log(v, verbose);
+            }
+            eprintln!("error: {e}");
+            match e {
+                InstallError::Daemon(c) => daemon_code(&c),
+                InstallError::Malformed { .. } => exit::BAD_IMAGE,
+                InstallError::Read { .. } if src.is_url() => exit::DOWNLOAD,
+                InstallError::Read { .. } => exit::NO_IMAGE,
+                InstallError::Interrupted { .. } => exit::INTERRUPTED,
+            }
+        }
+    }
+}
+
+fn daemon_code(e: &ClientError) -> u8 {
+    match e {
+        ClientError::Busy(_) => exit::BUSY,
+        ClientError::NoSocket(_)
+        | ClientError::NotListening(_)
+        | ClientError::Permission(_)
+        | ClientError::Connect { .. } => exit::NO_DAEMON,
+        ClientError::NotASocket(_) => exit::NOT_A_SOCKET,
+        ClientError::Refused(_)
+        | ClientError::Io { .. }
+        | ClientError::Decode { .. }
+        | ClientError::Encode(_)
+        | ClientError::Progress { .. }
+        | ClientError::ProgressIo { .. }
+        | ClientError::ProgressClosed(_)
+        | ClientError::Unexpected(_) => exit::PROTOCOL,
+    }
+}

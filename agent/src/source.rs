@@ -1,0 +1,171 @@
+//! Where an image comes from: a local file or an http(s) URL, opened as a stream (no temporary copy).
+
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use futures_util::TryStreamExt;
+use tokio::io::AsyncRead;
+use tokio_util::io::StreamReader;
+
+/// An image location as the user wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Url(String),
+}
+
+impl Source {
+    /// `http://` and `https://` are URLs, other schemes are refused; anything else is a path.
+    pub fn parse(s: &str) -> Result<Source, String> {
+        match s.split_once("://") {
+            Some((scheme, _))
+                if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+            {
+                Ok(Source::Url(s.to_owned()))
+            }
+            Some((scheme, _)) if !scheme.is_empty() && !scheme.contains('/') => Err(format!(
+                "{s}: unsupported URL scheme `{scheme}` (use http, https or a file path)"
+            )),
+            _ => Ok(Source::File(PathBuf::from(s))),
+        }
+    }
+
+    pub fn is_url(&self) -> bool {
+        matches!(self, Source::Url(_))
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// Why an image cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}: no such file")]
+    NotFound(PathBuf),
+    #[error("{0} is a directory, not a .swu")]
+    IsDir(PathBuf),
+    #[error("{path}: {source}")]
+    File { path: PathBuf, source: io::Error },
+    #[error("{url} answered HTTP {status}")]
+    HttpStatus { url: String, status: u16 },
+    #[error("{url}: {message}")]
+    Network { url: String, message: String },
+}
+
+/// An opened image.
+pub struct Opened {
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+    /// Length when the file or the server tells it.
+    pub len: Option<u64>,
+}
+
+/// The chain of causes of a reqwest error: its Display alone hides the useful part.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Opens a source for streaming.
+pub async fn open(source: &Source) -> Result<Opened, SourceError> {
+    match source {
+        Source::File(path) => {
+            let err = |source: io::Error| match source.kind() {
+                io::ErrorKind::NotFound => SourceError::NotFound(path.clone()),
+                _ => SourceError::File {
+                    path: path.clone(),
+                    source,
+                },
+            };
+            let file = tokio::fs::File::open(path).await.map_err(err)?;
+            let meta = file.metadata().await.map_err(err)?;
+            if meta.is_dir() {
+                return Err(SourceError::IsDir(path.clone()));
+            }
+            Ok(Opened {
+                len: meta.is_file().then_some(meta.len()),
+                reader: Box::pin(file),
+            })
+        }
+        Source::Url(url) => {
+            let net = |e: reqwest::Error| SourceError::Network {
+                url: url.clone(),
+                message: error_chain(&e),
+            };
+            let client = reqwest::Client::builder()
+                // Images are compressed already; a transparent decoder would only cost memory.
+                .connect_timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(net)?;
+            let resp = client.get(url).send().await.map_err(net)?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(SourceError::HttpStatus {
+                    url: url.clone(),
+                    status: status.as_u16(),
+                });
+            }
+            let len = resp.content_length();
+            let stream = resp
+                .bytes_stream()
+                .map_err(|e| io::Error::other(error_chain(&e)));
+            Ok(Opened {
+                reader: Box::pin(StreamReader::new(stream)),
+                len,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_paths() {
+        let p = |s| Source::parse(s);
+        assert_eq!(
+            p("http://h/x.swu"),
+            Ok(Source::Url("http://h/x.swu".into()))
+        );
+        assert_eq!(
+            p("HTTPS://h/x.swu"),
+            Ok(Source::Url("HTTPS://h/x.swu".into()))
+        );
+        assert_eq!(p("/tmp/x.swu"), Ok(Source::File("/tmp/x.swu".into())));
+        assert_eq!(p("http"), Ok(Source::File("http".into())));
+        assert_eq!(p("./a://b"), Ok(Source::File("./a://b".into())));
+        assert!(
+            p("ftp://h/x")
+                .unwrap_err()
+                .contains("unsupported URL scheme `ftp`")
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_file_and_directory() {
+        let e = open(&Source::File("/nonexistent/x.swu".into()))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, SourceError::NotFound(_)), "{e}");
+        let e = open(&Source::File("/".into())).await.err().unwrap();
+        assert!(matches!(e, SourceError::IsDir(_)), "{e}");
+    }
+}

@@ -1,0 +1,624 @@
+//! The async side of the IPC: connecting, one-shot requests, and an install that streams bytes
+//! into the control socket while two tasks read the progress socket and the daemon's log stream.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::SocketPaths;
+use super::ipc::{self, Abi, InstallRequest, MsgType, Notification, Reply, UpdateState};
+use super::progress::{
+    HANDSHAKE_LEN, ProgressDecoder, ProgressError, ProgressMsg, RecoveryStatus, Wire, WireSetting,
+};
+
+/// Bytes kept back from the daemon until the caller commits the install. They hold the cpio
+/// trailer and the end of the last image, so an install the caller abandons (a hash mismatch seen
+/// only at the last byte, say) can never complete: SWUpdate sees the stream end early and fails.
+pub const HOLDBACK: usize = 64 * 1024;
+/// Size of the reads from a source when streaming it.
+const CHUNK: usize = 128 * 1024;
+/// Quiet time on the progress socket after which the decoder may judge a lone frame by its size.
+const PROGRESS_IDLE: Duration = Duration::from_millis(150);
+/// How long the log stream may trail the result on the progress socket.
+const LOG_GRACE: Duration = Duration::from_millis(500);
+/// How long a daemon configured as 2024.12+ may take to send its connect handshake.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
+/// Lines of the daemon's log kept for the report of a failed install.
+const LOG_LINES: usize = 200;
+
+/// What can go wrong talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no SWUpdate socket at {0}: is the swupdate daemon running (swupdate.socket)?")]
+    NoSocket(PathBuf),
+    #[error("{0} is not a socket: check the SWUpdate socket path")]
+    NotASocket(PathBuf),
+    #[error("nothing listens on {0}: the swupdate daemon is not running (stale socket)")]
+    NotListening(PathBuf),
+    #[error(
+        "no permission to use {0}: run as root or as a member of the socket's group (swupdate)"
+    )]
+    Permission(PathBuf),
+    #[error("cannot connect to {path}: {source}")]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("SWUpdate is busy: {0}")]
+    Busy(String),
+    #[error("SWUpdate refused the request{}", if .0.is_empty() { String::new() } else { format!(": {}", .0) })]
+    Refused(String),
+    #[error("control socket {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("control socket {path}: {source}")]
+    Decode {
+        path: PathBuf,
+        source: ipc::DecodeError,
+    },
+    #[error(transparent)]
+    Encode(#[from] ipc::EncodeError),
+    #[error("progress socket {path}: {source}")]
+    Progress {
+        path: PathBuf,
+        source: ProgressError,
+    },
+    #[error("progress socket {path}: {source}")]
+    ProgressIo { path: PathBuf, source: io::Error },
+    #[error("SWUpdate closed the progress socket {0} before the install ended")]
+    ProgressClosed(PathBuf),
+    #[error("the daemon answered {0} to a request that expects ACK")]
+    Unexpected(MsgType),
+}
+
+/// A client for one daemon.
+#[derive(Clone, Debug)]
+pub struct Swupdate {
+    paths: SocketPaths,
+    abi: Abi,
+    wire: WireSetting,
+}
+
+/// The final answer of an install.
+#[derive(Clone, Debug)]
+pub struct InstallOutcome {
+    /// `Success` or `Failure`.
+    pub status: RecoveryStatus,
+    /// The daemon's log lines of this install (the last ones when it was long).
+    pub log: Vec<Notification>,
+    /// The progress wire variant the daemon spoke.
+    pub wire: Option<Wire>,
+    /// Bytes handed to the daemon.
+    pub bytes_sent: u64,
+}
+
+impl InstallOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.status == RecoveryStatus::Success
+    }
+}
+
+/// Progress messages queued for the caller; beyond this, percentage updates are dropped (a
+/// caller that lags must not stall the reader: the daemon drops progress clients that lag).
+const EVENT_QUEUE: usize = 256;
+
+/// What the progress reader found: the install's result and the wire the daemon spoke.
+#[derive(Clone, Copy, Debug)]
+struct Verdict {
+    status: RecoveryStatus,
+    wire: Option<Wire>,
+}
+
+fn classify_connect(path: &Path, e: io::Error) -> ClientError {
+    match e.kind() {
+        io::ErrorKind::NotFound => ClientError::NoSocket(path.to_owned()),
+        io::ErrorKind::ConnectionRefused => ClientError::NotListening(path.to_owned()),
+        io::ErrorKind::PermissionDenied => ClientError::Permission(path.to_owned()),
+        _ => ClientError::Connect {
+            path: path.to_owned(),
+            source: e,
+        },
+    }
+}
+
+async fn connect(path: &Path) -> Result<UnixStream, ClientError> {
+    // Tell "nothing there" and "something else there" apart before connect() blurs them.
+    match tokio::fs::metadata(path).await {
+        Ok(m) if !m.file_type().is_socket() => return Err(ClientError::NotASocket(path.into())),
+        Ok(_) => {}
+        Err(e) => return Err(classify_connect(path, e)),
+    }
+    UnixStream::connect(path)
+        .await
+        .map_err(|e| classify_connect(path, e))
+}
+
+impl Swupdate {
+    pub fn new(paths: SocketPaths, wire: WireSetting) -> Self {
+        Swupdate {
+            paths,
+            abi: Abi::native(),
+            wire,
+        }
+    }
+
+    pub fn paths(&self) -> &SocketPaths {
+        &self.paths
+    }
+
+    fn io_err(&self, source: io::Error) -> ClientError {
+        ClientError::Io {
+            path: self.paths.control.clone(),
+            source,
+        }
+    }
+
+    async fn read_reply(&self, s: &mut UnixStream) -> Result<Reply, ClientError> {
+        let mut buf = vec![0u8; self.abi.message_size()];
+        s.read_exact(&mut buf).await.map_err(|e| self.io_err(e))?;
+        Reply::decode(self.abi, &buf).map_err(|source| ClientError::Decode {
+            path: self.paths.control.clone(),
+            source,
+        })
+    }
+
+    /// Sends one message on a new connection and reads the reply header.
+    async fn exchange(&self, msg: &[u8]) -> Result<(UnixStream, Reply), ClientError> {
+        let mut s = connect(&self.paths.control).await?;
+        // One write of the whole message: the daemon does a single read and drops fragments.
+        s.write_all(msg).await.map_err(|e| self.io_err(e))?;
+        let r = self.read_reply(&mut s).await?;
+        Ok((s, r))
+    }
+
+    async fn request_ack(&self, msg: &[u8]) -> Result<Reply, ClientError> {
+        let (_, r) = self.exchange(msg).await?;
+        match r.kind {
+            MsgType::Ack => Ok(r),
+            MsgType::Nack => Err(ClientError::Refused(r.text())),
+            other => Err(ClientError::Unexpected(other)),
+        }
+    }
+
+    /// GET_STATUS: the state and one queued log line.
+    pub async fn status(&self) -> Result<ipc::Status, ClientError> {
+        Ok(self
+            .request_ack(&ipc::encode_get_status(self.abi))
+            .await?
+            .status())
+    }
+
+    /// GET_UPDATE_STATE: the bootloader's `ustate`, through the daemon.
+    pub async fn update_state(&self) -> Result<Option<UpdateState>, ClientError> {
+        Ok(self
+            .request_ack(&ipc::encode_get_update_state(self.abi))
+            .await?
+            .update_state())
+    }
+
+    /// SET_UPDATE_STATE.
+    pub async fn set_update_state(&self, state: UpdateState) -> Result<(), ClientError> {
+        self.request_ack(&ipc::encode_set_update_state(self.abi, state))
+            .await
+            .map(drop)
+    }
+
+    /// POST_UPDATE: the daemon runs its post-update command.
+    pub async fn post_update(&self, args: &str) -> Result<String, ClientError> {
+        Ok(self
+            .request_ack(&ipc::encode_post_update(self.abi, args)?)
+            .await?
+            .text())
+    }
+
+    /// Starts an install: the progress and log readers connect first, so nothing of this install
+    /// is missed, then REQ_INSTALL. Returns once the daemon ACKed; bytes go in with
+    /// [`Installation::write`] or [`Installation::stream`].
+    pub async fn start_install(&self, req: &InstallRequest) -> Result<Installation, ClientError> {
+        let msg = ipc::encode_install(self.abi, req)?;
+        let mut progress_sock = connect(&self.paths.progress).await?;
+        let decoder = self.check_handshake(&mut progress_sock).await?;
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let acked = Arc::new(AtomicBool::new(false));
+        let progress = tokio::spawn(read_progress(
+            progress_sock,
+            decoder,
+            self.paths.progress.clone(),
+            events_tx,
+            acked.clone(),
+        ));
+        let log = Arc::new(Mutex::new(LogBuffer::default()));
+        let notify = self.start_log_stream(log.clone()).await;
+
+        let (control, reply) = match self.exchange(&msg).await {
+            Ok(x) => x,
+            Err(e) => {
+                progress.abort();
+                if let Some(n) = notify {
+                    n.abort();
+                }
+                return Err(e);
+            }
+        };
+        if reply.kind != MsgType::Ack {
+            progress.abort();
+            if let Some(n) = notify {
+                n.abort();
+            }
+            let text = reply.text();
+            return Err(match reply.kind {
+                MsgType::Nack if text.contains("in progress") => ClientError::Busy(text),
+                MsgType::Nack => ClientError::Refused(text),
+                other => ClientError::Unexpected(other),
+            });
+        }
+        acked.store(true, Ordering::SeqCst);
+        Ok(Installation {
+            client: self.clone(),
+            control: Some(control),
+            tail: Vec::with_capacity(HOLDBACK),
+            sent: 0,
+            events: Some(events_rx),
+            progress,
+            notify,
+            log,
+        })
+    }
+
+    /// With a fixed wire setting, checks the connect handshake (2024.12 on) before anything is
+    /// installed, so a wrong setting stops the install before it starts rather than after.
+    async fn check_handshake(&self, sock: &mut UnixStream) -> Result<ProgressDecoder, ClientError> {
+        let mut decoder = ProgressDecoder::new(self.wire);
+        let WireSetting::Fixed(wire) = self.wire else {
+            return Ok(decoder);
+        };
+        // The handshake is written right after accept; an older daemon sends nothing until an
+        // install starts.
+        let wait = if wire.handshake() {
+            HANDSHAKE_WAIT
+        } else {
+            Duration::from_millis(100)
+        };
+        let mut hs = [0u8; HANDSHAKE_LEN];
+        let got = match tokio::time::timeout(wait, sock.read_exact(&mut hs)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                return Err(ClientError::ProgressIo {
+                    path: self.paths.progress.clone(),
+                    source: e,
+                });
+            }
+            Err(_) => false,
+        };
+        let perr = |source| ClientError::Progress {
+            path: self.paths.progress.clone(),
+            source,
+        };
+        if got {
+            decoder.push(&hs).map_err(perr)?;
+        } else if wire.handshake() {
+            return Err(perr(ProgressError::Mismatch {
+                configured: wire,
+                seen: "2022.12 or 2023.12 (it sent no handshake)",
+            }));
+        }
+        Ok(decoder)
+    }
+
+    /// Subscribes to the daemon's log lines (NOTIFY_STREAM). `None` when the daemon refuses:
+    /// the log is then read with GET_STATUS at the end.
+    async fn start_log_stream(&self, log: Arc<Mutex<LogBuffer>>) -> Option<JoinHandle<()>> {
+        let (mut s, r) = self
+            .exchange(&ipc::encode_notify_stream(self.abi))
+            .await
+            .ok()?;
+        if r.kind != MsgType::Ack {
+            return None;
+        }
+        let abi = self.abi;
+        Some(tokio::spawn(async move {
+            let mut buf = vec![0u8; abi.message_size()];
+            // Keep reading whatever happens: the daemon blocks on a log client that lags.
+            while s.read_exact(&mut buf).await.is_ok() {
+                let Ok(r) = Reply::decode(abi, &buf) else {
+                    break;
+                };
+                let n = r.notification();
+                tracing::debug!(target: "swupdate", level = n.level, "{}", n.msg);
+                log.lock().expect("log lock").push(n);
+            }
+        }))
+    }
+}
+
+/// The daemon's log lines of the current install.
+#[derive(Debug, Default)]
+struct LogBuffer {
+    lines: VecDeque<Notification>,
+    /// A line with the final status (SUCCESS 3 or FAILURE 4) arrived.
+    ended: bool,
+}
+
+impl LogBuffer {
+    fn push(&mut self, n: Notification) {
+        // The stream starts with the history of earlier runs: ours begins at its START line.
+        if n.status == 1 {
+            self.lines.clear();
+            self.ended = false;
+        }
+        if n.status == 3 || n.status == 4 {
+            self.ended = true;
+        }
+        if self.lines.len() == LOG_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(n);
+    }
+}
+
+/// Reads the progress socket, passing messages on to `events`, until the install's result.
+/// Messages count from the daemon's ACK on: before it they belong to an earlier run. A result
+/// may come without START (2022.12 fails an empty stream that way).
+async fn read_progress(
+    mut sock: UnixStream,
+    mut decoder: ProgressDecoder,
+    path: PathBuf,
+    events: mpsc::Sender<ProgressMsg>,
+    acked: Arc<AtomicBool>,
+) -> Result<Verdict, ClientError> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let perr = |source| ClientError::Progress {
+        path: path.clone(),
+        source,
+    };
+    loop {
+        let msgs = match tokio::time::timeout(PROGRESS_IDLE, sock.read(&mut buf)).await {
+            Err(_) => decoder.idle().map_err(perr)?,
+            Ok(Ok(0)) => {
+                decoder.finish().map_err(perr)?;
+                return Err(ClientError::ProgressClosed(path));
+            }
+            Ok(Ok(n)) => decoder.push(&buf[..n]).map_err(perr)?,
+            Ok(Err(e)) => return Err(ClientError::ProgressIo { path, source: e }),
+        };
+        for m in msgs {
+            if !acked.load(Ordering::SeqCst) {
+                continue;
+            }
+            let status = m.status;
+            // Only percentage updates may be lost to a lagging caller, never a change of step
+            // or status: those wait for room.
+            if status == RecoveryStatus::Progress {
+                let _ = events.try_send(m);
+            } else {
+                let _ = events.send(m).await;
+            }
+            if matches!(status, RecoveryStatus::Success | RecoveryStatus::Failure) {
+                return Ok(Verdict {
+                    status,
+                    wire: decoder.wire(),
+                });
+            }
+        }
+    }
+}
+
+/// An install the daemon accepted.
+pub struct Installation {
+    client: Swupdate,
+    control: Option<UnixStream>,
+    tail: Vec<u8>,
+    sent: u64,
+    events: Option<mpsc::Receiver<ProgressMsg>>,
+    progress: JoinHandle<Result<Verdict, ClientError>>,
+    notify: Option<JoinHandle<()>>,
+    log: Arc<Mutex<LogBuffer>>,
+}
+
+impl Installation {
+    /// The progress messages of this install, ending with SUCCESS or FAILURE; the channel
+    /// closes when the reader stops. Taken once; messages wait (bounded) until read.
+    pub fn take_progress(&mut self) -> Option<mpsc::Receiver<ProgressMsg>> {
+        self.events.take()
+    }
+
+    /// Bytes handed to the daemon so far (the held-back tail not counted).
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
+    }
+
+    async fn send(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        let Some(s) = self.control.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = s.write_all(data).await {
+            // The daemon stops reading when it fails the install: its verdict says why.
+            self.control = None;
+            return Err(self.client.io_err(e));
+        }
+        self.sent += data.len() as u64;
+        Ok(())
+    }
+
+    /// Hands bytes to the daemon, keeping the last [`HOLDBACK`] until [`commit`](Self::commit).
+    /// Waits while the daemon is busy (backpressure through the socket).
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        if self.tail.len() + data.len() <= HOLDBACK {
+            self.tail.extend_from_slice(data);
+            return Ok(());
+        }
+        let excess = self.tail.len() + data.len() - HOLDBACK;
+        if excess >= self.tail.len() {
+            let tail = std::mem::take(&mut self.tail);
+            self.send(&tail).await?;
+            let from_data = excess - tail.len();
+            self.send(&data[..from_data]).await?;
+            self.tail = tail;
+            self.tail.clear();
+            self.tail.extend_from_slice(&data[from_data..]);
+        } else {
+            let head: Vec<u8> = self.tail.drain(..excess).collect();
+            self.send(&head).await?;
+            self.tail.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    /// Streams a whole reader in, calling `seen` with every chunk (for hashing or counting).
+    /// Returns the number of bytes read. The install is not committed.
+    pub async fn stream<R: AsyncRead + Unpin>(
+        &mut self,
+        mut reader: R,
+        mut seen: impl FnMut(&[u8]),
+    ) -> Result<u64, StreamError> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
+        loop {
+            let n = reader.read(&mut buf).await.map_err(StreamError::Source)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+            seen(&buf[..n]);
+            self.write(&buf[..n]).await.map_err(StreamError::Daemon)?;
+        }
+    }
+
+    /// Sends the held-back tail and closes the stream: the daemon may now finish the install.
+    pub async fn commit(&mut self) -> Result<(), ClientError> {
+        let tail = std::mem::take(&mut self.tail);
+        self.send(&tail).await?;
+        if let Some(mut s) = self.control.take() {
+            // EOF marks the end of the image; a daemon that already failed may have gone.
+            let _ = s.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Closes the stream without the tail: SWUpdate cannot complete the install and fails it.
+    pub fn abort(&mut self) {
+        self.tail.clear();
+        self.control = None;
+    }
+
+    /// Waits for SUCCESS or FAILURE on the progress socket. Aborts the stream first if it was
+    /// neither committed nor aborted.
+    pub async fn finish(mut self) -> Result<InstallOutcome, ClientError> {
+        if !self.tail.is_empty() || self.control.is_some() {
+            self.abort();
+        }
+        // Nobody reads the events any more: let the reader run free.
+        self.events = None;
+        let verdict = (&mut self.progress)
+            .await
+            .unwrap_or(Err(ClientError::ProgressClosed(
+                self.client.paths.progress.clone(),
+            )));
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(e) => {
+                self.stop_log();
+                return Err(e);
+            }
+        };
+        let log = self.collect_log().await;
+        Ok(InstallOutcome {
+            status: verdict.status,
+            log,
+            wire: verdict.wire,
+            bytes_sent: self.sent,
+        })
+    }
+
+    fn stop_log(&mut self) {
+        if let Some(n) = self.notify.take() {
+            n.abort();
+        }
+    }
+
+    /// The log lines of this install: from the stream (waiting briefly for its final line), or
+    /// drained with GET_STATUS where the daemon has no stream for us.
+    async fn collect_log(&mut self) -> Vec<Notification> {
+        if self.notify.is_some() {
+            let deadline = tokio::time::Instant::now() + LOG_GRACE;
+            while !self.log.lock().expect("log lock").ended
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.stop_log();
+            return self.log.lock().expect("log lock").lines.drain(..).collect();
+        }
+        let mut lines = Vec::new();
+        for _ in 0..LOG_LINES {
+            match self.client.status().await {
+                Ok(s) if !s.desc.is_empty() => lines.push(Notification {
+                    status: s.current,
+                    error: s.error,
+                    level: 0,
+                    msg: s.desc,
+                }),
+                _ => break,
+            }
+        }
+        lines
+    }
+}
+
+impl Drop for Installation {
+    fn drop(&mut self) {
+        self.progress.abort();
+        self.stop_log();
+    }
+}
+
+/// Why streaming a reader stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("reading the image: {0}")]
+    Source(io::Error),
+    #[error(transparent)]
+    Daemon(ClientError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_buffer_keeps_this_install_only() {
+        let line = |status, msg: &str| Notification {
+            status,
+            error: 0,
+            level: 3,
+            msg: msg.into(),
+        };
+        let mut b = LogBuffer::default();
+        b.push(line(4, "old failure"));
+        assert!(b.ended);
+        b.push(line(1, "Software Update started !"));
+        assert!(!b.ended);
+        b.push(line(2, "running"));
+        b.push(line(4, "Installation failed !"));
+        assert!(b.ended);
+        let msgs: Vec<_> = b.lines.iter().map(|n| n.msg.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "Software Update started !",
+                "running",
+                "Installation failed !"
+            ]
+        );
+        for i in 0..LOG_LINES + 5 {
+            b.push(line(2, &i.to_string()));
+        }
+        assert_eq!(b.lines.len(), LOG_LINES);
+        assert_eq!(b.lines.back().unwrap().msg, (LOG_LINES + 4).to_string());
+    }
+}
