@@ -16,6 +16,7 @@ pub mod cpio;
 pub mod nginx;
 pub mod pki;
 pub mod process;
+pub mod replay;
 pub mod swu;
 pub mod swupdate;
 

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::SocketPaths;
+use super::holdback::Holdback;
 use super::ipc::{self, Abi, InstallRequest, MsgType, Notification, Reply, UpdateState};
 use super::progress::{
     HANDSHAKE_LEN, ProgressDecoder, ProgressError, ProgressMsg, RecoveryStatus, Wire, WireSetting,
@@ -261,7 +262,7 @@ impl Swupdate {
         Ok(Installation {
             client: self.clone(),
             control: Some(control),
-            tail: Vec::with_capacity(HOLDBACK),
+            hold: Holdback::new(HOLDBACK),
             sent: 0,
             events: Some(events_rx),
             progress,
@@ -412,7 +413,7 @@ async fn read_progress(
 pub struct Installation {
     client: Swupdate,
     control: Option<UnixStream>,
-    tail: Vec<u8>,
+    hold: Holdback,
     sent: u64,
     events: Option<mpsc::Receiver<ProgressMsg>>,
     progress: JoinHandle<Result<Verdict, ClientError>>,
@@ -433,7 +434,7 @@ impl Installation {
     }
 
     async fn send(&mut self, data: &[u8]) -> Result<(), ClientError> {
-        let Some(s) = self.control.as_mut() else {
+        let Some(s) = self.control.as_mut().filter(|_| !data.is_empty()) else {
             return Ok(());
         };
         if let Err(e) = s.write_all(data).await {
@@ -448,25 +449,9 @@ impl Installation {
     /// Hands bytes to the daemon, keeping the last [`HOLDBACK`] until [`commit`](Self::commit).
     /// Waits while the daemon is busy (backpressure through the socket).
     pub async fn write(&mut self, data: &[u8]) -> Result<(), ClientError> {
-        if self.tail.len() + data.len() <= HOLDBACK {
-            self.tail.extend_from_slice(data);
-            return Ok(());
-        }
-        let excess = self.tail.len() + data.len() - HOLDBACK;
-        if excess >= self.tail.len() {
-            let tail = std::mem::take(&mut self.tail);
-            self.send(&tail).await?;
-            let from_data = excess - tail.len();
-            self.send(&data[..from_data]).await?;
-            self.tail = tail;
-            self.tail.clear();
-            self.tail.extend_from_slice(&data[from_data..]);
-        } else {
-            let head: Vec<u8> = self.tail.drain(..excess).collect();
-            self.send(&head).await?;
-            self.tail.extend_from_slice(data);
-        }
-        Ok(())
+        let r = self.hold.push(data);
+        self.send(&r.from_tail).await?;
+        self.send(r.from_data).await
     }
 
     /// Streams a whole reader in, calling `seen` with every chunk (for hashing or counting).
@@ -491,7 +476,7 @@ impl Installation {
 
     /// Sends the held-back tail and closes the stream: the daemon may now finish the install.
     pub async fn commit(&mut self) -> Result<(), ClientError> {
-        let tail = std::mem::take(&mut self.tail);
+        let tail = self.hold.take();
         self.send(&tail).await?;
         if let Some(mut s) = self.control.take() {
             // EOF marks the end of the image; a daemon that already failed may have gone.
@@ -502,14 +487,14 @@ impl Installation {
 
     /// Closes the stream without the tail: SWUpdate cannot complete the install and fails it.
     pub fn abort(&mut self) {
-        self.tail.clear();
+        self.hold.discard();
         self.control = None;
     }
 
     /// Waits for SUCCESS or FAILURE on the progress socket. Aborts the stream first if it was
     /// neither committed nor aborted.
     pub async fn finish(mut self) -> Result<InstallOutcome, ClientError> {
-        if !self.tail.is_empty() || self.control.is_some() {
+        if !self.hold.is_empty() || self.control.is_some() {
             self.abort();
         }
         // Nobody reads the events any more: let the reader run free.

@@ -2,6 +2,7 @@
 //! status, bootloader state) and the progress socket (what the installer is doing).
 
 pub mod client;
+pub mod holdback;
 pub mod ipc;
 pub mod progress;
 

@@ -1,0 +1,105 @@
+//! A stand-in for SWUpdate releases that Debian does not ship (2023.12 to 2026.05): it answers on
+//! the two IPC sockets with the bytes real daemons of those releases wrote, recorded in
+//! `agent/testdata/frames/` (see its README). The real 2022.12 daemon covers the install itself;
+//! this covers the wire variants the agent must read from newer daemons, through real sockets
+//! and real timing (handshake at connect, frames after the ACK, one write per frame).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Context;
+
+const MSG: usize = 3120; // LP64 ipc_message
+const HANDSHAKE: [u8; 8] = [0, 0, 2, 0, b'A', b'C', b'K', 0];
+
+/// Where the recordings are.
+pub fn frames_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/testdata/frames")
+}
+
+/// A replaying daemon for one recorded run (`progress-<version>-<run>.bin`).
+pub struct ReplayDaemon {
+    dir: tempfile::TempDir,
+    installed: mpsc::Receiver<u64>,
+}
+
+impl ReplayDaemon {
+    /// `version` as in the file names (`2025.12`), `run` `success` or `failure`.
+    pub fn start(version: &str, run: &str) -> anyhow::Result<ReplayDaemon> {
+        let frames = frames_dir();
+        let progress = std::fs::read(frames.join(format!("progress-{version}-{run}.bin")))
+            .context("recorded progress stream")?;
+        let ack = std::fs::read(frames.join(format!("control-ack-{version}.bin")))?;
+        let nack = std::fs::read(frames.join(format!("control-nack-{version}.bin")))?;
+        let frame = if version >= "2025.12" { 2408 } else { 2416 };
+        let dir = tempfile::tempdir()?;
+        let control = UnixListener::bind(dir.path().join("sockinstctrl"))?;
+        let prog = UnixListener::bind(dir.path().join("swupdateprog"))?;
+        let (start_tx, start_rx) = mpsc::channel::<()>();
+        let (installed_tx, installed) = mpsc::channel();
+
+        thread::spawn(move || -> anyhow::Result<()> {
+            let (mut s, _) = prog.accept()?;
+            let mut rest = &progress[..];
+            if rest.starts_with(&HANDSHAKE) {
+                s.write_all(&HANDSHAKE)?; // right after accept, as 2024.12+ does
+                rest = &rest[8..];
+            }
+            start_rx.recv()?;
+            for f in rest.chunks(frame) {
+                s.write_all(f)?;
+                thread::sleep(Duration::from_millis(2));
+            }
+            Ok(())
+        });
+        thread::spawn(move || -> anyhow::Result<()> {
+            let mut start = Some(start_tx);
+            for conn in control.incoming() {
+                let mut s = conn?;
+                let mut m = [0u8; MSG];
+                s.read_exact(&mut m)?;
+                match u32::from_le_bytes(m[4..8].try_into()?) {
+                    0 => {
+                        s.write_all(&ack)?;
+                        // The daemon reads the image to its end, then reports.
+                        let n = std::io::copy(&mut s, &mut std::io::sink())?;
+                        let _ = installed_tx.send(n);
+                        if let Some(tx) = start.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    // GET_STATUS: an empty log queue.
+                    3 => s.write_all(&reply(1))?,
+                    // NOTIFY_STREAM and anything else: refused, as the recorded NACK.
+                    _ => s.write_all(&nack)?,
+                }
+            }
+            Ok(())
+        });
+        Ok(ReplayDaemon { dir, installed })
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.path().join("sockinstctrl")
+    }
+
+    pub fn progress_socket(&self) -> PathBuf {
+        self.dir.path().join("swupdateprog")
+    }
+
+    /// Bytes the install stream carried, once it ended.
+    pub fn installed_bytes(&self, timeout: Duration) -> Option<u64> {
+        self.installed.recv_timeout(timeout).ok()
+    }
+}
+
+fn reply(kind: u32) -> Vec<u8> {
+    let mut m = vec![0u8; MSG];
+    m[0..4].copy_from_slice(&0x1405_2001u32.to_le_bytes());
+    m[4..8].copy_from_slice(&kind.to_le_bytes());
+    m
+}

@@ -1,0 +1,85 @@
+//! The agent against the progress wires of SWUpdate 2022.12 to 2026.05, replayed byte for byte
+//! from recordings of real daemons (`cip_update_agent_tests::replay`): `auto` recognises each,
+//! a fixed setting reads it, and the verdict is SWUpdate's.
+
+use std::process::Output;
+use std::time::Duration;
+
+use cip_update_agent_tests::agent::agent_cmd;
+use cip_update_agent_tests::pki::TestCert;
+use cip_update_agent_tests::replay::ReplayDaemon;
+use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
+
+const VERSIONS: [&str; 6] = [
+    "2022.12",
+    "2023.12",
+    "2024.12",
+    "2025.05",
+    "2025.12",
+    "2026.05.1",
+];
+
+fn install(version: &str, run: &str, wire: &str) -> (Output, u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(dir.path()).unwrap();
+    let swu = SwuBuilder::new()
+        .image(Image::rawfile(
+            "payload.bin",
+            random_bytes(100_000, 9),
+            dir.path().join("t"),
+        ))
+        .build(&cert, &dir.path().join("x.swu"))
+        .unwrap();
+    let daemon = ReplayDaemon::start(version, run).unwrap();
+    let o = agent_cmd()
+        .unwrap()
+        .arg("install")
+        .arg(&swu.path)
+        .arg("--control-socket")
+        .arg(daemon.control_socket())
+        .arg("--progress-socket")
+        .arg(daemon.progress_socket())
+        .args(["--wire", wire])
+        .output()
+        .unwrap();
+    let got = daemon.installed_bytes(Duration::from_secs(5)).unwrap_or(0);
+    (o, got, swu.len)
+}
+
+#[test]
+fn every_release_success_auto_and_fixed() {
+    for v in VERSIONS {
+        for wire in ["auto", v] {
+            let (o, got, len) = install(v, "success", wire);
+            let out = String::from_utf8_lossy(&o.stdout);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(0), "{v} {wire}: {out}{err}");
+            assert!(out.starts_with("SUCCESS"), "{v} {wire}: {out}");
+            assert_eq!(got, len, "{v} {wire}: the whole image was streamed");
+            assert!(
+                err.contains("swupdate: step 1/1 payload.bin (rawfile) 100%"),
+                "{v} {wire}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_release_failure() {
+    for v in VERSIONS {
+        let (o, _, _) = install(v, "failure", "auto");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{v}: {out}");
+        assert!(out.starts_with("FAILURE"), "{v}: {out}");
+    }
+}
+
+#[test]
+fn a_fixed_wire_of_another_family_is_refused_before_installing() {
+    // 2025.12 sends a handshake; a 2023.12 setting must notice before streaming.
+    let (o, got, _) = install("2025.12", "success", "2023.12");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(9), "{err}");
+    assert!(err.contains("`wire = \"2023.12\"` is configured"), "{err}");
+    assert_eq!(got, 0, "nothing streamed");
+}
