@@ -88,71 +88,85 @@ pub async fn install(
     tokio::pin!(cancel);
 
     // Stream. The daemon's progress is reported as it comes; a failing daemon shows as a write
-    // error, after which its verdict on the progress socket says why. `stopped`: `None` when the
-    // whole image went in, `Some(reason)` when the agent abandons it (`Some(None)`: the progress
-    // reader failed, and its error is the reason).
-    let stopped: Option<Option<InstallError>> = loop {
+    // error, after which its verdict on the progress socket says why.
+    let stop = loop {
         tokio::select! {
             biased;
-            () = &mut cancel => break Some(Some(InstallError::Interrupted { bytes: read, verdict: None })),
-            m = progress.recv(), if progress_open => {
-                match m {
-                    Some(m) => {
-                        if matches!(m.status, RecoveryStatus::Success | RecoveryStatus::Failure) {
-                            got_result = true;
-                        }
-                        observer.progress(&m);
-                    }
-                    // The reader ended without a verdict: an install nobody can follow must not
-                    // complete. `finish` below returns the reader's error.
-                    None if !got_result => break Some(None),
-                    None => progress_open = false,
+            () = &mut cancel => break Stop::Abandon(InstallError::Interrupted { bytes: read, verdict: None }),
+            m = progress.recv(), if progress_open => match m {
+                Some(m) => {
+                    got_result |= matches!(m.status, RecoveryStatus::Success | RecoveryStatus::Failure);
+                    observer.progress(&m);
                 }
-            }
+                // The reader ended without a verdict: an install nobody can follow must not
+                // complete. `finish` below returns the reader's error.
+                None if !got_result => break Stop::ProgressLost,
+                None => progress_open = false,
+            },
             n = image.reader.read(&mut buf) => {
                 let n = match n {
                     Ok(n) => n,
-                    Err(error) => break Some(Some(InstallError::Read { bytes: read, error, verdict: None })),
+                    Err(error) => break Stop::Abandon(InstallError::Read { bytes: read, error, verdict: None }),
                 };
                 if n == 0 {
-                    break tracker.finish().err().map(|error| Some(InstallError::Malformed { error, verdict: None }));
+                    break match tracker.finish() {
+                        Ok(()) => Stop::Complete,
+                        Err(error) => Stop::Abandon(InstallError::Malformed { error, verdict: None }),
+                    };
                 }
                 read += n as u64;
                 if let Err(error) = tracker.feed(&buf[..n]) {
-                    break Some(Some(InstallError::Malformed { error, verdict: None }));
+                    break Stop::Abandon(InstallError::Malformed { error, verdict: None });
                 }
                 observer.streamed(read, image.len);
-                if let Err(e) = inst.write(&buf[..n]).await {
-                    // The daemon gave up on the install; its verdict says why.
-                    tracing::debug!("daemon stopped reading: {e}");
-                    break None;
+                // A daemon that stops reading must not keep an interrupt waiting.
+                tokio::select! {
+                    biased;
+                    () = &mut cancel => break Stop::Abandon(InstallError::Interrupted { bytes: read, verdict: None }),
+                    r = inst.write(&buf[..n]) => if let Err(e) = r {
+                        // The daemon gave up on the install; its verdict says why.
+                        tracing::debug!("daemon stopped reading: {e}");
+                        break Stop::DaemonStopped;
+                    },
                 }
             }
         }
     };
 
-    match stopped {
-        None => {
-            if let Err(e) = inst.commit().await {
-                tracing::debug!("commit: {e}");
-            }
+    if matches!(stop, Stop::Complete) {
+        if let Err(e) = inst.commit().await {
+            tracing::debug!("commit: {e}");
         }
-        Some(_) => inst.abort(),
+    } else {
+        inst.abort();
     }
-    let verdict = follow(inst, progress, observer).await;
-    match stopped {
-        None | Some(None) => verdict.map_err(InstallError::from),
-        Some(Some(mut e)) => {
-            let v = verdict.ok();
-            match &mut e {
-                InstallError::Malformed { verdict, .. }
-                | InstallError::Read { verdict, .. }
-                | InstallError::Interrupted { verdict, .. } => *verdict = v,
-                InstallError::Daemon(_) => {}
+    let verdict_result = follow(inst, progress, observer).await;
+    match stop {
+        Stop::Complete | Stop::DaemonStopped | Stop::ProgressLost => {
+            verdict_result.map_err(InstallError::from)
+        }
+        Stop::Abandon(mut e) => {
+            if let InstallError::Malformed { verdict, .. }
+            | InstallError::Read { verdict, .. }
+            | InstallError::Interrupted { verdict, .. } = &mut e
+            {
+                *verdict = verdict_result.ok();
             }
             Err(e)
         }
     }
+}
+
+/// Why the streaming loop ended.
+enum Stop {
+    /// The whole archive went in: commit.
+    Complete,
+    /// The daemon closed the stream: it failed the install.
+    DaemonStopped,
+    /// The progress reader failed: its error is the answer.
+    ProgressLost,
+    /// The agent gives up on the install.
+    Abandon(InstallError),
 }
 
 /// Reports progress until the verdict.

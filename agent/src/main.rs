@@ -246,7 +246,8 @@ fn report(
             exit::FAILURE
         }
         Err(e) => {
-            if let Some(v) = e.verdict() {
+            // The daemon failed because the agent stopped: its log only matters when asked for.
+            if let (Some(v), true) = (e.verdict(), verbose) {
                 print_log(v, verbose);
             }
             eprintln!("error: {e}");

@@ -430,3 +430,33 @@ fn help_and_version() {
     c.arg("install");
     assert_eq!(run(c).status.code(), Some(2), "usage error");
 }
+
+/// The requests the boot and reboot logic will use, against the real daemon (bootloader "none":
+/// SWUpdate keeps the state in memory).
+#[tokio::test]
+async fn update_state_status_and_post_update_requests() {
+    use cip_update_agent::swupdate::UpdateState;
+    let rig = Rig::new();
+    let c = rig.client();
+    // GET_STATUS pops one queued log line per call, and then reports that line's status:
+    // only with the queue drained is `current` the daemon's state.
+    let mut lines = Vec::new();
+    let st = loop {
+        let st = c.status().await.unwrap();
+        if st.desc.is_empty() || lines.len() > 500 {
+            break st;
+        }
+        lines.push(st.desc);
+    };
+    assert!(
+        lines.iter().any(|l| l.contains("creating socket")),
+        "{lines:?}"
+    );
+    assert_eq!(st.current, 0, "IDLE: {st:?}");
+    c.set_update_state(UpdateState::Testing).await.unwrap();
+    assert_eq!(c.update_state().await.unwrap(), Some(UpdateState::Testing));
+    c.set_update_state(UpdateState::Ok).await.unwrap();
+    assert_eq!(c.update_state().await.unwrap(), Some(UpdateState::Ok));
+    let text = c.post_update("").await.unwrap();
+    assert!(text.contains("Post-update actions"), "{text}");
+}

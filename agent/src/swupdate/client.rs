@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -25,8 +25,6 @@ use super::progress::{
 /// trailer and the end of the last image, so an install the caller abandons (a hash mismatch seen
 /// only at the last byte, say) can never complete: SWUpdate sees the stream end early and fails.
 pub const HOLDBACK: usize = 64 * 1024;
-/// Size of the reads from a source when streaming it.
-const CHUNK: usize = 128 * 1024;
 /// Quiet time on the progress socket after which the decoder may judge a lone frame by its size.
 const PROGRESS_IDLE: Duration = Duration::from_millis(150);
 /// How long the log stream may trail the result on the progress socket.
@@ -53,7 +51,7 @@ pub enum ClientError {
     Connect { path: PathBuf, source: io::Error },
     #[error("SWUpdate is busy: {0}")]
     Busy(String),
-    #[error("SWUpdate refused the request{}", if .0.is_empty() { String::new() } else { format!(": {}", .0) })]
+    #[error("SWUpdate refused the request{}", if .0.is_empty() { " (a software set or mode it does not accept, or an API version it does not know)".to_owned() } else { format!(": {}", .0) })]
     Refused(String),
     #[error("control socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
@@ -219,7 +217,7 @@ impl Swupdate {
 
     /// Starts an install: the progress and log readers connect first, so nothing of this install
     /// is missed, then REQ_INSTALL. Returns once the daemon ACKed; bytes go in with
-    /// [`Installation::write`] or [`Installation::stream`].
+    /// [`Installation::write`].
     pub async fn start_install(&self, req: &InstallRequest) -> Result<Installation, ClientError> {
         let msg = ipc::encode_install(self.abi, req)?;
         let mut progress_sock = connect(&self.paths.progress).await?;
@@ -454,26 +452,6 @@ impl Installation {
         self.send(r.from_data).await
     }
 
-    /// Streams a whole reader in, calling `seen` with every chunk (for hashing or counting).
-    /// Returns the number of bytes read. The install is not committed.
-    pub async fn stream<R: AsyncRead + Unpin>(
-        &mut self,
-        mut reader: R,
-        mut seen: impl FnMut(&[u8]),
-    ) -> Result<u64, StreamError> {
-        let mut buf = vec![0u8; CHUNK];
-        let mut total = 0u64;
-        loop {
-            let n = reader.read(&mut buf).await.map_err(StreamError::Source)?;
-            if n == 0 {
-                return Ok(total);
-            }
-            total += n as u64;
-            seen(&buf[..n]);
-            self.write(&buf[..n]).await.map_err(StreamError::Daemon)?;
-        }
-    }
-
     /// Sends the held-back tail and closes the stream: the daemon may now finish the install.
     pub async fn commit(&mut self) -> Result<(), ClientError> {
         let tail = self.hold.take();
@@ -560,15 +538,6 @@ impl Drop for Installation {
         self.progress.abort();
         self.stop_log();
     }
-}
-
-/// Why streaming a reader stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamError {
-    #[error("reading the image: {0}")]
-    Source(io::Error),
-    #[error(transparent)]
-    Daemon(ClientError),
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ use cip_update_agent_tests::swu::{
 };
 use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
 
+/// How one method's command line is made.
+type Method<'a> = dyn Fn(&Bench, &Case) -> Command + 'a;
+
 #[derive(Clone, Copy)]
 struct Sample {
     secs: f64,
@@ -71,20 +74,20 @@ fn main() -> anyhow::Result<()> {
     println!("image: {mib} MiB, {runs} run(s) each, median reported\n");
 
     let case = bench.case("image", mib)?;
-    let rows = [
-        (
-            "cip-update-agent install URL",
-            bench.measure(&case, |b, c| b.agent(&agent, c))?,
-        ),
-        (
-            "curl URL | swupdate-client -",
-            bench.measure(&case, |b, c| b.curl_client(c))?,
-        ),
-        (
-            "swupdate -d \"-u URL\"",
-            bench.measure(&case, |b, c| b.downloader(c))?,
-        ),
+    let names = [
+        "cip-update-agent install URL",
+        "curl URL | swupdate-client -",
+        "swupdate -d \"-u URL\"",
     ];
+    let samples = bench.measure(
+        &case,
+        &[
+            &|b, c| b.agent(&agent, c),
+            &|b, c| b.curl_client(c),
+            &|b, c| b.downloader(c),
+        ],
+    )?;
+    let rows: Vec<(&str, Sample)> = names.into_iter().zip(samples).collect();
     let fastest = rows.iter().map(|r| r.1.secs).fold(f64::INFINITY, f64::min);
     println!(
         "{:<32} {:>9} {:>10} {:>9} {:>13}",
@@ -110,7 +113,7 @@ fn main() -> anyhow::Result<()> {
     fs::remove_file(www.join("image.swu"))?;
     fs::remove_file(&case.target)?;
     let double = bench.case("double", mib * 2)?;
-    let d = bench.measure(&double, |b, c| b.agent(&agent, c))?;
+    let d = bench.measure(&double, &[&|b, c| b.agent(&agent, c)])?[0];
     println!(
         "agent peak RSS: {:.1} MiB at {} MiB, {:.1} MiB at {} MiB (ratio {:.3}; target: under 16 MiB and flat)",
         agent_s.rss_kib as f64 / 1024.0,
@@ -152,41 +155,50 @@ impl Bench {
         })
     }
 
-    fn measure(
-        &self,
-        case: &Case,
-        cmd: impl Fn(&Bench, &Case) -> Command,
-    ) -> anyhow::Result<Sample> {
-        let mut samples = Vec::new();
+    /// Runs every method `runs` times, interleaved (A B C A B C ...) so that the page cache and
+    /// the writeback of earlier runs weigh on all alike; each run starts after a `sync`.
+    fn measure(&self, case: &Case, methods: &[&Method]) -> anyhow::Result<Vec<Sample>> {
+        let mut samples = vec![Vec::new(); methods.len()];
         for _ in 0..self.runs {
-            fs::write(&case.target, b"")?; // raw does not create its device
-            let out = self.dir.join("time.out");
-            let mut c = Command::new("/usr/bin/time");
-            let inner = cmd(self, case);
-            c.arg("-o")
-                .arg(&out)
-                .args(["-f", "%e %M"])
-                .arg(inner.get_program())
-                .args(inner.get_args())
-                .envs(
-                    inner
-                        .get_envs()
-                        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-                )
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            let o = c.output().context("running /usr/bin/time (package time)")?;
-            if !o.status.success() {
-                bail!("{:?} failed: {}", inner, String::from_utf8_lossy(&o.stderr));
+            for (m, cmd) in methods.iter().enumerate() {
+                samples[m].push(self.run_once(case, cmd(self, case))?);
             }
-            ensure_file_sha256(&case.target, &case.sha256)
-                .with_context(|| format!("{inner:?} did not install the image"))?;
-            samples.push(parse_time(&fs::read_to_string(&out)?)?);
         }
-        samples.sort_by(|a, b| a.secs.total_cmp(&b.secs));
-        let mut s = samples[samples.len() / 2];
-        s.rss_kib = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
-        Ok(s)
+        Ok(samples
+            .into_iter()
+            .map(|runs| {
+                let secs: Vec<String> = runs.iter().map(|s| format!("{:.2}", s.secs)).collect();
+                eprintln!("  runs (s): {}", secs.join(" "));
+                median(runs)
+            })
+            .collect())
+    }
+
+    fn run_once(&self, case: &Case, inner: Command) -> anyhow::Result<Sample> {
+        fs::write(&case.target, b"")?; // raw does not create its device
+        let synced = Command::new("sync").status().context("sync")?;
+        ensure!(synced.success(), "sync failed");
+        let out = self.dir.join("time.out");
+        let mut c = Command::new("/usr/bin/time");
+        c.arg("-o")
+            .arg(&out)
+            .args(["-f", "%e %M"])
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .envs(
+                inner
+                    .get_envs()
+                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let o = c.output().context("running /usr/bin/time (package time)")?;
+        if !o.status.success() {
+            bail!("{:?} failed: {}", inner, String::from_utf8_lossy(&o.stderr));
+        }
+        ensure_file_sha256(&case.target, &case.sha256)
+            .with_context(|| format!("{inner:?} did not install the image"))?;
+        parse_time(&fs::read_to_string(&out)?)
     }
 
     fn agent(&self, agent: &Path, case: &Case) -> Command {
@@ -201,10 +213,10 @@ impl Bench {
     }
 
     fn curl_client(&self, case: &Case) -> Command {
-        let mut c = Command::new("sh");
+        let mut c = Command::new("bash");
         c.arg("-c")
-            .arg("set -o pipefail 2>/dev/null; curl -sSf \"$1\" | swupdate-client -q -")
-            .arg("sh")
+            .arg("set -o pipefail; curl -sSf \"$1\" | swupdate-client -q -")
+            .arg("bash")
             .arg(&case.swu_url)
             .env("TMPDIR", self.daemon.tmpdir());
         c
@@ -222,6 +234,14 @@ impl Bench {
             .env("TMPDIR", tmp);
         c
     }
+}
+
+/// The median time; the peak RSS over all runs.
+fn median(mut samples: Vec<Sample>) -> Sample {
+    samples.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+    let mut s = samples[samples.len() / 2];
+    s.rss_kib = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+    s
 }
 
 fn parse_time(s: &str) -> anyhow::Result<Sample> {
