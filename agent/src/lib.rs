@@ -2,6 +2,7 @@
 //!
 //! The library holds every capability; `main.rs` is the command line over it.
 
+pub mod config;
 pub mod install;
 pub mod source;
 pub mod swu;

@@ -1,12 +1,13 @@
 //! `cip-update-agent`: the command line.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use cip_update_agent::config::{self, Config};
 use cip_update_agent::install::{self, InstallError, Observer};
 use cip_update_agent::source::{self, Source, SourceError};
 use cip_update_agent::swupdate::client::{ClientError, InstallOutcome};
@@ -25,6 +26,7 @@ mod exit {
     pub const DOWNLOAD: u8 = 8;
     pub const PROTOCOL: u8 = 9;
     pub const INTERRUPTED: u8 = 10;
+    pub const CONFIG: u8 = 11;
 }
 
 const EXIT_CODES: &str = "\
@@ -39,11 +41,20 @@ Exit codes:
   7   the image is not a .swu, or is truncated
   8   the download failed (HTTP error status, network error)
   9   the daemon's answers cannot be understood (IPC or progress wire)
-  10  interrupted (the install was abandoned; SWUpdate fails it)";
+  10  interrupted (the install was abandoned; SWUpdate fails it)
+  11  the configuration file cannot be read or is invalid";
 
 #[derive(Parser)]
 #[command(name = "cip-update-agent", version, about, propagate_version = true)]
 struct Cli {
+    /// Configuration file [default: /etc/cip-update-agent/agent.toml, if present]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "CIP_UPDATE_AGENT_CONFIG"
+    )]
+    config: Option<PathBuf>,
     /// More output (-v: the daemon's log lines and agent decisions, -vv: everything).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -75,20 +86,18 @@ struct InstallArgs {
 /// Where and how to reach SWUpdate.
 #[derive(Args)]
 struct DaemonArgs {
-    /// SWUpdate's control socket [default: $TMPDIR/sockinstctrl, or /tmp/sockinstctrl]
+    /// SWUpdate's control socket [default: swupdate.control_socket of the configuration, else
+    /// $TMPDIR/sockinstctrl, or /tmp/sockinstctrl]
     #[arg(long, value_name = "PATH", env = "CIP_SWUPDATE_CONTROL_SOCKET")]
     control_socket: Option<PathBuf>,
-    /// SWUpdate's progress socket [default: $TMPDIR/swupdateprog, or /tmp/swupdateprog]
+    /// SWUpdate's progress socket [default: swupdate.progress_socket of the configuration, else
+    /// $TMPDIR/swupdateprog, or /tmp/swupdateprog]
     #[arg(long, value_name = "PATH", env = "CIP_SWUPDATE_PROGRESS_SOCKET")]
     progress_socket: Option<PathBuf>,
-    /// Progress wire of the daemon: "auto", or its release (2022.12, 2023.12, 2024.12, 2025.12, ...).
-    #[arg(
-        long,
-        value_name = "WIRE",
-        default_value = "auto",
-        env = "CIP_SWUPDATE_WIRE"
-    )]
-    wire: WireSetting,
+    /// Progress wire of the daemon: "auto", or its release (2022.12, 2023.12, 2024.12, 2025.12, ...)
+    /// [default: swupdate.wire of the configuration, else auto]
+    #[arg(long, value_name = "WIRE", env = "CIP_SWUPDATE_WIRE")]
+    wire: Option<WireSetting>,
 }
 
 fn main() -> ExitCode {
@@ -114,8 +123,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let config = match &cli.config {
+        Some(p) => Config::load(p, true),
+        None => Config::load(Path::new(config::DEFAULT_PATH), false),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
     let code = match cli.command {
-        Command::Install(args) => rt.block_on(run_install(args, cli.verbose > 0)),
+        Command::Install(args) => rt.block_on(run_install(args, &config, cli.verbose > 0)),
     };
     // A read blocked in the blocking pool (a pipe that stays open after an interrupt) must not
     // hold the exit.
@@ -142,7 +162,7 @@ async fn interrupted() {
     }
 }
 
-async fn run_install(args: InstallArgs, verbose: bool) -> u8 {
+async fn run_install(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
     let src = match Source::parse(&args.image) {
         Ok(s) => s,
         Err(e) => {
@@ -150,9 +170,16 @@ async fn run_install(args: InstallArgs, verbose: bool) -> u8 {
             return exit::NO_IMAGE;
         }
     };
-    let paths =
-        SocketPaths::with_overrides(args.daemon.control_socket, args.daemon.progress_socket);
-    let sw = Swupdate::new(paths, args.daemon.wire);
+    let d = &config.swupdate;
+    let paths = SocketPaths::with_overrides(
+        args.daemon
+            .control_socket
+            .or_else(|| d.control_socket.clone()),
+        args.daemon
+            .progress_socket
+            .or_else(|| d.progress_socket.clone()),
+    );
+    let sw = Swupdate::new(paths, args.daemon.wire.unwrap_or(d.wire));
     let image = match source::open(&src).await {
         Ok(i) => i,
         Err(e) => {

@@ -76,7 +76,11 @@ impl Rig {
 }
 
 fn run(mut c: Command) -> Output {
+    // Only what a test sets: no configuration or environment of the machine running it.
     c.env_remove("CIP_SWUPDATE_WIRE")
+        .env_remove("CIP_SWUPDATE_CONTROL_SOCKET")
+        .env_remove("CIP_SWUPDATE_PROGRESS_SOCKET")
+        .env("CIP_UPDATE_AGENT_CONFIG", "/dev/null")
         .output()
         .expect("running cip-update-agent")
 }
@@ -459,4 +463,41 @@ async fn update_state_status_and_post_update_requests() {
     assert_eq!(c.update_state().await.unwrap(), Some(UpdateState::Ok));
     let text = c.post_update("").await.unwrap();
     assert!(text.contains("Post-update actions"), "{text}");
+}
+
+#[test]
+fn sockets_from_the_configuration_file_and_a_bad_file_named() {
+    let rig = Rig::new();
+    let (swu, data) = rig.swu("cfg", 20_000);
+    let cfg = rig.path("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[swupdate]\ncontrol_socket = {:?}\nprogress_socket = {:?}\nwire = \"2022.12\"\n",
+            rig.daemon.control_socket(),
+            rig.daemon.progress_socket()
+        ),
+    )
+    .unwrap();
+    let mut c = agent_cmd().unwrap();
+    c.arg("--config").arg(&cfg).arg("install").arg(&swu.path);
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(installed(&swu, &data));
+
+    fs::write(&cfg, "[swupdate]\nwire = \"2025.13\"\n").unwrap();
+    let mut c = agent_cmd().unwrap();
+    c.arg("--config").arg(&cfg).arg("install").arg(&swu.path);
+    let o = run(c);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(11), "{err}");
+    assert!(err.contains("agent.toml") && err.contains("wire"), "{err}");
+
+    let mut c = agent_cmd().unwrap();
+    c.arg("--config")
+        .arg(rig.path("none.toml"))
+        .arg("install")
+        .arg(&swu.path);
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(11), "{:?}", text(&o));
 }

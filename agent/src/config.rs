@@ -1,0 +1,408 @@
+//! `/etc/cip-update-agent/agent.toml`: typed, with defaults, checked at load with errors that name
+//! the key. `agent/config/agent.toml` is the commented default and documents every key; the README
+//! has the same table.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::swupdate::{SocketPaths, WireSetting};
+
+/// Where the agent looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/cip-update-agent/agent.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The agent's own files: the job journal, staged downloads, the device key.
+    pub state_dir: PathBuf,
+    pub device: Device,
+    /// Absent: no wfx (install only from the command line).
+    pub wfx: Option<Wfx>,
+    pub swupdate: Swupdate,
+    pub tls: Tls,
+    pub proxy: Proxy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from("/var/lib/cip-update-agent"),
+            device: Device::default(),
+            wfx: None,
+            swupdate: Swupdate::default(),
+            tls: Tls::default(),
+            proxy: Proxy::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Device {
+    /// The wfx client-id. Absent: the device onboards first.
+    pub client_id: Option<String>,
+    /// "board revision", as SWUpdate reads it.
+    pub hwrevision_file: PathBuf,
+    /// The running version: `VERSION_ID` of an os-release file, or a file holding only it.
+    pub version_file: PathBuf,
+}
+
+impl Default for Device {
+    fn default() -> Self {
+        Device {
+            client_id: None,
+            hwrevision_file: PathBuf::from("/etc/hwrevision"),
+            version_file: PathBuf::from("/etc/os-release"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wfx {
+    /// Southbound base URL, e.g. `http://127.0.0.1:8080/api/wfx/v1`.
+    pub url: HttpUrl,
+    /// Reconciling poll; events arrive over SSE in between.
+    #[serde(default = "default_poll", deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// At most one progress update to wfx per interval.
+    #[serde(default = "default_progress", deserialize_with = "duration")]
+    pub progress_interval: Duration,
+}
+
+fn default_poll() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_progress() -> Duration {
+    Duration::from_secs(2)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Swupdate {
+    /// Default: SWUpdate's rule, `$TMPDIR/sockinstctrl` or `/tmp/sockinstctrl`.
+    pub control_socket: Option<PathBuf>,
+    /// Default: `$TMPDIR/swupdateprog` or `/tmp/swupdateprog`.
+    pub progress_socket: Option<PathBuf>,
+    #[serde(deserialize_with = "wire")]
+    pub wire: WireSetting,
+}
+
+impl Swupdate {
+    pub fn socket_paths(&self) -> SocketPaths {
+        SocketPaths::with_overrides(self.control_socket.clone(), self.progress_socket.clone())
+    }
+}
+
+/// Used by every https and mqtts connection.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// CA bundle (PEM) trusted for servers; absent: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs `client_key`.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proxy {
+    /// HTTP(S) proxy for wfx and downloads; absent: none (the environment is not read, so a
+    /// service's behaviour does not depend on who started it).
+    pub url: Option<HttpUrl>,
+    /// Hosts reached directly: names (a leading dot or none matches subdomains), IP addresses.
+    pub no_proxy: Vec<String>,
+}
+
+/// An http or https URL, checked at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl(pub String);
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let u = reqwest::Url::parse(&s)
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a URL: {e}")))?;
+        if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+            return Err(serde::de::Error::custom(format!(
+                "`{s}` is not an http:// or https:// URL with a host"
+            )));
+        }
+        Ok(HttpUrl(s.trim_end_matches('/').to_owned()))
+    }
+}
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    let v = humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration such as \"30s\", \"5m\", \"2h\": {e}"
+        ))
+    })?;
+    if v.is_zero() {
+        return Err(serde::de::Error::custom(
+            "a duration must be more than zero",
+        ));
+    }
+    Ok(v)
+}
+
+fn wire<'de, D: Deserializer<'de>>(d: D) -> Result<WireSetting, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// toml's message names the key and shows the line.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads a file. `required = false` (the default path): a missing file gives the defaults.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses and checks a configuration; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        c.check().map_err(|(key, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        })?;
+        Ok(c)
+    }
+
+    /// What a type cannot say: relations between keys and well-formed values.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if !self.state_dir.is_absolute() {
+            return Err(("state_dir", "must be an absolute path".into()));
+        }
+        if let Some(id) = &self.device.client_id {
+            check_client_id(id).map_err(|m| ("device.client_id", m))?;
+        }
+        match (&self.tls.client_cert, &self.tls.client_key) {
+            (Some(_), None) => {
+                return Err(("tls.client_key", "is needed with tls.client_cert".into()));
+            }
+            (None, Some(_)) => {
+                return Err(("tls.client_cert", "is needed with tls.client_key".into()));
+            }
+            _ => {}
+        }
+        for h in &self.proxy.no_proxy {
+            if h.is_empty() || h.contains(char::is_whitespace) || h.contains('/') {
+                return Err((
+                    "proxy.no_proxy",
+                    format!("`{h}` is not a host name or address"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// wfx takes any string; the agent keeps to what is safe in URLs, topics and file names.
+fn check_client_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(format!(
+            "`{id}` has `{c}`: use letters, digits and - _ . : only"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, String> {
+        Config::parse(s, Path::new("agent.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.state_dir, Path::new("/var/lib/cip-update-agent"));
+        assert!(c.wfx.is_none());
+        assert_eq!(c.swupdate.wire, WireSetting::Auto);
+    }
+
+    #[test]
+    fn a_full_file() {
+        let c = parse(
+            r#"
+state_dir = "/data/agent"
+[device]
+client_id = "dev-0042"
+[wfx]
+url = "https://wfx.example:8443/api/wfx/v1/"
+poll_interval = "90s"
+[swupdate]
+control_socket = "/run/swupdate/sockinstctrl"
+wire = "2025.05"
+[tls]
+ca_file = "/etc/ca.pem"
+client_cert = "/etc/d.pem"
+client_key = "/etc/d.key"
+[proxy]
+url = "http://proxy:3128"
+no_proxy = ["localhost", ".plant.local", "10.0.0.1"]
+"#,
+        )
+        .unwrap();
+        let w = c.wfx.unwrap();
+        assert_eq!(w.url.0, "https://wfx.example:8443/api/wfx/v1");
+        assert_eq!(w.poll_interval, Duration::from_secs(90));
+        assert_eq!(w.progress_interval, Duration::from_secs(2));
+        assert_eq!(c.device.client_id.as_deref(), Some("dev-0042"));
+        assert_eq!(
+            c.swupdate.wire,
+            WireSetting::Fixed(crate::swupdate::Wire::V2024_12)
+        );
+        assert_eq!(
+            c.swupdate.socket_paths().control,
+            Path::new("/run/swupdate/sockinstctrl")
+        );
+        assert_eq!(c.proxy.no_proxy.len(), 3);
+    }
+
+    /// Every error names the key (and toml's the line).
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("colour = 1", "unknown field `colour`"),
+            (
+                "[wfx]\nurl = \"http://h\"\npoll = \"1m\"",
+                "unknown field `poll`",
+            ),
+            ("[wfx]\nurl = \"ftp://h\"", "not an http:// or https:// URL"),
+            ("[wfx]\npoll_interval = \"5m\"", "missing field `url`"),
+            (
+                "[wfx]\nurl = \"http://h\"\npoll_interval = \"soon\"",
+                "not a duration",
+            ),
+            (
+                "[wfx]\nurl = \"http://h\"\npoll_interval = \"0s\"",
+                "more than zero",
+            ),
+            ("[swupdate]\nwire = \"2019.11\"", "older than 2022.12"),
+            (
+                "state_dir = \"relative\"",
+                "state_dir: must be an absolute path",
+            ),
+            (
+                "[device]\nclient_id = \"a b\"",
+                "device.client_id: `a b` has ` `",
+            ),
+            (
+                "[tls]\nclient_cert = \"/c.pem\"",
+                "tls.client_key: is needed",
+            ),
+            ("[proxy]\nno_proxy = [\"a/b\"]", "proxy.no_proxy"),
+            ("state_dir = 3", "invalid type"),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(e.starts_with("agent.toml: "), "{e}");
+        }
+        let e = parse("[wfx]\nurl = \"http://h\"\npoll = \"1m\"").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("poll = \"1m\""), "{e}");
+    }
+
+    #[test]
+    fn missing_default_file_is_the_defaults_but_a_named_one_is_an_error() {
+        let p = Path::new("/nonexistent/agent.toml");
+        assert_eq!(Config::load(p, false).unwrap(), Config::default());
+        let e = Config::load(p, true).unwrap_err().to_string();
+        assert!(e.starts_with("/nonexistent/agent.toml: "), "{e}");
+    }
+
+    /// The shipped default file parses, and every key it has is in the README's table.
+    #[test]
+    fn shipped_file_parses_and_is_documented() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let file = dir.join("config/agent.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        Config::parse(&text, &file).unwrap();
+        // With every commented key enabled it parses too: the comments are not stale.
+        let enabled: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| looks_like_setting(r) || looks_like_section(r))
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Config::parse(&enabled, &file).unwrap();
+        let readme = std::fs::read_to_string(dir.join("../README.md")).unwrap();
+        let mut section = String::new();
+        for l in enabled.lines() {
+            if let Some(s) = l.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = format!("{s}.");
+            } else if looks_like_setting(l) {
+                let key = format!("`{section}{}`", l.split(' ').next().unwrap());
+                assert!(readme.contains(&key), "README lacks {key}");
+            }
+        }
+    }
+
+    fn looks_like_section(l: &str) -> bool {
+        l.starts_with('[') && l.ends_with(']') && !l.contains(' ')
+    }
+
+    fn looks_like_setting(l: &str) -> bool {
+        l.split_once(" = ").is_some_and(|(k, _)| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
+    }
+}
