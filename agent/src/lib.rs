@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod install;
+pub mod job;
+pub mod journal;
 pub mod source;
 pub mod swu;
 pub mod swupdate;

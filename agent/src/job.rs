@@ -1,0 +1,512 @@
+//! The DAU driver: what to do next for a wfx job, as a plain function of the job as wfx shows it
+//! and of the agent's own record of it. Effects (HTTP, SWUpdate, files) belong to the caller, who
+//! runs the action, records its outcome in the journal, and asks again.
+//!
+//! Both `wfx.workflow.dau.direct` and `wfx.workflow.dau.phased` are covered; states are judged by
+//! their group (OPEN, CLOSED, FAILED) where wfx defines one, as SWUpdate's own wfx client does.
+
+use serde::{Deserialize, Serialize};
+
+/// The two DAU workflows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Flow {
+    Direct,
+    Phased,
+}
+
+impl Flow {
+    pub const DIRECT: &'static str = "wfx.workflow.dau.direct";
+    pub const PHASED: &'static str = "wfx.workflow.dau.phased";
+
+    pub fn from_name(name: &str) -> Option<Flow> {
+        match name {
+            Self::DIRECT => Some(Flow::Direct),
+            Self::PHASED => Some(Flow::Phased),
+            _ => None,
+        }
+    }
+}
+
+/// One artifact of a job definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    pub uri: String,
+}
+
+/// The DAU job definition: `{"version":"1.0","type":[..],"artifacts":[{"name","version","uri"}]}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Definition {
+    pub types: Vec<String>,
+    pub artifacts: Vec<Artifact>,
+}
+
+impl Definition {
+    /// Reads a definition; anything the agent cannot act on is a message for TERMINATED.
+    pub fn parse(v: &serde_json::Value) -> Result<Definition, String> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default, rename = "type")]
+            types: Vec<String>,
+            #[serde(default)]
+            artifacts: Vec<Artifact>,
+        }
+        let raw: Raw = serde_json::from_value(v.clone())
+            .map_err(|e| format!("malformed job definition: {e}"))?;
+        if raw.artifacts.is_empty() {
+            return Err("malformed job definition: no artifacts".into());
+        }
+        if let Some(a) = raw.artifacts.iter().find(|a| a.uri.trim().is_empty()) {
+            return Err(format!(
+                "malformed job definition: artifact {} has an empty uri",
+                a.name.as_deref().unwrap_or("(unnamed)")
+            ));
+        }
+        Ok(Definition {
+            types: raw.types,
+            artifacts: raw.artifacts,
+        })
+    }
+
+    /// An OS image: activation goes through the bootloader and a reboot.
+    pub fn is_firmware(&self) -> bool {
+        self.types.iter().any(|t| t == "firmware")
+    }
+
+    /// SWUpdate's dry run, and no activation.
+    pub fn is_dry_run(&self) -> bool {
+        self.types.iter().any(|t| t == "dry-run")
+    }
+}
+
+/// The job as wfx shows it, reduced to what decisions need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobView {
+    pub id: String,
+    pub flow: Flow,
+    pub state: String,
+    pub definition_hash: String,
+    /// The parsed definition, or why it cannot be used.
+    pub definition: Result<Definition, String>,
+}
+
+/// A final state the agent reached and must get into wfx.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Final {
+    /// `ACTIVATED` or `TERMINATED`.
+    pub state: String,
+    pub message: String,
+}
+
+/// The agent's own record of a job (kept in the journal).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub job_id: String,
+    /// The definition the preparation was made for.
+    pub definition_hash: String,
+    /// Every artifact is staged and verified (phased download stage).
+    #[serde(default)]
+    pub downloaded: bool,
+    /// Artifacts installed with SUCCESS, in order.
+    #[serde(default)]
+    pub installed: usize,
+    /// The artifact whose install was committed to SWUpdate (the whole image handed over) but
+    /// whose verdict was not recorded: after a power cut, ask before installing it again.
+    #[serde(default)]
+    pub committed: Option<usize>,
+    /// Reached, and to be reported until wfx accepts it.
+    #[serde(default)]
+    pub final_state: Option<Final>,
+}
+
+impl Record {
+    pub fn new(job: &JobView) -> Record {
+        Record {
+            job_id: job.id.clone(),
+            definition_hash: job.definition_hash.clone(),
+            downloaded: false,
+            installed: 0,
+            committed: None,
+            final_state: None,
+        }
+    }
+
+    /// Nothing reached SWUpdate yet: a changed definition can start over.
+    fn before_install(&self) -> bool {
+        self.installed == 0 && self.committed.is_none()
+    }
+}
+
+/// What to do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing until wfx (an operator, or the IMMEDIATE transition) moves the job.
+    Wait,
+    /// Report this state to wfx.
+    Report {
+        state: &'static str,
+        message: String,
+    },
+    /// Report a final state the record holds, again until wfx takes it.
+    ReportFinal(Final),
+    /// Phased: stage (or resume staging) every artifact, reporting DOWNLOADING, then DOWNLOADED.
+    Download,
+    /// Stream artifact `index` into SWUpdate, reporting INSTALLING.
+    Install { index: usize, dry_run: bool },
+    /// Artifact `index` was committed but its verdict is unknown: ask SWUpdate.
+    Recover { index: usize },
+    /// Firmware: mark the new slot in the bootloader, then reboot as the policy says.
+    Activate,
+    /// Firmware in ACTIVATING: read the boot state (trial, confirmed, rolled back).
+    CheckBoot,
+    /// The definition changed before anything was installed: drop the preparation, start over.
+    Restart,
+    /// The job is over (or gone): drop its record and staged files.
+    Forget,
+}
+
+/// The group of a DAU state, as the workflow files define them.
+fn group(state: &str) -> Option<&'static str> {
+    match state {
+        "DOWNLOAD" | "DOWNLOADING" | "DOWNLOADED" | "INSTALL" | "INSTALLING" | "INSTALLED"
+        | "ACTIVATE" | "ACTIVATING" => Some("OPEN"),
+        "ACTIVATED" => Some("CLOSED"),
+        "TERMINATED" => Some("FAILED"),
+        _ => None,
+    }
+}
+
+/// States in which the device (CLIENT) may move the job to TERMINATED.
+fn client_may_terminate(state: &str) -> bool {
+    matches!(
+        state,
+        "DOWNLOAD" | "DOWNLOADING" | "INSTALL" | "INSTALLING" | "ACTIVATE" | "ACTIVATING"
+    )
+}
+
+/// The next action for `job`, given the agent's record of it.
+pub fn decide(job: &JobView, record: Option<&Record>) -> Action {
+    if matches!(group(&job.state), Some("CLOSED" | "FAILED")) {
+        return Action::Forget;
+    }
+    if let Some(f) = record.and_then(|r| r.final_state.as_ref()) {
+        return if client_may_terminate(&job.state) || f.state == "ACTIVATED" {
+            Action::ReportFinal(f.clone())
+        } else {
+            Action::Wait
+        };
+    }
+    // (No let-chains: they need Rust 1.88, the floor is 1.85.)
+    let stale = record.is_some_and(|r| {
+        r.definition_hash != job.definition_hash
+            && r.before_install()
+            && (r.downloaded || job.state != "DOWNLOAD")
+    });
+    if stale {
+        return Action::Restart;
+    }
+    let def = match &job.definition {
+        Ok(d) => d,
+        Err(msg) if client_may_terminate(&job.state) => {
+            return Action::Report {
+                state: "TERMINATED",
+                message: msg.clone(),
+            };
+        }
+        Err(_) => return Action::Wait,
+    };
+    let n = def.artifacts.len();
+    let installed = record.map_or(0, |r| r.installed);
+    let committed = record.and_then(|r| r.committed);
+    match job.state.as_str() {
+        "DOWNLOAD" => Action::Download,
+        "DOWNLOADING" if record.is_some_and(|r| r.downloaded) => Action::Report {
+            state: "DOWNLOADED",
+            message: format!("{n} artifact(s) downloaded and verified"),
+        },
+        "DOWNLOADING" => Action::Download,
+        "INSTALL" | "INSTALLING" => match committed {
+            Some(index) => Action::Recover { index },
+            None if installed >= n => Action::Report {
+                state: "INSTALLED",
+                message: format!("{n} artifact(s) installed"),
+            },
+            None => Action::Install {
+                index: installed,
+                dry_run: def.is_dry_run(),
+            },
+        },
+        "ACTIVATE" if def.is_firmware() && !def.is_dry_run() => Action::Activate,
+        "ACTIVATE" => Action::Report {
+            state: "ACTIVATING",
+            message: "nothing to activate for this type".into(),
+        },
+        "ACTIVATING" if def.is_firmware() && !def.is_dry_run() => Action::CheckBoot,
+        "ACTIVATING" => Action::Report {
+            state: "ACTIVATED",
+            message: if def.is_dry_run() {
+                "dry run: verified, nothing installed".into()
+            } else {
+                "installed".into()
+            },
+        },
+        // CREATED, DOWNLOADED, INSTALLED and unknown states: wfx or an operator moves next.
+        _ => Action::Wait,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(flow: Flow, state: &str, types: &[&str], n: usize) -> JobView {
+        let artifacts: Vec<_> = (0..n)
+            .map(|i| json!({"name": format!("a{i}"), "uri": format!("http://h/a{i}.swu")}))
+            .collect();
+        let def = json!({"version": "1.0", "type": types, "artifacts": artifacts});
+        JobView {
+            id: "j1".into(),
+            flow,
+            state: state.into(),
+            definition_hash: "h1".into(),
+            definition: Definition::parse(&def),
+        }
+    }
+
+    fn rec(j: &JobView) -> Record {
+        Record::new(j)
+    }
+
+    #[test]
+    fn definitions() {
+        let d =
+            Definition::parse(&json!({"type": ["firmware"], "artifacts": [{"uri": "u"}]})).unwrap();
+        assert!(d.is_firmware() && !d.is_dry_run());
+        assert_eq!(d.artifacts[0].name, None);
+        for bad in [
+            json!({"artifacts": []}),
+            json!({"type": "firmware", "artifacts": [{"uri": "u"}]}),
+            json!({"artifacts": [{"name": "x"}]}),
+            json!({"artifacts": [{"uri": " "}]}),
+            json!("text"),
+        ] {
+            let e = Definition::parse(&bad).unwrap_err();
+            assert!(e.starts_with("malformed job definition"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn direct_walk() {
+        let j = job(Flow::Direct, "INSTALL", &["firmware"], 2);
+        assert_eq!(
+            decide(&j, None),
+            Action::Install {
+                index: 0,
+                dry_run: false
+            }
+        );
+        let mut r = rec(&j);
+        r.installed = 1;
+        let j = JobView {
+            state: "INSTALLING".into(),
+            ..j
+        };
+        assert_eq!(
+            decide(&j, Some(&r)),
+            Action::Install {
+                index: 1,
+                dry_run: false
+            }
+        );
+        r.installed = 2;
+        assert!(matches!(
+            decide(&j, Some(&r)),
+            Action::Report {
+                state: "INSTALLED",
+                ..
+            }
+        ));
+        let j = JobView {
+            state: "INSTALLED".into(),
+            ..j
+        };
+        assert_eq!(decide(&j, Some(&r)), Action::Wait);
+        let j = JobView {
+            state: "ACTIVATE".into(),
+            ..j
+        };
+        assert_eq!(decide(&j, Some(&r)), Action::Activate);
+        let j = JobView {
+            state: "ACTIVATING".into(),
+            ..j
+        };
+        assert_eq!(decide(&j, Some(&r)), Action::CheckBoot);
+        let j = JobView {
+            state: "ACTIVATED".into(),
+            ..j
+        };
+        assert_eq!(decide(&j, Some(&r)), Action::Forget);
+    }
+
+    #[test]
+    fn non_firmware_and_dry_run_activate_at_once() {
+        for types in [&["app"][..], &["firmware", "dry-run"][..], &[][..]] {
+            let j = job(Flow::Direct, "ACTIVATE", types, 1);
+            assert!(
+                matches!(
+                    decide(&j, None),
+                    Action::Report {
+                        state: "ACTIVATING",
+                        ..
+                    }
+                ),
+                "{types:?}"
+            );
+            let j = JobView {
+                state: "ACTIVATING".into(),
+                ..j
+            };
+            assert!(
+                matches!(
+                    decide(&j, None),
+                    Action::Report {
+                        state: "ACTIVATED",
+                        ..
+                    }
+                ),
+                "{types:?}"
+            );
+        }
+        let j = job(Flow::Direct, "INSTALL", &["dry-run"], 1);
+        assert_eq!(
+            decide(&j, None),
+            Action::Install {
+                index: 0,
+                dry_run: true
+            }
+        );
+    }
+
+    #[test]
+    fn phased_walk() {
+        let j = job(Flow::Phased, "CREATED", &["firmware"], 1);
+        assert_eq!(decide(&j, None), Action::Wait);
+        let j = JobView {
+            state: "DOWNLOAD".into(),
+            ..j
+        };
+        assert_eq!(decide(&j, None), Action::Download);
+        let j = JobView {
+            state: "DOWNLOADING".into(),
+            ..j
+        };
+        let mut r = rec(&j);
+        assert_eq!(decide(&j, Some(&r)), Action::Download, "resume");
+        r.downloaded = true;
+        assert!(matches!(
+            decide(&j, Some(&r)),
+            Action::Report {
+                state: "DOWNLOADED",
+                ..
+            }
+        ));
+        let j = JobView {
+            state: "DOWNLOADED".into(),
+            ..j
+        };
+        assert_eq!(
+            decide(&j, Some(&r)),
+            Action::Wait,
+            "the operator moves next"
+        );
+        let j = JobView {
+            state: "INSTALL".into(),
+            ..j
+        };
+        assert_eq!(
+            decide(&j, Some(&r)),
+            Action::Install {
+                index: 0,
+                dry_run: false
+            }
+        );
+    }
+
+    /// After a power cut between handing over the image and recording the verdict, the agent
+    /// asks SWUpdate instead of installing again.
+    #[test]
+    fn committed_install_is_recovered_not_repeated() {
+        let j = job(Flow::Direct, "INSTALLING", &["firmware"], 1);
+        let mut r = rec(&j);
+        r.committed = Some(0);
+        assert_eq!(decide(&j, Some(&r)), Action::Recover { index: 0 });
+    }
+
+    #[test]
+    fn changed_definition_restarts_only_before_install() {
+        let j = job(Flow::Phased, "DOWNLOADED", &["firmware"], 1);
+        let mut r = rec(&j);
+        r.downloaded = true;
+        r.definition_hash = "old".into();
+        assert_eq!(decide(&j, Some(&r)), Action::Restart);
+        r.installed = 1;
+        assert_eq!(decide(&j, Some(&r)), Action::Wait, "installed: keep going");
+        // A fresh record in DOWNLOAD with another hash is simply a new download.
+        let j = JobView {
+            state: "DOWNLOAD".into(),
+            ..j
+        };
+        let mut r = rec(&j);
+        r.definition_hash = "old".into();
+        assert_eq!(decide(&j, Some(&r)), Action::Download);
+    }
+
+    #[test]
+    fn bad_definition_terminates_where_the_client_may() {
+        let mut j = job(Flow::Direct, "INSTALL", &[], 1);
+        j.definition = Err("malformed job definition: no artifacts".into());
+        assert_eq!(
+            decide(&j, None),
+            Action::Report {
+                state: "TERMINATED",
+                message: "malformed job definition: no artifacts".into()
+            }
+        );
+        j.state = "CREATED".into();
+        assert_eq!(decide(&j, None), Action::Wait);
+    }
+
+    #[test]
+    fn final_state_is_reported_until_taken() {
+        let j = job(Flow::Direct, "INSTALLING", &[], 1);
+        let mut r = rec(&j);
+        let f = Final {
+            state: "TERMINATED".into(),
+            message: "HASH mismatch".into(),
+        };
+        r.final_state = Some(f.clone());
+        assert_eq!(decide(&j, Some(&r)), Action::ReportFinal(f));
+        let j = JobView {
+            state: "TERMINATED".into(),
+            ..j
+        };
+        assert_eq!(decide(&j, Some(&r)), Action::Forget);
+    }
+
+    #[test]
+    fn unknown_workflow_names() {
+        assert_eq!(
+            Flow::from_name("wfx.workflow.dau.direct"),
+            Some(Flow::Direct)
+        );
+        assert_eq!(
+            Flow::from_name("wfx.workflow.dau.phased"),
+            Some(Flow::Phased)
+        );
+        assert_eq!(Flow::from_name("cip.workflow.onboarding"), None);
+    }
+}
