@@ -3,6 +3,7 @@
 //! The library holds every capability; `main.rs` is the command line over it.
 
 pub mod config;
+pub mod http;
 pub mod install;
 pub mod job;
 pub mod journal;
@@ -10,3 +11,4 @@ pub mod source;
 pub mod swu;
 pub mod swupdate;
 pub mod view;
+pub mod wfx;

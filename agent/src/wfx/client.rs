@@ -1,0 +1,343 @@
+//! The southbound wfx client: the device's view of its jobs. Every request carries `X-Client-Id`
+//! and `X-Client-Version`; network errors and 5xx answers are retried with backoff; both error
+//! formats of wfx (JSON error list, plain text) become one error type.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use super::backoff::Backoff;
+use super::model::{ApiError, ErrorResponse, Job, JobEvent, JobList, JobStatus};
+use super::sse;
+
+/// How long one request may take (not the event stream).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// wfx sends a keepalive every 30 s: a stream silent for longer than this is dead.
+const STREAM_SILENCE: Duration = Duration::from_secs(75);
+/// Page size when listing jobs.
+const PAGE: usize = 50;
+
+/// What wfx or the way to it said.
+#[derive(Debug, thiserror::Error)]
+pub enum WfxError {
+    #[error("wfx: {status}: {}", describe(.errors))]
+    Api { status: u16, errors: Vec<ApiError> },
+    #[error("wfx: {status}: {body}")]
+    Text { status: u16, body: String },
+    #[error("wfx unreachable: {0}")]
+    Network(String),
+    #[error("wfx sent something unreadable: {0}")]
+    Decode(String),
+}
+
+fn describe(errors: &[ApiError]) -> String {
+    errors
+        .iter()
+        .map(|e| match &e.message {
+            Some(m) => format!("{} ({m})", e.code),
+            None => e.code.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl WfxError {
+    /// The code of a JSON error, if this is one.
+    pub fn has_code(&self, code: &str) -> bool {
+        matches!(self, WfxError::Api { errors, .. } if errors.iter().any(|e| e.code == code))
+    }
+
+    /// The job is gone (deleted by an operator).
+    pub fn is_not_found(&self) -> bool {
+        self.has_code("wfx.jobNotFound")
+            || matches!(
+                self,
+                WfxError::Api { status: 404, .. } | WfxError::Text { status: 404, .. }
+            )
+    }
+
+    /// Worth trying again later: the server or the way to it, not the request.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WfxError::Network(_) => true,
+            WfxError::Api { status, .. } | WfxError::Text { status, .. } => *status >= 500,
+            WfxError::Decode(_) => false,
+        }
+    }
+}
+
+/// A client for one device.
+#[derive(Clone, Debug)]
+pub struct WfxClient {
+    base: String,
+    client_id: String,
+    http: reqwest::Client,
+    backoff: Backoff,
+    /// Attempts per request for transient errors.
+    attempts: u32,
+}
+
+fn unit() -> f64 {
+    fastrand::f64()
+}
+
+impl WfxClient {
+    pub fn new(base: &str, client_id: &str, http: reqwest::Client) -> Self {
+        WfxClient {
+            base: base.trim_end_matches('/').to_owned(),
+            client_id: client_id.to_owned(),
+            http,
+            backoff: Backoff::default(),
+            attempts: 5,
+        }
+    }
+
+    /// Changes the retry policy (tests use short waits).
+    pub fn with_retries(mut self, backoff: Backoff, attempts: u32) -> Self {
+        self.backoff = backoff;
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request_q(method, path, &[])
+    }
+
+    /// A request with query parameters (encoded here: reqwest's `query` needs another feature).
+    fn request_q(&self, method: Method, path: &str, query: &[(&str, &str)]) -> RequestBuilder {
+        let mut url = format!("{}{path}", self.base);
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(&encode(k));
+            url.push('=');
+            url.push_str(&encode(v));
+        }
+        self.http
+            .request(method, url)
+            .header("X-Client-Id", &self.client_id)
+            .header("X-Client-Version", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Sends, retrying transient failures; returns a successful answer or the error.
+    async fn send(&self, make: impl Fn() -> RequestBuilder) -> Result<Response, WfxError> {
+        self.send_with(|| make().timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// [`send`](Self::send) without the per-request timeout (for the event stream).
+    async fn send_with(&self, make: impl Fn() -> RequestBuilder) -> Result<Response, WfxError> {
+        let mut attempt = 0;
+        loop {
+            let e = match make().send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => error_of(resp).await,
+                Err(e) => WfxError::Network(crate::source::error_chain(&e)),
+            };
+            attempt += 1;
+            if !e.is_transient() || attempt >= self.attempts {
+                return Err(e);
+            }
+            let wait = self.backoff.delay(attempt - 1, unit());
+            tracing::debug!("{e}; retrying in {wait:?}");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, WfxError> {
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| WfxError::Network(crate::source::error_chain(&e)))?;
+        serde_json::from_slice(&bytes).map_err(|e| WfxError::Decode(e.to_string()))
+    }
+
+    /// The device's open jobs (group OPEN), oldest first, every page.
+    pub async fn open_jobs(&self) -> Result<Vec<Job>, WfxError> {
+        let mut jobs = Vec::new();
+        loop {
+            let offset = jobs.len().to_string();
+            let limit = PAGE.to_string();
+            let resp = self
+                .send(|| {
+                    self.request_q(
+                        Method::GET,
+                        "/jobs",
+                        &[
+                            ("clientId", self.client_id.as_str()),
+                            ("group", "OPEN"),
+                            ("sort", "asc"),
+                            ("limit", &limit),
+                            ("offset", &offset),
+                        ],
+                    )
+                })
+                .await?;
+            let page: JobList = Self::json(resp).await?;
+            let n = page.content.len();
+            jobs.extend(page.content);
+            if n < PAGE {
+                return Ok(jobs);
+            }
+        }
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Job, WfxError> {
+        let path = format!("/jobs/{}", encode(id));
+        Self::json(self.send(|| self.request(Method::GET, &path)).await?).await
+    }
+
+    /// Replaces the job's status. On `wfx.jobModifiedConcurrently` the job is read again (it
+    /// may be gone) and the update retried.
+    pub async fn put_status(&self, id: &str, status: &JobStatus) -> Result<JobStatus, WfxError> {
+        let path = format!("/jobs/{}/status", encode(id));
+        let mut body = status.clone();
+        body.client_id = Some(self.client_id.clone());
+        let mut tries = 0;
+        loop {
+            match self
+                .send(|| self.request(Method::PUT, &path).json(&body))
+                .await
+            {
+                Ok(resp) => return Self::json(resp).await,
+                Err(e) if e.has_code("wfx.jobModifiedConcurrently") && tries < 3 => {
+                    tries += 1;
+                    self.job(id).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Opens the event stream of this device's jobs.
+    pub async fn events(&self) -> Result<EventStream, WfxError> {
+        let resp = self
+            .send_with(|| {
+                self.request_q(
+                    Method::GET,
+                    "/jobs/events",
+                    &[("clientIds", self.client_id.as_str())],
+                )
+                .header("Accept", "text/event-stream")
+            })
+            .await?;
+        Ok(EventStream {
+            body: Box::pin(resp.bytes_stream()),
+            parser: sse::Parser::new(),
+            ready: std::collections::VecDeque::new(),
+        })
+    }
+}
+
+/// Percent-encodes a path segment or query value (job ids are `[A-Za-z0-9_.-]`, but the server
+/// is not trusted, and client ids may hold `:`).
+fn encode(seg: &str) -> String {
+    seg.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Reads an error answer in either of wfx's formats.
+async fn error_of(resp: Response) -> WfxError {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    error_from(status, &body)
+}
+
+fn error_from(status: StatusCode, body: &str) -> WfxError {
+    match serde_json::from_str::<ErrorResponse>(body) {
+        Ok(e) if !e.errors.is_empty() => WfxError::Api {
+            status: status.as_u16(),
+            errors: e.errors,
+        },
+        _ => WfxError::Text {
+            status: status.as_u16(),
+            body: body.trim().chars().take(512).collect(),
+        },
+    }
+}
+
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// The job events of one connection; `None` when the server closed it.
+pub struct EventStream {
+    body: ByteStream,
+    parser: sse::Parser,
+    ready: std::collections::VecDeque<sse::Event>,
+}
+
+impl EventStream {
+    /// The next job event. Events whose data is not a job event are skipped (logged).
+    pub async fn next(&mut self) -> Option<Result<JobEvent, WfxError>> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                match serde_json::from_str::<JobEvent>(&e.data) {
+                    Ok(ev) => return Some(Ok(ev)),
+                    Err(err) => {
+                        tracing::warn!("skipping an unreadable wfx event: {err}");
+                        continue;
+                    }
+                }
+            }
+            let next = tokio::time::timeout(STREAM_SILENCE, self.body.next()).await;
+            let Ok(next) = next else {
+                return Some(Err(WfxError::Network(format!(
+                    "no event nor keepalive for {STREAM_SILENCE:?}"
+                ))));
+            };
+            match next? {
+                Ok(chunk) => match self.parser.push(&chunk) {
+                    Ok(evs) => self.ready.extend(evs),
+                    Err(e) => return Some(Err(WfxError::Decode(e.to_string()))),
+                },
+                Err(e) => return Some(Err(WfxError::Network(crate::source::error_chain(&e)))),
+            }
+        }
+    }
+
+    /// Keepalive comments seen: the connection is alive even without events.
+    pub fn keepalives(&self) -> u64 {
+        self.parser.comments
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_error_formats() {
+        let e = error_from(
+            StatusCode::BAD_REQUEST,
+            r#"{"errors":[{"code":"wfx.jobModifiedConcurrently","logref":"ab","message":"retry"}]}"#,
+        );
+        assert!(e.has_code("wfx.jobModifiedConcurrently"));
+        assert!(!e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "wfx: 400: wfx.jobModifiedConcurrently (retry)"
+        );
+        let e = error_from(StatusCode::BAD_REQUEST, "progress: must be <= 100\n");
+        assert_eq!(e.to_string(), "wfx: 400: progress: must be <= 100");
+        let e = error_from(
+            StatusCode::NOT_FOUND,
+            r#"{"errors":[{"code":"wfx.jobNotFound"}]}"#,
+        );
+        assert!(e.is_not_found());
+        assert!(error_from(StatusCode::SERVICE_UNAVAILABLE, "").is_transient());
+        assert!(WfxError::Network("refused".into()).is_transient());
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode("job-1_a.b"), "job-1_a.b");
+        assert_eq!(encode("../x y"), "..%2Fx%20y");
+    }
+}

@@ -1,0 +1,9 @@
+//! wfx, the workflow server that hands out update jobs: the southbound API the device uses.
+
+pub mod backoff;
+pub mod client;
+pub mod model;
+pub mod sse;
+
+pub use client::{EventStream, WfxClient, WfxError};
+pub use model::{Job, JobEvent, JobStatus};

@@ -1,0 +1,142 @@
+//! A server-sent events parser (the `text/event-stream` format), fed bytes as they arrive.
+//! wfx sends `data:` lines then `id:`, an empty line ending each event, and `: keepalive`
+//! comments; the parser follows the WHATWG rules so that any conforming server works.
+
+/// One event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Longest line accepted: a server that sends endless data must not exhaust memory.
+const MAX_LINE: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("event stream line longer than {MAX_LINE} bytes")]
+pub struct LineTooLong;
+
+#[derive(Debug, Default)]
+pub struct Parser {
+    line: Vec<u8>,
+    data: Vec<String>,
+    id: Option<String>,
+    event: Option<String>,
+    /// A CR ended the last line: a following LF belongs to it.
+    after_cr: bool,
+    /// Comments seen (keepalives), so a caller can tell a live stream from a dead one.
+    pub comments: u64,
+}
+
+impl Parser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds bytes; returns the events they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Event>, LineTooLong> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if self.after_cr {
+                self.after_cr = false;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    let line = std::mem::take(&mut self.line);
+                    if let Some(e) = self.line_done(&line) {
+                        out.push(e);
+                    }
+                }
+                _ if self.line.len() >= MAX_LINE => return Err(LineTooLong),
+                _ => self.line.push(b),
+            }
+        }
+        Ok(out)
+    }
+
+    fn line_done(&mut self, line: &[u8]) -> Option<Event> {
+        if line.is_empty() {
+            if self.data.is_empty() {
+                self.event = None;
+                return None;
+            }
+            return Some(Event {
+                id: self.id.clone(),
+                event: self.event.take(),
+                data: std::mem::take(&mut self.data).join("\n"),
+            });
+        }
+        let line = String::from_utf8_lossy(line);
+        if line.starts_with(':') {
+            self.comments += 1;
+            return None;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (&*line, ""),
+        };
+        match field {
+            "data" => self.data.push(value.to_owned()),
+            "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
+            "event" => self.event = Some(value.to_owned()),
+            _ => {} // "retry" and unknown fields
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wfx_shaped_stream_in_any_split() {
+        let stream = b": keepalive\n\ndata: {\"action\":\"CREATE\"}\nid: 1\n\ndata: a\r\ndata: b\r\nid: 2\r\n\r\n";
+        for split in 1..stream.len() {
+            let mut p = Parser::new();
+            let mut got = Vec::new();
+            for c in stream.chunks(split) {
+                got.extend(p.push(c).unwrap());
+            }
+            assert_eq!(
+                got,
+                [
+                    Event {
+                        id: Some("1".into()),
+                        event: None,
+                        data: "{\"action\":\"CREATE\"}".into()
+                    },
+                    Event {
+                        id: Some("2".into()),
+                        event: None,
+                        data: "a\nb".into()
+                    }
+                ],
+                "split {split}"
+            );
+            assert_eq!(p.comments, 1);
+        }
+    }
+
+    #[test]
+    fn event_names_no_space_and_unknown_fields() {
+        let mut p = Parser::new();
+        let e = p
+            .push(b"event:update\ndata:x\nretry: 10\nfoo: bar\n\n")
+            .unwrap();
+        assert_eq!(e[0].event.as_deref(), Some("update"));
+        assert_eq!(e[0].data, "x");
+    }
+
+    #[test]
+    fn endless_line_is_an_error() {
+        let mut p = Parser::new();
+        let big = vec![b'x'; MAX_LINE + 1];
+        assert_eq!(p.push(&big), Err(LineTooLong));
+    }
+}
