@@ -3,6 +3,7 @@
 //! The library holds every capability; `main.rs` is the command line over it.
 
 pub mod config;
+pub mod daemon;
 pub mod http;
 pub mod install;
 pub mod job;

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cip_update_agent::config::{self, Config};
+use cip_update_agent::daemon::Daemon;
 use cip_update_agent::install::{self, InstallError, Observer};
 use cip_update_agent::source::{self, Source, SourceError};
 use cip_update_agent::swupdate::client::{ClientError, InstallOutcome};
@@ -67,6 +68,8 @@ enum Command {
     /// Install a .swu from a file or an http(s) URL through the SWUpdate daemon.
     #[command(after_help = EXIT_CODES)]
     Install(InstallArgs),
+    /// Run as the daemon: take update jobs from wfx (the [wfx] section) and carry them through.
+    Run,
 }
 
 #[derive(Args)]
@@ -103,6 +106,7 @@ struct DaemonArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = match cli.verbose {
+        0 if matches!(cli.command, Command::Run) => "info",
         0 => "warn",
         1 => "info,swupdate=debug,cip_update_agent=debug",
         _ => "trace",
@@ -136,11 +140,26 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Install(args) => rt.block_on(run_install(args, &config, cli.verbose > 0)),
+        Command::Run => rt.block_on(run_daemon(&config)),
     };
     // A read blocked in the blocking pool (a pipe that stays open after an interrupt) must not
     // hold the exit.
     rt.shutdown_background();
     ExitCode::from(code)
+}
+
+async fn run_daemon(config: &Config) -> u8 {
+    match Daemon::new(config) {
+        Ok(d) => {
+            tracing::info!("cip-update-agent {} running", env!("CARGO_PKG_VERSION"));
+            d.run(interrupted()).await;
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::CONFIG
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

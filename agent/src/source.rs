@@ -82,37 +82,51 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// Opens a source for streaming.
+async fn open_file(path: &std::path::Path) -> Result<Opened, SourceError> {
+    let err = |source: io::Error| match source.kind() {
+        io::ErrorKind::NotFound => SourceError::NotFound(path.to_owned()),
+        _ => SourceError::File {
+            path: path.to_owned(),
+            source,
+        },
+    };
+    let file = tokio::fs::File::open(path).await.map_err(err)?;
+    let meta = file.metadata().await.map_err(err)?;
+    if meta.is_dir() {
+        return Err(SourceError::IsDir(path.to_owned()));
+    }
+    Ok(Opened {
+        len: meta.is_file().then_some(meta.len()),
+        reader: Box::pin(file),
+    })
+}
+
+/// Opens a source for streaming, with a default HTTP client.
 pub async fn open(source: &Source) -> Result<Opened, SourceError> {
     match source {
-        Source::File(path) => {
-            let err = |source: io::Error| match source.kind() {
-                io::ErrorKind::NotFound => SourceError::NotFound(path.clone()),
-                _ => SourceError::File {
-                    path: path.clone(),
-                    source,
-                },
-            };
-            let file = tokio::fs::File::open(path).await.map_err(err)?;
-            let meta = file.metadata().await.map_err(err)?;
-            if meta.is_dir() {
-                return Err(SourceError::IsDir(path.clone()));
-            }
-            Ok(Opened {
-                len: meta.is_file().then_some(meta.len()),
-                reader: Box::pin(file),
-            })
+        Source::Url(url) => {
+            let client = reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| SourceError::Network {
+                    url: url.clone(),
+                    message: error_chain(&e),
+                })?;
+            open_with(source, &client).await
         }
+        Source::File(path) => open_file(path).await,
+    }
+}
+
+/// Opens a source for streaming; URLs go through `client` (TLS and proxy of the configuration).
+pub async fn open_with(source: &Source, client: &reqwest::Client) -> Result<Opened, SourceError> {
+    match source {
+        Source::File(path) => open_file(path).await,
         Source::Url(url) => {
             let net = |e: reqwest::Error| SourceError::Network {
                 url: url.clone(),
                 message: error_chain(&e),
             };
-            let client = reqwest::Client::builder()
-                // Images are compressed already; a transparent decoder would only cost memory.
-                .connect_timeout(std::time::Duration::from_secs(30))
-                .build()
-                .map_err(net)?;
             let resp = client.get(url).send().await.map_err(net)?;
             let status = resp.status();
             if !status.is_success() {

@@ -1,0 +1,655 @@
+//! `cip-update-agent run`: takes DAU jobs from wfx and carries them through, one at a time,
+//! oldest first. Decisions come from [`crate::job::decide`]; this module runs them: wfx reports,
+//! SWUpdate installs, staged downloads, and the journal written before every report.
+//!
+//! Work is found by the event stream (woken on every event for this client) and by a reconciling
+//! poll at start, after every reconnect of the stream and every poll interval.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+use crate::config::{Config, Wfx};
+use crate::install::{self, Observer};
+use crate::job::{self, Action, Definition, Final, Flow, JobView, Record};
+use crate::journal::{Journal, Store};
+use crate::source::{self, Opened, Source};
+use crate::swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType, Swupdate};
+use crate::wfx::backoff::{Backoff, jittered};
+use crate::wfx::{Job, JobStatus, WfxClient, WfxError};
+
+/// Log lines of SWUpdate sent to wfx with a failure (`context.log`).
+const CONTEXT_LINES: usize = 20;
+/// wfx's limit on `message`.
+const MESSAGE_MAX: usize = 1024;
+
+/// Why the daemon cannot run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no [wfx] section in the configuration: nothing to take jobs from")]
+    NoWfx,
+    #[error("device.client_id is not set (onboarding is not implemented yet)")]
+    NoClientId,
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpSetupError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// The running agent.
+pub struct Daemon {
+    wfx: WfxClient,
+    wfx_cfg: Wfx,
+    http: reqwest::Client,
+    swupdate: Swupdate,
+    store: Store,
+    journal: Journal,
+    staging: PathBuf,
+}
+
+impl Daemon {
+    pub fn new(config: &Config) -> Result<Daemon, RunError> {
+        let wfx_cfg = config.wfx.clone().ok_or(RunError::NoWfx)?;
+        let client_id = config
+            .device
+            .client_id
+            .clone()
+            .ok_or(RunError::NoClientId)?;
+        let http = crate::http::client(&config.tls, &config.proxy, Duration::from_secs(30))?;
+        let store = Store::new(&config.state_dir);
+        let journal = store.load()?;
+        Ok(Daemon {
+            wfx: WfxClient::new(&wfx_cfg.url.0, &client_id, http.clone()),
+            wfx_cfg,
+            http,
+            swupdate: Swupdate::new(config.swupdate.socket_paths(), config.swupdate.wire),
+            store,
+            journal,
+            staging: config.state_dir.join("staging"),
+        })
+    }
+
+    /// Shorter waits, for tests.
+    pub fn with_retries(mut self, backoff: Backoff, attempts: u32) -> Self {
+        self.wfx = self.wfx.with_retries(backoff, attempts);
+        self
+    }
+
+    /// Runs until `stop` resolves.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        let wake = Arc::new(Notify::new());
+        let events = tokio::spawn(follow_events(self.wfx.clone(), wake.clone()));
+        tokio::pin!(stop);
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!("{e}");
+            }
+            let wait = jittered(self.wfx_cfg.poll_interval, fastrand::f64());
+            tokio::select! {
+                () = &mut stop => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        events.abort();
+    }
+
+    /// Lists the open jobs and drives each, oldest first, until it waits for wfx.
+    pub async fn reconcile(&mut self) -> Result<(), StepError> {
+        let jobs = self.wfx.open_jobs().await?;
+        let open: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        // Records of jobs that are no longer open (deleted, or closed while away).
+        let gone: Vec<String> = self
+            .journal
+            .jobs
+            .keys()
+            .filter(|id| !open.contains(id))
+            .cloned()
+            .collect();
+        for id in gone {
+            match self.wfx.job(&id).await {
+                Ok(job) => self.drive(job).await?,
+                Err(e) if e.is_not_found() => self.forget(&id).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for job in jobs {
+            if Flow::from_name(job.workflow.as_ref().map_or("", |w| w.name.as_str())).is_none() {
+                continue; // not a DAU job (onboarding has its own client)
+            }
+            self.drive(job).await?;
+            // One at a time: a job still open after driving waits for wfx; later ones too.
+            if self.journal.jobs.values().any(|r| r.final_state.is_none()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the decisions for one job until it has to wait.
+    async fn drive(&mut self, mut job: Job) -> Result<(), StepError> {
+        for _ in 0..64 {
+            let Some(view) = view_of(&job) else {
+                return Ok(());
+            };
+            let action = job::decide(&view, self.journal.jobs.get(&view.id));
+            tracing::info!(job = %view.id, state = %view.state, ?action, "decided");
+            match self.execute(&view, action).await {
+                Ok(Next::Wait) => return Ok(()),
+                Ok(Next::Reload) => {}
+                Err(StepError::Wfx(e)) if e.is_not_found() => {
+                    tracing::info!(job = %view.id, "the job was deleted");
+                    self.forget(&view.id).await?;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+            job = match self.wfx.job(&view.id).await {
+                Ok(j) => j,
+                Err(e) if e.is_not_found() => {
+                    self.forget(&view.id).await?;
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+        }
+        tracing::warn!(job = %job.id, "no progress after 64 steps; waiting");
+        Ok(())
+    }
+
+    /// A journal that cannot be written stops progress: nothing is reported that it does not hold.
+    fn save(&mut self) -> Result<(), StepError> {
+        self.store.save(&self.journal).map_err(StepError::Journal)
+    }
+
+    fn record_mut(&mut self, view: &JobView) -> &mut Record {
+        self.journal
+            .jobs
+            .entry(view.id.clone())
+            .or_insert_with(|| Record::new(view))
+    }
+
+    async fn report(
+        &self,
+        id: &str,
+        state: &str,
+        progress: Option<u8>,
+        message: &str,
+        context: Option<serde_json::Value>,
+    ) -> Result<(), StepError> {
+        let status = JobStatus {
+            state: state.into(),
+            progress,
+            message: (!message.is_empty()).then(|| truncate(message, MESSAGE_MAX)),
+            context,
+            ..Default::default()
+        };
+        self.wfx.put_status(id, &status).await?;
+        Ok(())
+    }
+
+    async fn execute(&mut self, view: &JobView, action: Action) -> Result<Next, StepError> {
+        match action {
+            Action::Wait => Ok(Next::Wait),
+            Action::Report { state, message } => {
+                if state == "TERMINATED" {
+                    self.record_mut(view).final_state = Some(Final {
+                        state: state.into(),
+                        message: message.clone(),
+                    });
+                    self.save()?;
+                }
+                let progress =
+                    matches!(state, "INSTALLED" | "DOWNLOADED" | "ACTIVATED").then_some(100);
+                self.report(&view.id, state, progress, &message, None)
+                    .await?;
+                Ok(Next::Reload)
+            }
+            Action::ReportFinal(f) => {
+                let progress = (f.state == "ACTIVATED").then_some(100);
+                self.report(&view.id, &f.state, progress, &f.message, None)
+                    .await?;
+                Ok(Next::Reload)
+            }
+            Action::Restart => {
+                self.remove_staged(&view.id).await;
+                self.journal.jobs.insert(view.id.clone(), Record::new(view));
+                self.save()?;
+                Ok(Next::Reload)
+            }
+            Action::Forget => {
+                self.forget(&view.id).await?;
+                Ok(Next::Wait)
+            }
+            Action::Download => self.download(view).await,
+            Action::Install { index, dry_run } => self.install(view, index, dry_run).await,
+            Action::Recover { index } => self.recover(view, index).await,
+            // The `none` boot backend: no bootloader marker, no reboot, nothing to confirm.
+            Action::Activate => {
+                self.report(
+                    &view.id,
+                    "ACTIVATING",
+                    None,
+                    "no boot backend: nothing to switch",
+                    None,
+                )
+                .await?;
+                Ok(Next::Reload)
+            }
+            Action::CheckBoot => {
+                self.report(
+                    &view.id,
+                    "ACTIVATED",
+                    Some(100),
+                    "installed (boot backend none: no trial boot)",
+                    None,
+                )
+                .await?;
+                Ok(Next::Reload)
+            }
+        }
+    }
+
+    async fn forget(&mut self, id: &str) -> Result<(), StepError> {
+        self.remove_staged(id).await;
+        if self.journal.jobs.remove(id).is_some() {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    fn staged_path(&self, id: &str, index: usize) -> PathBuf {
+        self.staging.join(id).join(format!("{index}.swu"))
+    }
+
+    async fn remove_staged(&self, id: &str) {
+        let _ = tokio::fs::remove_dir_all(self.staging.join(id)).await;
+    }
+
+    /// Phased: stages every artifact (resuming a partial file with a Range request).
+    async fn download(&mut self, view: &JobView) -> Result<Next, StepError> {
+        let def = view
+            .definition
+            .clone()
+            .expect("decide checked the definition");
+        if self
+            .journal
+            .jobs
+            .get(&view.id)
+            .is_some_and(|r| r.definition_hash != view.definition_hash)
+        {
+            self.journal.jobs.insert(view.id.clone(), Record::new(view));
+        }
+        self.record_mut(view);
+        self.save()?;
+        if view.state == "DOWNLOAD" {
+            self.report(&view.id, "DOWNLOADING", Some(0), "", None)
+                .await?;
+        }
+        let n = def.artifacts.len();
+        for (i, a) in def.artifacts.iter().enumerate() {
+            let path = self.staged_path(&view.id, i);
+            if let Err(msg) = self.fetch_to(&a.uri, &path).await {
+                let message = format!("download of {} failed: {msg}", a.uri);
+                self.record_mut(view).final_state = Some(Final {
+                    state: "TERMINATED".into(),
+                    message: message.clone(),
+                });
+                self.save()?;
+                self.report(&view.id, "TERMINATED", None, &message, None)
+                    .await?;
+                return Ok(Next::Reload);
+            }
+            let pct = ((i + 1) * 100 / n) as u8;
+            self.report(
+                &view.id,
+                "DOWNLOADING",
+                Some(pct),
+                &format!("{} of {n} artifact(s)", i + 1),
+                None,
+            )
+            .await?;
+        }
+        self.record_mut(view).downloaded = true;
+        self.save()?;
+        Ok(Next::Reload)
+    }
+
+    async fn fetch_to(&self, uri: &str, path: &std::path::Path) -> Result<(), String> {
+        use futures_util::StreamExt;
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let have = tokio::fs::metadata(path)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut req = self.http.get(uri);
+        if have > 0 {
+            req = req.header("Range", format!("bytes={have}-"));
+        }
+        let resp = req.send().await.map_err(|e| source::error_chain(&e))?;
+        let status = resp.status();
+        let append = status == reqwest::StatusCode::PARTIAL_CONTENT;
+        if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
+            return Ok(()); // complete already
+        }
+        if !status.is_success() {
+            return Err(format!("HTTP {}", status.as_u16()));
+        }
+        let mut f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| source::error_chain(&e))?;
+            f.write_all(&chunk).await.map_err(|e| e.to_string())?;
+        }
+        f.sync_all().await.map_err(|e| e.to_string())
+    }
+
+    async fn install(
+        &mut self,
+        view: &JobView,
+        index: usize,
+        dry_run: bool,
+    ) -> Result<Next, StepError> {
+        let def: Definition = view
+            .definition
+            .clone()
+            .expect("decide checked the definition");
+        let n = def.artifacts.len();
+        let artifact = &def.artifacts[index];
+        self.record_mut(view);
+        self.save()?;
+        let label = artifact
+            .name
+            .clone()
+            .unwrap_or_else(|| artifact.uri.clone());
+        self.report(
+            &view.id,
+            "INSTALLING",
+            Some((index * 100 / n) as u8),
+            &format!("installing {label} ({} of {n})", index + 1),
+            None,
+        )
+        .await?;
+        let staged = self.staged_path(&view.id, index);
+        let src = if view.flow == Flow::Phased && staged.exists() {
+            Source::File(staged)
+        } else {
+            match Source::parse(&artifact.uri) {
+                Ok(s) => s,
+                Err(e) => return self.terminate(view, &e, None).await,
+            }
+        };
+        let image: Opened = match source::open_with(&src, &self.http).await {
+            Ok(i) => i,
+            Err(e) => return self.terminate(view, &e.to_string(), None).await,
+        };
+        let req = InstallRequest {
+            run: if dry_run {
+                RunType::DryRun
+            } else {
+                RunType::Install
+            },
+            len: image.len.unwrap_or(0),
+            info: truncate(&format!("wfx job {} artifact {label}", view.id), 511),
+            ..Default::default()
+        };
+        let mut obs = WfxProgress {
+            wfx: self.wfx.clone(),
+            job: view.id.clone(),
+            interval: self.wfx_cfg.progress_interval,
+            last: None,
+            base: index * 100 / n,
+            span: 100 / n,
+            pending: None,
+        };
+        // The commit point is recorded before SWUpdate can finish: a restart then asks SWUpdate
+        // instead of installing again.
+        self.record_mut(view).committed = Some(index);
+        self.save()?;
+        let result = install::install(
+            &self.swupdate,
+            &req,
+            image,
+            &mut obs,
+            std::future::pending(),
+        )
+        .await;
+        obs.flush().await;
+        match result {
+            Ok(o) if o.succeeded() => {
+                let r = self.record_mut(view);
+                r.installed = index + 1;
+                r.committed = None;
+                self.save()?;
+                Ok(Next::Reload)
+            }
+            Ok(o) => {
+                let lines: Vec<String> = o.log.iter().map(|l| l.msg.clone()).collect();
+                let reason = lines
+                    .iter()
+                    .rev()
+                    .find(|l| l.contains("ERROR") || l.contains("error"))
+                    .cloned()
+                    .unwrap_or_else(|| "SWUpdate reported FAILURE".into());
+                let tail: Vec<String> = lines
+                    .iter()
+                    .rev()
+                    .take(CONTEXT_LINES)
+                    .rev()
+                    .cloned()
+                    .collect();
+                self.terminate(
+                    view,
+                    &format!("installing {label} failed: {reason}"),
+                    Some(serde_json::json!({ "swupdate": tail })),
+                )
+                .await
+            }
+            Err(e) => {
+                self.terminate(view, &format!("installing {label}: {e}"), None)
+                    .await
+            }
+        }
+    }
+
+    /// After a restart between commit and verdict: SWUpdate's last result says what happened.
+    async fn recover(&mut self, view: &JobView, index: usize) -> Result<Next, StepError> {
+        let mut last = None;
+        for _ in 0..600 {
+            match self.swupdate.status().await {
+                // Drain the log queue: only then is `current` the daemon's state.
+                Ok(s) if !s.desc.is_empty() => continue,
+                Ok(s) if s.current == 0 => {
+                    last = Some(s.last_result);
+                    break;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) => {
+                    tracing::warn!("asking SWUpdate for the last result: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let r = self.record_mut(view);
+        r.committed = None;
+        match last {
+            Some(3) => {
+                r.installed = index + 1;
+                self.save()?;
+                Ok(Next::Reload)
+            }
+            Some(4) => {
+                self.save()?;
+                self.terminate(
+                    view,
+                    "the install failed while the agent was restarting (SWUpdate: FAILURE)",
+                    None,
+                )
+                .await
+            }
+            // The daemon restarted too and knows nothing: installing again is safe (the
+            // image goes to the inactive slot) and nothing was completed twice.
+            _ => {
+                self.save()?;
+                Ok(Next::Reload)
+            }
+        }
+    }
+
+    async fn terminate(
+        &mut self,
+        view: &JobView,
+        message: &str,
+        context: Option<serde_json::Value>,
+    ) -> Result<Next, StepError> {
+        let r = self.record_mut(view);
+        r.committed = None;
+        r.final_state = Some(Final {
+            state: "TERMINATED".into(),
+            message: truncate(message, MESSAGE_MAX),
+        });
+        self.save()?;
+        self.report(&view.id, "TERMINATED", None, message, context)
+            .await?;
+        Ok(Next::Reload)
+    }
+}
+
+/// Why a step stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Wfx(#[from] WfxError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// After an action: ask wfx again, or wait for it.
+enum Next {
+    Reload,
+    Wait,
+}
+
+/// The decision input of a wfx job; `None` for a job that is not a DAU job.
+fn view_of(job: &Job) -> Option<JobView> {
+    let flow = Flow::from_name(job.workflow.as_ref()?.name.as_str())?;
+    let status = job.status.as_ref()?;
+    Some(JobView {
+        id: job.id.clone(),
+        flow,
+        state: status.state.clone(),
+        definition_hash: status.definition_hash.clone().unwrap_or_default(),
+        definition: match &job.definition {
+            Some(d) => Definition::parse(d),
+            None => Err("malformed job definition: none".into()),
+        },
+    })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// Sends install progress to wfx at most once per interval; never blocks the install: the
+/// update runs in its own task.
+struct WfxProgress {
+    wfx: WfxClient,
+    job: String,
+    interval: Duration,
+    last: Option<Instant>,
+    /// Share of the job done before this artifact, and this artifact's share, in percent.
+    base: usize,
+    span: usize,
+    pending: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl WfxProgress {
+    fn send(&mut self, pct: u32, message: String) {
+        if self.pending.as_ref().is_some_and(|p| !p.is_finished()) {
+            return;
+        }
+        if self.last.is_some_and(|t| t.elapsed() < self.interval) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let overall = (self.base + self.span * pct.min(100) as usize / 100).min(99) as u8;
+        let (wfx, job) = (self.wfx.clone(), self.job.clone());
+        self.pending = Some(tokio::spawn(async move {
+            let status = JobStatus {
+                state: "INSTALLING".into(),
+                progress: Some(overall),
+                message: Some(message),
+                ..Default::default()
+            };
+            if let Err(e) = wfx.put_status(&job, &status).await {
+                tracing::debug!("progress update: {e}");
+            }
+        }));
+    }
+
+    async fn flush(&mut self) {
+        if let Some(p) = self.pending.take() {
+            let _ = p.await;
+        }
+    }
+}
+
+impl Observer for WfxProgress {
+    fn streamed(&mut self, _bytes: u64, _total: Option<u64>) {}
+
+    fn progress(&mut self, m: &ProgressMsg) {
+        if matches!(m.status, RecoveryStatus::Progress | RecoveryStatus::Run)
+            && !m.cur_image.is_empty()
+        {
+            self.send(m.cur_percent, crate::view::describe(m));
+        }
+    }
+}
+
+/// Follows the event stream, waking the main loop on every event and after every (re)connect
+/// (events are not guaranteed: a reconnect means a reconcile).
+async fn follow_events(wfx: WfxClient, wake: Arc<Notify>) {
+    let backoff = Backoff::default();
+    let mut failures = 0u32;
+    loop {
+        match wfx.events().await {
+            Ok(mut s) => {
+                failures = 0;
+                wake.notify_one();
+                while let Some(ev) = s.next().await {
+                    match ev {
+                        Ok(ev) => {
+                            tracing::debug!(action = %ev.action, job = %ev.job.id, "wfx event");
+                            wake.notify_one();
+                        }
+                        Err(e) => {
+                            tracing::info!("event stream: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::info!("event stream: {e}"),
+        }
+        failures += 1;
+        tokio::time::sleep(backoff.delay(failures.saturating_sub(1), fastrand::f64())).await;
+    }
+}
