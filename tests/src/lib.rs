@@ -10,6 +10,9 @@
 //! Every helper owns its files in its own temporary directory and cleans up
 //! on drop; no helper touches global state (no fixed ports, no fixed paths,
 //! no environment changes of the test process).
+//!
+//! [`wfx`] is an in-memory emulator of the wfx workflow server (the agent's
+//! job source), since the real one cannot be installed on these machines.
 
 pub mod agent;
 pub mod cpio;
@@ -19,6 +22,7 @@ pub mod process;
 pub mod replay;
 pub mod swu;
 pub mod swupdate;
+pub mod wfx;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::thread;

@@ -1,0 +1,103 @@
+//! Fault injection and request counting, for the agent's robustness tests.
+//!
+//! These hooks are not part of wfx and are not reachable through its routes:
+//! tests reach them through the [`super::WfxEmulator`] handle (or the
+//! binary's separate control port). They act in a middleware that sees
+//! every request of both listeners before routing.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::Side;
+
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// This many next requests (either listener) answer 503.
+    fail_next: AtomicU32,
+    /// The next status update answers `wfx.jobModifiedConcurrently`.
+    conflict_next_status: AtomicBool,
+    /// Requests per `"<side> <METHOD> <route>"`, e.g.
+    /// `"south GET /jobs/{id}"`; unrouted requests count as `<route>` =
+    /// `"(unmatched)"`.
+    counts: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Faults {
+    pub fn fail_next_requests(&self, n: u32) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    pub fn conflict_next_status_update(&self) {
+        self.conflict_next_status.store(true, Ordering::SeqCst);
+    }
+
+    /// Consumes the pending conflict, if any.
+    pub fn take_status_conflict(&self) -> bool {
+        self.conflict_next_status.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn reset_request_counts(&self) {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Decrements the 503 budget; true if this request must fail.
+    fn take_failure(&self) -> bool {
+        self.fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn count(&self, key: String) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+}
+
+/// Counts the request, then answers 503 if a failure is pending.
+pub async fn middleware(
+    State((side, faults)): State<(Side, std::sync::Arc<Faults>)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| {
+            p.as_str()
+                .strip_prefix(super::BASE_PATH)
+                .unwrap_or(p.as_str())
+                .to_owned()
+        })
+        .unwrap_or_else(|| "(unmatched)".to_owned());
+    faults.count(format!("{} {} {route}", side.name(), req.method()));
+    if faults.take_failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            Body::from("Service Unavailable\n"),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}

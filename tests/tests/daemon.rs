@@ -1,0 +1,262 @@
+//! `cip-update-agent run` end to end: jobs created on the wfx emulator's northbound API, images
+//! served by nginx, installed by the real SWUpdate daemon into file targets.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cip_update_agent_tests::agent::agent_cmd;
+use cip_update_agent_tests::nginx::Nginx;
+use cip_update_agent_tests::pki::TestCert;
+use cip_update_agent_tests::process::GroupChild;
+use cip_update_agent_tests::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
+use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::wfx::WfxEmulator;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const CLIENT: &str = "dev-0042";
+
+struct Fleet {
+    dir: TempDir,
+    cert: TestCert,
+    swupdate: SwupdateDaemon,
+    nginx: Nginx,
+    wfx: WfxEmulator,
+    http: reqwest::Client,
+    agent: Option<GroupChild>,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = TestCert::generate(dir.path()).unwrap();
+        let www = dir.path().join("www");
+        fs::create_dir(&www).unwrap();
+        Fleet {
+            swupdate: SwupdateDaemon::start(&DaemonOptions::new(&cert)).unwrap(),
+            nginx: Nginx::start(&www).unwrap(),
+            wfx: WfxEmulator::start_default().unwrap(),
+            http: reqwest::Client::new(),
+            dir,
+            cert,
+            agent: None,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A signed image served by nginx as `<name>.swu`, writing `<name>.target`.
+    fn image(&self, name: &str, len: usize, bad_hash: bool) -> (BuiltSwu, Vec<u8>, String) {
+        let data = random_bytes(len, len as u64 + bad_hash as u64);
+        let mut img = Image::raw(
+            "rootfs.img",
+            data.clone(),
+            self.path(&format!("{name}.target")),
+        );
+        if bad_hash {
+            img = img.sha256_override("cd".repeat(32));
+        }
+        let swu = SwuBuilder::new()
+            .image(img)
+            .build(&self.cert, &self.path(&format!("www/{name}.swu")))
+            .unwrap();
+        let url = self.nginx.url(&format!("{name}.swu"));
+        (swu, data, url)
+    }
+
+    fn start_agent(&mut self) {
+        let cfg = self.path("agent.toml");
+        fs::write(
+            &cfg,
+            format!(
+                "state_dir = {:?}\n[device]\nclient_id = \"{CLIENT}\"\n[wfx]\nurl = \"{}\"\npoll_interval = \"2s\"\nprogress_interval = \"100ms\"\n[swupdate]\ncontrol_socket = {:?}\nprogress_socket = {:?}\n",
+                self.path("state"),
+                self.wfx.south_url(),
+                self.swupdate.control_socket(),
+                self.swupdate.progress_socket()
+            ),
+        )
+        .unwrap();
+        let mut c: Command = agent_cmd().unwrap();
+        c.arg("--config").arg(&cfg).arg("run");
+        c.stdout(fs::File::create(self.path("agent.log")).unwrap());
+        c.stderr(fs::File::create(self.path("agent.err")).unwrap());
+        self.agent = Some(GroupChild::spawn(c, "cip-update-agent").unwrap());
+    }
+
+    fn agent_log(&self) -> String {
+        fs::read_to_string(self.path("agent.err")).unwrap_or_default()
+    }
+
+    async fn create_job(&self, workflow: &str, definition: Value) -> String {
+        let r = self
+            .http
+            .post(format!("{}/jobs", self.wfx.north_url()))
+            .json(&json!({"clientId": CLIENT, "workflow": workflow, "definition": definition}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/jobs/{id}?history=true", self.wfx.north_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The operator's move (northbound: WFX).
+    async fn advance(&self, id: &str, state: &str) {
+        let r = self
+            .http
+            .put(format!("{}/jobs/{id}/status", self.wfx.north_url()))
+            .json(&json!({"state": state}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+
+    /// Waits until the job is in one of `states`; returns the job.
+    async fn wait_for(&self, id: &str, states: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let j = self.job(id).await;
+            let s = j["status"]["state"].as_str().unwrap_or("").to_owned();
+            if states.contains(&s.as_str()) {
+                return j;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} stuck in {s}; agent log:\n{}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn firmware(url: &str) -> Value {
+    json!({"version": "1.0", "type": ["firmware"], "artifacts": [{"name": "rootfs", "version": "1.1", "uri": url}]})
+}
+
+fn installed(swu: &BuiltSwu, data: &[u8]) -> bool {
+    fs::read(&swu.images[0].target).unwrap() == data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_job_reaches_activated_with_the_image_installed() {
+    let mut f = Fleet::new();
+    let (swu, data, url) = f.image("a", 300_000, false);
+    f.start_agent();
+    let id = f
+        .create_job("wfx.workflow.dau.direct", firmware(&url))
+        .await;
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert!(installed(&swu, &data));
+    let states: Vec<&str> = j["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|e| e["status"]["state"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(states.contains(&"INSTALLING"), "{states:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_artifact_ends_terminated_with_swupdates_reason() {
+    let mut f = Fleet::new();
+    let (swu, _, url) = f.image("bad", 100_000, true);
+    f.start_agent();
+    let id = f
+        .create_job("wfx.workflow.dau.direct", firmware(&url))
+        .await;
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let msg = j["status"]["message"].as_str().unwrap();
+    assert!(msg.contains("HASH mismatch"), "{msg}");
+    let ctx = j["status"]["context"]["swupdate"].as_array().unwrap();
+    assert!(!ctx.is_empty(), "SWUpdate's log lines in the context");
+    assert!(fs::read(&swu.images[0].target).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_job_writes_nothing() {
+    let mut f = Fleet::new();
+    let (swu, _, url) = f.image("dry", 100_000, false);
+    f.start_agent();
+    let def =
+        json!({"version": "1.0", "type": ["firmware", "dry-run"], "artifacts": [{"uri": url}]});
+    let id = f.create_job("wfx.workflow.dau.direct", def).await;
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    assert!(fs::read(&swu.images[0].target).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_queued_jobs_run_one_after_the_other() {
+    let mut f = Fleet::new();
+    let (s1, d1, u1) = f.image("one", 200_000, false);
+    let (s2, d2, u2) = f.image("two", 200_000, false);
+    let j1 = f.create_job("wfx.workflow.dau.direct", firmware(&u1)).await;
+    let j2 = f.create_job("wfx.workflow.dau.direct", firmware(&u2)).await;
+    f.start_agent();
+    let a = f.wait_for(&j1, &["ACTIVATED", "TERMINATED"]).await;
+    let b = f.wait_for(&j2, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(a["status"]["state"], "ACTIVATED");
+    assert_eq!(b["status"]["state"], "ACTIVATED");
+    assert!(installed(&s1, &d1) && installed(&s2, &d2));
+    // The second started only after the first was done.
+    assert!(
+        a["mtime"].as_str().unwrap() <= b["mtime"].as_str().unwrap(),
+        "{a:#} {b:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phased_job_waits_for_the_operator_between_stages() {
+    let mut f = Fleet::new();
+    let (swu, data, url) = f.image("p", 300_000, false);
+    f.start_agent();
+    let id = f
+        .create_job("wfx.workflow.dau.phased", firmware(&url))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(f.job(&id).await["status"]["state"], "CREATED");
+    f.advance(&id, "DOWNLOAD").await;
+    f.wait_for(&id, &["DOWNLOADED", "TERMINATED"]).await;
+    assert!(
+        fs::read(&swu.images[0].target).unwrap().is_empty(),
+        "downloaded, not installed"
+    );
+    f.advance(&id, "INSTALL").await;
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert!(installed(&swu, &data));
+}
