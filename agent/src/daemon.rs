@@ -162,7 +162,9 @@ impl Daemon {
 
     /// A journal that cannot be written stops progress: nothing is reported that it does not hold.
     fn save(&mut self) -> Result<(), StepError> {
-        self.store.save(&self.journal).map_err(StepError::Journal)
+        self.store.save(&self.journal)?;
+        crate::faults::point("journal save");
+        Ok(())
     }
 
     fn record_mut(&mut self, view: &JobView) -> &mut Record {
@@ -415,11 +417,12 @@ impl Daemon {
             base: index * 100 / n,
             span: 100 / n,
             pending: None,
+            commit: Some(CommitRecord {
+                journal: &mut self.journal,
+                store: &self.store,
+                index,
+            }),
         };
-        // The commit point is recorded before SWUpdate can finish: a restart then asks SWUpdate
-        // instead of installing again.
-        self.record_mut(view).committed = Some(index);
-        self.save()?;
         let result = install::install(
             &self.swupdate,
             &req,
@@ -492,17 +495,9 @@ impl Daemon {
                 self.save()?;
                 Ok(Next::Reload)
             }
-            Some(4) => {
-                self.save()?;
-                self.terminate(
-                    view,
-                    "the install failed while the agent was restarting (SWUpdate: FAILURE)",
-                    None,
-                )
-                .await
-            }
-            // The daemon restarted too and knows nothing: installing again is safe (the
-            // image goes to the inactive slot) and nothing was completed twice.
+            // FAILURE: the image was bad, or the agent stopped before the tail went out; and
+            // when the daemon restarted too it knows nothing. Either way nothing was installed:
+            // installing again gives the real verdict (the image goes to the inactive slot).
             _ => {
                 self.save()?;
                 Ok(Next::Reload)
@@ -568,9 +563,19 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
+/// Records the commit point of an install in the journal, right before the held-back tail goes
+/// to SWUpdate: from then on, SWUpdate's next verdict is this install's, and a restart asks for
+/// it instead of installing again. (Recorded any earlier, a restart could take the verdict of an
+/// earlier install for this one.)
+struct CommitRecord<'a> {
+    journal: &'a mut Journal,
+    store: &'a Store,
+    index: usize,
+}
+
 /// Sends install progress to wfx at most once per interval; never blocks the install: the
 /// update runs in its own task.
-struct WfxProgress {
+struct WfxProgress<'a> {
     wfx: WfxClient,
     job: String,
     interval: Duration,
@@ -579,9 +584,10 @@ struct WfxProgress {
     base: usize,
     span: usize,
     pending: Option<tokio::task::JoinHandle<()>>,
+    commit: Option<CommitRecord<'a>>,
 }
 
-impl WfxProgress {
+impl WfxProgress<'_> {
     fn send(&mut self, pct: u32, message: String) {
         if self.pending.as_ref().is_some_and(|p| !p.is_finished()) {
             return;
@@ -612,8 +618,23 @@ impl WfxProgress {
     }
 }
 
-impl Observer for WfxProgress {
+impl Observer for WfxProgress<'_> {
     fn streamed(&mut self, _bytes: u64, _total: Option<u64>) {}
+
+    fn before_commit(&mut self) -> Result<(), String> {
+        let Some(c) = self.commit.as_mut() else {
+            return Ok(());
+        };
+        let r = c
+            .journal
+            .jobs
+            .get_mut(&self.job)
+            .ok_or("the job's record is gone")?;
+        r.committed = Some(c.index);
+        c.store.save(c.journal).map_err(|e| e.to_string())?;
+        crate::faults::point("journal save (commit)");
+        Ok(())
+    }
 
     fn progress(&mut self, m: &ProgressMsg) {
         if matches!(m.status, RecoveryStatus::Progress | RecoveryStatus::Run)

@@ -23,6 +23,12 @@ pub trait Observer {
     fn streamed(&mut self, bytes: u64, total: Option<u64>);
     /// A progress message of the daemon.
     fn progress(&mut self, msg: &ProgressMsg);
+    /// The whole image is read and checked; only the held-back tail is left to send. An error
+    /// abandons the install instead (the daemon fails it). The daemon records its commit point
+    /// here, so that a restart knows SWUpdate's next verdict is this install's.
+    fn before_commit(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// An observer that ignores everything.
@@ -47,6 +53,11 @@ pub enum InstallError {
         error: std::io::Error,
         verdict: Option<InstallOutcome>,
     },
+    #[error("the install was abandoned before its commit: {reason}")]
+    NotCommitted {
+        reason: String,
+        verdict: Option<InstallOutcome>,
+    },
     #[error("interrupted after {bytes} bytes; the install was abandoned")]
     Interrupted {
         bytes: u64,
@@ -61,6 +72,7 @@ impl InstallError {
             InstallError::Daemon(_) => None,
             InstallError::Malformed { verdict, .. }
             | InstallError::Read { verdict, .. }
+            | InstallError::NotCommitted { verdict, .. }
             | InstallError::Interrupted { verdict, .. } => verdict.as_ref(),
         }
     }
@@ -133,13 +145,28 @@ pub async fn install(
         }
     };
 
-    if matches!(stop, Stop::Complete) {
-        if let Err(e) = inst.commit().await {
-            tracing::debug!("commit: {e}");
+    let stop = match stop {
+        Stop::Complete => match observer.before_commit() {
+            Ok(()) => {
+                if let Err(e) = inst.commit().await {
+                    tracing::debug!("commit: {e}");
+                }
+                crate::faults::point("commit");
+                Stop::Complete
+            }
+            Err(reason) => {
+                inst.abort();
+                Stop::Abandon(InstallError::NotCommitted {
+                    reason,
+                    verdict: None,
+                })
+            }
+        },
+        other => {
+            inst.abort();
+            other
         }
-    } else {
-        inst.abort();
-    }
+    };
     let verdict_result = follow(inst, progress, observer).await;
     match stop {
         Stop::Complete | Stop::DaemonStopped | Stop::ProgressLost => {
@@ -148,6 +175,7 @@ pub async fn install(
         Stop::Abandon(mut e) => {
             if let InstallError::Malformed { verdict, .. }
             | InstallError::Read { verdict, .. }
+            | InstallError::NotCommitted { verdict, .. }
             | InstallError::Interrupted { verdict, .. } = &mut e
             {
                 *verdict = verdict_result.ok();

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod faults;
 pub mod http;
 pub mod install;
 pub mod job;

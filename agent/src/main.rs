@@ -302,7 +302,9 @@ fn report(
                 InstallError::Malformed { .. } => exit::BAD_IMAGE,
                 InstallError::Read { .. } if src.is_url() => exit::DOWNLOAD,
                 InstallError::Read { .. } => exit::NO_IMAGE,
-                InstallError::Interrupted { .. } => exit::INTERRUPTED,
+                InstallError::Interrupted { .. } | InstallError::NotCommitted { .. } => {
+                    exit::INTERRUPTED
+                }
             }
         }
     }

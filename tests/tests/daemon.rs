@@ -69,6 +69,10 @@ impl Fleet {
     }
 
     fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    fn start_agent_with(&mut self, env: &[(&str, String)]) {
         let cfg = self.path("agent.toml");
         fs::write(
             &cfg,
@@ -83,8 +87,16 @@ impl Fleet {
         .unwrap();
         let mut c: Command = agent_cmd().unwrap();
         c.arg("--config").arg(&cfg).arg("run");
-        c.stdout(fs::File::create(self.path("agent.log")).unwrap());
-        c.stderr(fs::File::create(self.path("agent.err")).unwrap());
+        c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let log = |name: &str| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path(name))
+                .unwrap()
+        };
+        c.stdout(log("agent.log"));
+        c.stderr(log("agent.err"));
         self.agent = Some(GroupChild::spawn(c, "cip-update-agent").unwrap());
     }
 
@@ -259,4 +271,119 @@ async fn a_phased_job_waits_for_the_operator_between_stages() {
         f.agent_log()
     );
     assert!(installed(&swu, &data));
+}
+
+/// The operator of a phased job: moves it on whenever it waits for WFX.
+async fn operate_phased(f: &Fleet, id: &str) {
+    let s = f.job(id).await["status"]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    match s.as_str() {
+        "CREATED" => f.advance(id, "DOWNLOAD").await,
+        "DOWNLOADED" => f.advance(id, "INSTALL").await,
+        _ => {}
+    }
+}
+
+/// Aborts the agent, as a power cut would stop it, at crash point N (every journal save and the
+/// commit of the install, counted by the agent), restarts it, and checks the outcome; N runs
+/// from 1 until a run passes every point without crashing.
+async fn power_cut_at_every_point(workflow: &str) {
+    let phased = workflow.ends_with("phased");
+    let mut n = 1u32;
+    loop {
+        let mut f = Fleet::new();
+        let (swu, data, url) = f.image("pc", 150_000, false);
+        let id = f.create_job(workflow, firmware(&url)).await;
+        f.start_agent_with(&[("CIP_UPDATE_AGENT_CRASH_AT", n.to_string())]);
+        // Run until the agent crashes or the job ends.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let crashed = loop {
+            if phased {
+                operate_phased(&f, &id).await;
+            }
+            if let Some(st) = f.agent.as_mut().unwrap().try_wait().unwrap() {
+                assert!(
+                    !st.success(),
+                    "the agent exits only by the crash point: {st}"
+                );
+                break true;
+            }
+            let s = f.job(&id).await["status"]["state"].clone();
+            if s == "ACTIVATED" || s == "TERMINATED" {
+                break false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "point {n}: stuck in {s}\n{}",
+                f.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if crashed {
+            assert!(
+                f.agent_log().contains(&format!("crashing at point {n}")),
+                "{}",
+                f.agent_log()
+            );
+            f.start_agent();
+            let end = Instant::now() + Duration::from_secs(60);
+            loop {
+                if phased {
+                    operate_phased(&f, &id).await;
+                }
+                let s = f.job(&id).await["status"]["state"].clone();
+                if s == "ACTIVATED" || s == "TERMINATED" {
+                    break;
+                }
+                assert!(
+                    Instant::now() < end,
+                    "point {n}: stuck in {s} after restart\n{}",
+                    f.agent_log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let j = f.job(&id).await;
+        assert_eq!(
+            j["status"]["state"],
+            "ACTIVATED",
+            "point {n}: {j:#}\n{}",
+            f.agent_log()
+        );
+        assert!(installed(&swu, &data), "point {n}: target");
+        // One line per install ("[INFO ] : SWUPDATE successful ! SWUPDATE successful !").
+        let successes = f
+            .swupdate
+            .log()
+            .lines()
+            .filter(|l| l.contains("SWUPDATE successful"))
+            .count();
+        assert_eq!(
+            successes,
+            1,
+            "point {n}: installed exactly once\n{}",
+            f.swupdate.log()
+        );
+        if !crashed {
+            break;
+        }
+        n += 1;
+    }
+    eprintln!("{workflow}: crashed and recovered at {} points", n - 1);
+    assert!(
+        n > 4,
+        "only {n} crash points: the journal is not written at each step"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cut_at_every_journal_step_of_a_direct_job() {
+    power_cut_at_every_point("wfx.workflow.dau.direct").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cut_at_every_journal_step_of_a_phased_job() {
+    power_cut_at_every_point("wfx.workflow.dau.phased").await;
 }
