@@ -21,6 +21,9 @@ use crate::swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType, Swup
 use crate::wfx::backoff::{Backoff, jittered};
 use crate::wfx::{Job, JobStatus, WfxClient, WfxError};
 
+/// How often a running download or install asks wfx whether its job still exists (besides
+/// the DELETE events).
+const GONE_CHECK: Duration = Duration::from_secs(10);
 /// Log lines of SWUpdate sent to wfx with a failure (`context.log`).
 const CONTEXT_LINES: usize = 20;
 /// wfx's limit on `message`.
@@ -48,6 +51,7 @@ pub struct Daemon {
     store: Store,
     journal: Journal,
     staging: PathBuf,
+    deleted: Arc<Deleted>,
 }
 
 impl Daemon {
@@ -69,6 +73,7 @@ impl Daemon {
             store,
             journal,
             staging: config.state_dir.join("staging"),
+            deleted: Arc::new(Deleted::default()),
         })
     }
 
@@ -81,7 +86,11 @@ impl Daemon {
     /// Runs until `stop` resolves.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
         let wake = Arc::new(Notify::new());
-        let events = tokio::spawn(follow_events(self.wfx.clone(), wake.clone()));
+        let events = tokio::spawn(follow_events(
+            self.wfx.clone(),
+            wake.clone(),
+            self.deleted.clone(),
+        ));
         tokio::pin!(stop);
         loop {
             if let Err(e) = self.reconcile().await {
@@ -257,6 +266,7 @@ impl Daemon {
 
     async fn forget(&mut self, id: &str) -> Result<(), StepError> {
         self.remove_staged(id).await;
+        self.deleted.ids.lock().expect("deleted lock").remove(id);
         if self.journal.jobs.remove(id).is_some() {
             self.save()?;
         }
@@ -294,7 +304,21 @@ impl Daemon {
         let n = def.artifacts.len();
         for (i, a) in def.artifacts.iter().enumerate() {
             let path = self.staged_path(&view.id, i);
-            if let Err(msg) = self.fetch_to(&a.uri, &path).await {
+            let gone = job_gone(
+                self.wfx.clone(),
+                self.deleted.clone(),
+                view.id.clone(),
+                GONE_CHECK,
+            );
+            let fetched = tokio::select! {
+                r = self.fetch_to(&a.uri, &path) => r,
+                () = gone => {
+                    tracing::info!(job = %view.id, "the job was deleted during the download: stopped");
+                    self.forget(&view.id).await?;
+                    return Ok(Next::Wait);
+                }
+            };
+            if let Err(msg) = fetched {
                 let message = format!("download of {} failed: {msg}", a.uri);
                 self.record_mut(view).final_state = Some(Final {
                     state: "TERMINATED".into(),
@@ -428,11 +452,21 @@ impl Daemon {
             &req,
             image,
             &mut obs,
-            std::future::pending(),
+            job_gone(
+                self.wfx.clone(),
+                self.deleted.clone(),
+                view.id.clone(),
+                GONE_CHECK,
+            ),
         )
         .await;
         obs.flush().await;
         match result {
+            Err(install::InstallError::Interrupted { .. }) => {
+                tracing::info!(job = %view.id, "the job was deleted during the install: stopped");
+                self.forget(&view.id).await?;
+                Ok(Next::Wait)
+            }
             Ok(o) if o.succeeded() => {
                 let r = self.record_mut(view);
                 r.installed = index + 1;
@@ -645,9 +679,55 @@ impl Observer for WfxProgress<'_> {
     }
 }
 
+/// Jobs the operator deleted, as the event stream tells; work on them stops at once.
+#[derive(Default)]
+pub struct Deleted {
+    ids: std::sync::Mutex<std::collections::HashSet<String>>,
+    notify: Notify,
+}
+
+impl Deleted {
+    fn add(&self, id: &str) {
+        self.ids.lock().expect("deleted lock").insert(id.to_owned());
+        self.notify.notify_waiters();
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.lock().expect("deleted lock").contains(id)
+    }
+
+    /// Resolves once `id` is deleted.
+    async fn wait(&self, id: &str) {
+        loop {
+            let n = self.notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.contains(id) {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// Resolves when the job is gone: a DELETE event, or (events are not guaranteed) a 404 when
+/// asked every `every`.
+async fn job_gone(wfx: WfxClient, deleted: Arc<Deleted>, id: String, every: Duration) {
+    loop {
+        tokio::select! {
+            () = deleted.wait(&id) => return,
+            () = tokio::time::sleep(every) => {
+                if matches!(wfx.job(&id).await, Err(e) if e.is_not_found()) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Follows the event stream, waking the main loop on every event and after every (re)connect
 /// (events are not guaranteed: a reconnect means a reconcile).
-async fn follow_events(wfx: WfxClient, wake: Arc<Notify>) {
+async fn follow_events(wfx: WfxClient, wake: Arc<Notify>, deleted: Arc<Deleted>) {
     let backoff = Backoff::default();
     let mut failures = 0u32;
     loop {
@@ -659,6 +739,9 @@ async fn follow_events(wfx: WfxClient, wake: Arc<Notify>) {
                     match ev {
                         Ok(ev) => {
                             tracing::debug!(action = %ev.action, job = %ev.job.id, "wfx event");
+                            if ev.action == "DELETE" {
+                                deleted.add(&ev.job.id);
+                            }
                             wake.notify_one();
                         }
                         Err(e) => {

@@ -20,6 +20,7 @@ pub mod nginx;
 pub mod pki;
 pub mod process;
 pub mod replay;
+pub mod slow_http;
 pub mod swu;
 pub mod swupdate;
 pub mod wfx;

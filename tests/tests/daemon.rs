@@ -10,9 +10,10 @@ use cip_update_agent_tests::agent::agent_cmd;
 use cip_update_agent_tests::nginx::Nginx;
 use cip_update_agent_tests::pki::TestCert;
 use cip_update_agent_tests::process::GroupChild;
+use cip_update_agent_tests::slow_http::SlowServer;
 use cip_update_agent_tests::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
 use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
-use cip_update_agent_tests::wfx::WfxEmulator;
+use cip_update_agent_tests::wfx::{Options, WfxEmulator};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -73,13 +74,17 @@ impl Fleet {
     }
 
     fn start_agent_with(&mut self, env: &[(&str, String)]) {
+        let url = self.wfx.south_url();
+        self.start_agent_at(&url, "2s", env);
+    }
+
+    fn start_agent_at(&mut self, wfx_url: &str, poll: &str, env: &[(&str, String)]) {
         let cfg = self.path("agent.toml");
         fs::write(
             &cfg,
             format!(
-                "state_dir = {:?}\n[device]\nclient_id = \"{CLIENT}\"\n[wfx]\nurl = \"{}\"\npoll_interval = \"2s\"\nprogress_interval = \"100ms\"\n[swupdate]\ncontrol_socket = {:?}\nprogress_socket = {:?}\n",
+                "state_dir = {:?}\n[device]\nclient_id = \"{CLIENT}\"\n[wfx]\nurl = \"{wfx_url}\"\npoll_interval = \"{poll}\"\nprogress_interval = \"100ms\"\n[swupdate]\ncontrol_socket = {:?}\nprogress_socket = {:?}\n",
                 self.path("state"),
-                self.wfx.south_url(),
                 self.swupdate.control_socket(),
                 self.swupdate.progress_socket()
             ),
@@ -119,15 +124,21 @@ impl Fleet {
             .to_owned()
     }
 
+    /// The job as the operator sees it (retried through injected 5xx answers).
     async fn job(&self, id: &str) -> Value {
-        self.http
-            .get(format!("{}/jobs/{id}?history=true", self.wfx.north_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        for _ in 0..50 {
+            let r = self
+                .http
+                .get(format!("{}/jobs/{id}?history=true", self.wfx.north_url()))
+                .send()
+                .await
+                .unwrap();
+            if r.status().is_success() {
+                return r.json().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("GET job {id} keeps failing");
     }
 
     /// The operator's move (northbound: WFX).
@@ -140,6 +151,41 @@ impl Fleet {
             .await
             .unwrap();
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+
+    async fn delete(&self, id: &str) {
+        let r = self
+            .http
+            .delete(format!("{}/jobs/{id}", self.wfx.north_url()))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+
+    /// The agent's journal: job ids it holds.
+    fn journal_jobs(&self) -> Vec<String> {
+        let Ok(text) = fs::read(self.path("state/state.json")) else {
+            return Vec::new();
+        };
+        let v: Value = serde_json::from_slice(&text).unwrap();
+        v["jobs"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until `cond` holds (60 s), with the agent's log in the failure.
+    async fn until(&self, what: &str, mut cond: impl FnMut(&Fleet) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cond(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: agent log:\n{}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until the job is in one of `states`; returns the job.
@@ -386,4 +432,145 @@ async fn power_cut_at_every_journal_step_of_a_direct_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_cut_at_every_journal_step_of_a_phased_job() {
     power_cut_at_every_point("wfx.workflow.dau.phased").await;
+}
+
+fn slow(f: &Fleet, name: &str, len: usize) -> (BuiltSwu, Vec<u8>, SlowServer) {
+    let (swu, data, _) = f.image(name, len, false);
+    // About 1.3 MB/s: long enough to act in the middle.
+    let server = SlowServer::start(swu.path.clone(), 64 * 1024, Duration::from_millis(50)).unwrap();
+    (swu, data, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_deleted_mid_install_stops_and_the_next_job_runs() {
+    let mut f = Fleet::new();
+    let (swu, data, server) = slow(&f, "big", 3 << 20);
+    f.start_agent();
+    let id = f
+        .create_job("wfx.workflow.dau.direct", firmware(&server.url("big.swu")))
+        .await;
+    f.wait_for(&id, &["INSTALLING"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.delete(&id).await;
+    f.until("the agent stops the install", |f| {
+        f.agent_log().contains("deleted during the install")
+    })
+    .await;
+    f.until("the record is dropped", |f| f.journal_jobs().is_empty())
+        .await;
+    assert!(
+        !installed(&swu, &data),
+        "an abandoned install is not completed"
+    );
+    // The agent goes on with the next job.
+    let (s2, d2, u2) = f.image("next", 100_000, false);
+    let j2 = f.create_job("wfx.workflow.dau.direct", firmware(&u2)).await;
+    let j = f.wait_for(&j2, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED");
+    assert!(installed(&s2, &d2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_deleted_mid_download_stops_and_its_files_go() {
+    let mut f = Fleet::new();
+    let (_swu, _data, server) = slow(&f, "dl", 3 << 20);
+    f.start_agent();
+    let id = f
+        .create_job("wfx.workflow.dau.phased", firmware(&server.url("dl.swu")))
+        .await;
+    f.advance(&id, "DOWNLOAD").await;
+    f.wait_for(&id, &["DOWNLOADING"]).await;
+    let staged = f.path(&format!("state/staging/{id}"));
+    f.until("staging starts", |_| staged.exists()).await;
+    f.delete(&id).await;
+    f.until("the agent stops the download", |f| {
+        f.agent_log().contains("deleted during the download")
+    })
+    .await;
+    f.until("staged files removed", |_| !staged.exists()).await;
+    f.until("the record is dropped", |f| f.journal_jobs().is_empty())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wfx_down_at_start_then_up() {
+    let mut f = Fleet::new();
+    // The emulator of the fleet is replaced by one that starts later on a known port.
+    let south = cip_update_agent_tests::free_port().unwrap();
+    let url = format!("http://127.0.0.1:{south}/api/wfx/v1");
+    f.start_agent_at(&url, "1s", &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        f.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "still running"
+    );
+    f.wfx = WfxEmulator::start(Options {
+        south_port: south,
+        ..Default::default()
+    })
+    .unwrap();
+    let (swu, data, u) = f.image("late", 100_000, false);
+    let id = f.create_job("wfx.workflow.dau.direct", firmware(&u)).await;
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED");
+    assert!(installed(&swu, &data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_5xx_and_a_concurrent_modification_are_ridden_out() {
+    let mut f = Fleet::new();
+    let (swu, data, u) = f.image("flaky", 100_000, false);
+    f.start_agent();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = f.create_job("wfx.workflow.dau.direct", firmware(&u)).await;
+    f.wfx.conflict_next_status_update();
+    f.wfx.fail_next_requests(4);
+    // Quiet here, so that the agent, not this test, meets the failures.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{}", f.agent_log());
+    assert!(installed(&swu, &data));
+    let log = f.agent_log();
+    assert!(log.contains("503") && log.contains("retrying"), "{log}");
+}
+
+/// With a poll interval of an hour, only the event stream can bring work: a job created while
+/// the stream is cut (its event lost) is found by the reconcile after the reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_event_stream_reconnects_and_reconciles() {
+    let mut f = Fleet::new();
+    let url = f.wfx.south_url();
+    f.start_agent_at(&url, "1h", &[]);
+    f.until("the agent subscribes", |f| f.wfx.event_subscribers() == 1)
+        .await;
+    f.wfx.cut_event_streams();
+    let (swu, data, u) = f.image("cut", 100_000, false);
+    let id = f.create_job("wfx.workflow.dau.direct", firmware(&u)).await;
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED");
+    assert!(installed(&swu, &data));
+}
+
+/// Idle, the agent holds one event stream and polls once per interval (±10 %), nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_agent_sends_only_the_poll_and_the_event_stream() {
+    let mut f = Fleet::new();
+    let url = f.wfx.south_url();
+    f.start_agent_at(&url, "1s", &[]);
+    f.until("the agent subscribes", |f| f.wfx.event_subscribers() == 1)
+        .await;
+    f.wfx.reset_request_counts();
+    let watch = Duration::from_millis(4500);
+    tokio::time::sleep(watch).await;
+    let counts = f.wfx.request_counts();
+    let polls = counts.get("south GET /jobs").copied().unwrap_or(0);
+    // At most one poll per 0.9 s (the jitter's low end), plus one in flight.
+    assert!((3..=6).contains(&polls), "{counts:?}");
+    let others: u64 = counts
+        .iter()
+        .filter(|(k, _)| k.as_str() != "south GET /jobs")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(others, 0, "nothing but polls while idle: {counts:?}");
+    assert_eq!(f.wfx.event_subscribers(), 1, "one event stream");
 }

@@ -142,7 +142,7 @@ impl WfxClient {
                 return Err(e);
             }
             let wait = self.backoff.delay(attempt - 1, unit());
-            tracing::debug!("{e}; retrying in {wait:?}");
+            tracing::info!("{e}; retrying in {wait:?}");
             tokio::time::sleep(wait).await;
         }
     }
