@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use crate::config::{Config, Wfx};
 use crate::install::{self, Observer};
 use crate::job::{self, Action, Definition, Final, Flow, JobView, Record};
-use crate::journal::{Journal, Store};
+use crate::journal::{Journal, LastResult, Store};
 use crate::source::{self, Opened, Source};
 use crate::swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType, Swupdate};
 use crate::wfx::backoff::{Backoff, jittered};
@@ -184,7 +184,7 @@ impl Daemon {
     }
 
     async fn report(
-        &self,
+        &mut self,
         id: &str,
         state: &str,
         progress: Option<u8>,
@@ -199,6 +199,14 @@ impl Daemon {
             ..Default::default()
         };
         self.wfx.put_status(id, &status).await?;
+        if matches!(state, "ACTIVATED" | "TERMINATED") {
+            self.journal.last = Some(LastResult {
+                job_id: id.to_owned(),
+                state: state.to_owned(),
+                message: truncate(message, MESSAGE_MAX),
+            });
+            self.save()?;
+        }
         Ok(())
     }
 

@@ -22,6 +22,17 @@ pub struct Journal {
     pub schema: u32,
     /// By job id.
     pub jobs: BTreeMap<String, Record>,
+    /// The last job that ended, for `status`.
+    #[serde(default)]
+    pub last: Option<LastResult>,
+}
+
+/// How the last job ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastResult {
+    pub job_id: String,
+    pub state: String,
+    pub message: String,
 }
 
 /// Why the journal cannot be used.

@@ -10,6 +10,7 @@ pub mod install;
 pub mod job;
 pub mod journal;
 pub mod source;
+pub mod status;
 pub mod swu;
 pub mod swupdate;
 pub mod view;

@@ -11,6 +11,7 @@ use cip_update_agent::config::{self, Config};
 use cip_update_agent::daemon::Daemon;
 use cip_update_agent::install::{self, InstallError, Observer};
 use cip_update_agent::source::{self, Source, SourceError};
+use cip_update_agent::status;
 use cip_update_agent::swupdate::client::{ClientError, InstallOutcome};
 use cip_update_agent::swupdate::{InstallRequest, RunType, SocketPaths, Swupdate, WireSetting};
 use cip_update_agent::view::{BarView, PlainView};
@@ -70,6 +71,12 @@ enum Command {
     Install(InstallArgs),
     /// Run as the daemon: take update jobs from wfx (the [wfx] section) and carry them through.
     Run,
+    /// Show the client-id, the running version, the job in hand and the last result.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -141,11 +148,35 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Install(args) => rt.block_on(run_install(args, &config, cli.verbose > 0)),
         Command::Run => rt.block_on(run_daemon(&config)),
+        Command::Status { json } => show_status(&config, json),
     };
     // A read blocked in the blocking pool (a pipe that stays open after an interrupt) must not
     // hold the exit.
     rt.shutdown_background();
     ExitCode::from(code)
+}
+
+fn show_status(config: &Config, json: bool) -> u8 {
+    match status::collect(config) {
+        Ok(s) if json => match serde_json::to_string_pretty(&s) {
+            Ok(t) => {
+                println!("{t}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::FAILURE
+            }
+        },
+        Ok(s) => {
+            print!("{}", status::render(&s));
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::CONFIG
+        }
+    }
 }
 
 async fn run_daemon(config: &Config) -> u8 {

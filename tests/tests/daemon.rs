@@ -240,6 +240,23 @@ async fn a_direct_job_reaches_activated_with_the_image_installed() {
         })
         .unwrap_or_default();
     assert!(states.contains(&"INSTALLING"), "{states:?}");
+
+    // `status` tells the same, from the journal.
+    f.until("the job is forgotten", |f| f.journal_jobs().is_empty())
+        .await;
+    let o = agent_cmd()
+        .unwrap()
+        .arg("--config")
+        .arg(f.path("agent.toml"))
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["client_id"], CLIENT);
+    assert_eq!(st["current_job"], Value::Null);
+    assert_eq!(st["last_result"]["job_id"], id.as_str());
+    assert_eq!(st["last_result"]["state"], "ACTIVATED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,179 @@
+//! `cip-update-agent status`: what the device runs and what the agent is doing, from the
+//! configuration, the version file and the journal; no network needed.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::job::Record;
+use crate::journal::{JournalError, LastResult, Store};
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Status {
+    pub agent_version: String,
+    pub client_id: Option<String>,
+    pub running_version: Option<String>,
+    pub hardware: Option<String>,
+    pub wfx: Option<String>,
+    pub current_job: Option<CurrentJob>,
+    pub last_result: Option<LastResult>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct CurrentJob {
+    pub job_id: String,
+    pub phase: String,
+}
+
+/// The running version: `VERSION_ID` of an os-release file, or the first line of a file that
+/// holds only the version.
+pub fn read_version(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if let Some(v) = text.lines().find_map(|l| l.strip_prefix("VERSION_ID=")) {
+        return Some(v.trim().trim_matches('"').to_owned());
+    }
+    let first = text.lines().next()?.trim();
+    (!first.is_empty() && !first.contains('=')).then(|| first.to_owned())
+}
+
+fn phase(r: &Record) -> String {
+    if let Some(f) = &r.final_state {
+        return format!("reporting {} to wfx", f.state);
+    }
+    if let Some(i) = r.committed {
+        return format!("installing artifact {} (handed to SWUpdate)", i + 1);
+    }
+    match (r.installed, r.downloaded) {
+        (0, true) => "downloaded".into(),
+        (0, false) => "preparing".into(),
+        (n, _) => format!("{n} artifact(s) installed"),
+    }
+}
+
+pub fn collect(config: &Config) -> Result<Status, JournalError> {
+    let journal = Store::new(&config.state_dir).load()?;
+    Ok(Status {
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        client_id: config.device.client_id.clone(),
+        running_version: read_version(&config.device.version_file),
+        hardware: std::fs::read_to_string(&config.device.hwrevision_file)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty()),
+        wfx: config.wfx.as_ref().map(|w| w.url.0.clone()),
+        current_job: journal.jobs.values().next().map(|r| CurrentJob {
+            job_id: r.job_id.clone(),
+            phase: phase(r),
+        }),
+        last_result: journal.last,
+    })
+}
+
+/// The human form.
+pub fn render(s: &Status) -> String {
+    let or = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_owned());
+    let mut out = String::new();
+    let _ = writeln!(out, "agent:     cip-update-agent {}", s.agent_version);
+    let _ = writeln!(
+        out,
+        "client-id: {}",
+        or(&s.client_id, "(none: onboarding needed)")
+    );
+    let _ = writeln!(out, "running:   {}", or(&s.running_version, "(unknown)"));
+    let _ = writeln!(out, "hardware:  {}", or(&s.hardware, "(unknown)"));
+    let _ = writeln!(out, "wfx:       {}", or(&s.wfx, "(not configured)"));
+    match &s.current_job {
+        Some(j) => {
+            let _ = writeln!(out, "job:       {} ({})", j.job_id, j.phase);
+        }
+        None => {
+            let _ = writeln!(out, "job:       none");
+        }
+    }
+    match &s.last_result {
+        Some(l) if l.message.is_empty() => {
+            let _ = writeln!(out, "last:      {} {}", l.job_id, l.state);
+        }
+        Some(l) => {
+            let _ = writeln!(out, "last:      {} {}: {}", l.job_id, l.state, l.message);
+        }
+        None => {
+            let _ = writeln!(out, "last:      none");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_os_release_or_a_plain_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("v");
+        std::fs::write(&p, "NAME=\"CIP\"\nVERSION_ID=\"1.4\"\n").unwrap();
+        assert_eq!(read_version(&p).as_deref(), Some("1.4"));
+        std::fs::write(&p, "2.0-rc1\n").unwrap();
+        assert_eq!(read_version(&p).as_deref(), Some("2.0-rc1"));
+        std::fs::write(&p, "NAME=x\n").unwrap();
+        assert_eq!(read_version(&p), None);
+        assert_eq!(read_version(&d.path().join("none")), None);
+    }
+
+    #[test]
+    fn status_from_the_journal() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Config {
+            state_dir: d.path().to_owned(),
+            ..Default::default()
+        };
+        c.device.version_file = d.path().join("os-release");
+        c.device.hwrevision_file = d.path().join("hwrevision");
+        std::fs::write(&c.device.version_file, "VERSION_ID=1.4\n").unwrap();
+        std::fs::write(&c.device.hwrevision_file, "qemu-amd64 cip-core-1.0\n").unwrap();
+        let s = collect(&c).unwrap();
+        assert_eq!(s.current_job, None);
+        assert_eq!(s.running_version.as_deref(), Some("1.4"));
+        let text = render(&s);
+        assert!(
+            text.contains("hardware:  qemu-amd64 cip-core-1.0"),
+            "{text}"
+        );
+        assert!(text.contains("job:       none"), "{text}");
+
+        let mut j = crate::journal::Journal::default();
+        j.jobs.insert(
+            "j1".into(),
+            Record {
+                job_id: "j1".into(),
+                definition_hash: "h".into(),
+                downloaded: false,
+                installed: 0,
+                committed: Some(0),
+                final_state: None,
+            },
+        );
+        j.last = Some(LastResult {
+            job_id: "j0".into(),
+            state: "ACTIVATED".into(),
+            message: "installed".into(),
+        });
+        Store::new(d.path()).save(&j).unwrap();
+        let s = collect(&c).unwrap();
+        let text = render(&s);
+        assert!(
+            text.contains("job:       j1 (installing artifact 1 (handed to SWUpdate))"),
+            "{text}"
+        );
+        assert!(
+            text.contains("last:      j0 ACTIVATED: installed"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["current_job"]["job_id"], "j1");
+        assert_eq!(json["last_result"]["state"], "ACTIVATED");
+    }
+}
