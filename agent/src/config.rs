@@ -23,8 +23,28 @@ pub struct Config {
     /// Absent: no wfx (install only from the command line).
     pub wfx: Option<Wfx>,
     pub swupdate: Swupdate,
+    pub boot: Boot,
     pub tls: Tls,
     pub proxy: Proxy,
+}
+
+/// The rollback backend.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Boot {
+    pub backend: BootBackend,
+    /// `file` backend: the state file.
+    pub state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootBackend {
+    /// No rollback (development).
+    #[default]
+    None,
+    /// A state file played by a test or a simulator.
+    File,
 }
 
 impl Default for Config {
@@ -34,6 +54,7 @@ impl Default for Config {
             device: Device::default(),
             wfx: None,
             swupdate: Swupdate::default(),
+            boot: Boot::default(),
             tls: Tls::default(),
             proxy: Proxy::default(),
         }
@@ -221,6 +242,12 @@ impl Config {
         if let Some(id) = &self.device.client_id {
             check_client_id(id).map_err(|m| ("device.client_id", m))?;
         }
+        if self.boot.backend == BootBackend::File && self.boot.state_file.is_none() {
+            return Err((
+                "boot.state_file",
+                "is needed with boot.backend = \"file\"".into(),
+            ));
+        }
         match (&self.tls.client_cert, &self.tls.client_key) {
             (Some(_), None) => {
                 return Err(("tls.client_key", "is needed with tls.client_cert".into()));
@@ -348,6 +375,8 @@ no_proxy = ["localhost", ".plant.local", "10.0.0.1"]
             ),
             ("[proxy]\nno_proxy = [\"a/b\"]", "proxy.no_proxy"),
             ("state_dir = 3", "invalid type"),
+            ("[boot]\nbackend = \"grub\"", "unknown variant `grub`"),
+            ("[boot]\nbackend = \"file\"", "boot.state_file: is needed"),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();

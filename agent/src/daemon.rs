@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-use crate::config::{Config, Wfx};
+use crate::boot::{Boot, BootState, FileBoot, NoBoot};
+use crate::config::{BootBackend, Config, Wfx};
 use crate::install::{self, Observer};
 use crate::job::{self, Action, Definition, Final, Flow, JobView, Record};
 use crate::journal::{Journal, LastResult, Store};
@@ -52,6 +53,7 @@ pub struct Daemon {
     journal: Journal,
     staging: PathBuf,
     deleted: Arc<Deleted>,
+    boot: Box<dyn Boot>,
 }
 
 impl Daemon {
@@ -74,6 +76,10 @@ impl Daemon {
             journal,
             staging: config.state_dir.join("staging"),
             deleted: Arc::new(Deleted::default()),
+            boot: match (config.boot.backend, &config.boot.state_file) {
+                (BootBackend::File, Some(path)) => Box::new(FileBoot { path: path.clone() }),
+                _ => Box::new(NoBoot),
+            },
         })
     }
 
@@ -246,29 +252,44 @@ impl Daemon {
             Action::Download => self.download(view).await,
             Action::Install { index, dry_run } => self.install(view, index, dry_run).await,
             Action::Recover { index } => self.recover(view, index).await,
-            // The `none` boot backend: no bootloader marker, no reboot, nothing to confirm.
             Action::Activate => {
-                self.report(
-                    &view.id,
-                    "ACTIVATING",
-                    None,
-                    "no boot backend: nothing to switch",
-                    None,
-                )
-                .await?;
+                if let Err(e) = self.boot.activate() {
+                    return self.terminate(view, &e.to_string(), None).await;
+                }
+                let message = match self.boot.name() {
+                    "none" => "no boot backend: nothing to switch".to_owned(),
+                    b => format!("new slot armed ({b}); waiting for the reboot"),
+                };
+                self.report(&view.id, "ACTIVATING", None, &message, None)
+                    .await?;
                 Ok(Next::Reload)
             }
-            Action::CheckBoot => {
-                self.report(
-                    &view.id,
-                    "ACTIVATED",
-                    Some(100),
-                    "installed (boot backend none: no trial boot)",
-                    None,
-                )
-                .await?;
-                Ok(Next::Reload)
-            }
+            Action::CheckBoot => match self.boot.state() {
+                Ok(BootState::PendingReboot) => Ok(Next::Wait),
+                Ok(BootState::Trial) => {
+                    // Health checks before the confirmation are the rollback issue's.
+                    if let Err(e) = self.boot.confirm() {
+                        return self.terminate(view, &e.to_string(), None).await;
+                    }
+                    self.report(&view.id, "ACTIVATED", Some(100), "new slot confirmed", None)
+                        .await?;
+                    Ok(Next::Reload)
+                }
+                Ok(BootState::Confirmed) => {
+                    let message = match self.boot.name() {
+                        "none" => "installed (boot backend none: no trial boot)".to_owned(),
+                        _ => "new slot confirmed".to_owned(),
+                    };
+                    self.report(&view.id, "ACTIVATED", Some(100), &message, None)
+                        .await?;
+                    Ok(Next::Reload)
+                }
+                Ok(BootState::RolledBack(why)) => self.terminate(view, &why, None).await,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    Ok(Next::Wait)
+                }
+            },
         }
     }
 
