@@ -470,6 +470,9 @@ impl Daemon {
             base: index * 100 / n,
             span: 100 / n,
             pending: None,
+            streamed_pct: 0,
+            installed_pct: 0,
+            sent_pct: None,
             commit: Some(CommitRecord {
                 journal: &mut self.journal,
                 store: &self.store,
@@ -648,10 +651,23 @@ struct WfxProgress<'a> {
     span: usize,
     pending: Option<tokio::task::JoinHandle<()>>,
     commit: Option<CommitRecord<'a>>,
+    streamed_pct: u32,
+    installed_pct: u32,
+    /// The last percentage sent: the same one is not sent again.
+    sent_pct: Option<u32>,
 }
 
 impl WfxProgress<'_> {
-    fn send(&mut self, pct: u32, message: String) {
+    /// Progress of this artifact: half the image handed to SWUpdate, half SWUpdate's install.
+    fn artifact_percent(&self) -> u32 {
+        (self.streamed_pct + self.installed_pct) / 2
+    }
+
+    fn send(&mut self, message: String) {
+        let pct = self.artifact_percent();
+        if Some(pct) == self.sent_pct {
+            return;
+        }
         if self.pending.as_ref().is_some_and(|p| !p.is_finished()) {
             return;
         }
@@ -659,6 +675,7 @@ impl WfxProgress<'_> {
             return;
         }
         self.last = Some(Instant::now());
+        self.sent_pct = Some(pct);
         let overall = (self.base + self.span * pct.min(100) as usize / 100).min(99) as u8;
         let (wfx, job) = (self.wfx.clone(), self.job.clone());
         self.pending = Some(tokio::spawn(async move {
@@ -682,7 +699,15 @@ impl WfxProgress<'_> {
 }
 
 impl Observer for WfxProgress<'_> {
-    fn streamed(&mut self, _bytes: u64, _total: Option<u64>) {}
+    fn streamed(&mut self, bytes: u64, total: Option<u64>) {
+        if let Some(t) = total.filter(|t| *t > 0) {
+            self.streamed_pct = (bytes.min(t) * 100 / t) as u32;
+            self.send(format!(
+                "image to SWUpdate: {}% ({bytes} of {t} bytes)",
+                self.streamed_pct
+            ));
+        }
+    }
 
     fn before_commit(&mut self) -> Result<(), String> {
         let Some(c) = self.commit.as_mut() else {
@@ -702,8 +727,11 @@ impl Observer for WfxProgress<'_> {
     fn progress(&mut self, m: &ProgressMsg) {
         if matches!(m.status, RecoveryStatus::Progress | RecoveryStatus::Run)
             && !m.cur_image.is_empty()
+            && m.nsteps > 0
         {
-            self.send(m.cur_percent, crate::view::describe(m));
+            let done_steps = m.cur_step.saturating_sub(1).min(m.nsteps);
+            self.installed_pct = ((done_steps * 100 + m.cur_percent.min(100)) / m.nsteps).min(100);
+            self.send(crate::view::describe(m));
         }
     }
 }

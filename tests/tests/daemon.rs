@@ -643,3 +643,44 @@ async fn firmware_rolled_back_is_terminated() {
             .contains("rolled back")
     );
 }
+
+/// Progress reaches wfx while the image streams, rising, at most once per progress_interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reaches_wfx_rising_and_throttled() {
+    let mut f = Fleet::new();
+    let (swu, data, server) = slow(&f, "prog", 2 << 20);
+    f.start_agent();
+    let started = Instant::now();
+    let id = f
+        .create_job("wfx.workflow.dau.direct", firmware(&server.url("prog.swu")))
+        .await;
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    let took = started.elapsed();
+    assert_eq!(j["status"]["state"], "ACTIVATED");
+    assert!(installed(&swu, &data));
+    let mut progress: Vec<u64> = j["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|e| e["status"]["state"] == "INSTALLING")
+        .filter_map(|e| e["status"]["progress"].as_u64())
+        .collect();
+    assert!(progress.len() >= 4, "progress on the way: {progress:?}");
+    assert!(
+        progress.windows(2).all(|w| w[0] <= w[1]),
+        "rising: {progress:?}"
+    );
+    // progress_interval is 100 ms; one more for the first report of the step.
+    let most = (took.as_millis() / 100) as usize + 2;
+    assert!(
+        progress.len() <= most,
+        "{} updates in {took:?}",
+        progress.len()
+    );
+    progress.dedup();
+    assert!(
+        progress.iter().any(|p| (20..80).contains(p)),
+        "{progress:?}"
+    );
+}
