@@ -66,7 +66,22 @@ impl Daemon {
             .ok_or(RunError::NoClientId)?;
         let http = crate::http::client(&config.tls, &config.proxy, Duration::from_secs(30))?;
         let store = Store::new(&config.state_dir);
-        let journal = store.load()?;
+        let journal = match store.load() {
+            // A journal that cannot be read must not stop updates for good: keep it for a
+            // post-mortem, start empty, and let the reconcile with wfx find the jobs again.
+            Err(e @ crate::journal::JournalError::Corrupt { .. }) => {
+                let aside = store.path().with_extension("json.corrupt");
+                tracing::error!("{e}; moved to {} and starting afresh", aside.display());
+                std::fs::rename(store.path(), &aside).map_err(|source| {
+                    crate::journal::JournalError::Io {
+                        path: aside.clone(),
+                        source,
+                    }
+                })?;
+                store.load()?
+            }
+            other => other?,
+        };
         Ok(Daemon {
             wfx: WfxClient::new(&wfx_cfg.url.0, &client_id, http.clone()),
             wfx_cfg,

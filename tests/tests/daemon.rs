@@ -684,3 +684,19 @@ async fn progress_reaches_wfx_rising_and_throttled() {
         "{progress:?}"
     );
 }
+
+/// A journal that cannot be read is set aside; updates go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_journal_is_set_aside_and_updates_go_on() {
+    let mut f = Fleet::new();
+    fs::create_dir_all(f.path("state")).unwrap();
+    fs::write(f.path("state/state.json"), b"{\"schema\":1,\"jobs\":{\"x\"").unwrap();
+    let (swu, data, u) = f.image("cj", 100_000, false);
+    f.start_agent();
+    let id = f.create_job("wfx.workflow.dau.direct", firmware(&u)).await;
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{}", f.agent_log());
+    assert!(installed(&swu, &data));
+    assert!(f.path("state/state.json.corrupt").exists());
+    assert!(f.agent_log().contains("is corrupt"), "{}", f.agent_log());
+}
