@@ -1,25 +1,24 @@
-//! Crash points for the power-cut tests: with the `fault-injection` feature and
-//! `CIP_UPDATE_AGENT_CRASH_AT=N`, the agent aborts at the N-th point it passes (every journal save,
-//! and the commit of an install), as a power cut would stop it there. Without the feature, a
-//! point compiles to nothing.
+//! Crash points for the power-cut tests: with `CIP_UPDATE_AGENT_CRASH_AT=N` in its environment
+//! the agent aborts at the N-th point it passes (every journal save, and the commit of an
+//! install), as a power cut would stop it there. Unset (always, outside tests) a point is one
+//! atomic increment. It is compiled in every build so that the binary under test is the binary
+//! that ships.
 
-#[cfg(feature = "fault-injection")]
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 pub fn point(what: &str) {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    static AT: OnceLock<Option<u32>> = OnceLock::new();
     static PASSED: AtomicU32 = AtomicU32::new(0);
-    let Some(at) = std::env::var("CIP_UPDATE_AGENT_CRASH_AT")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    else {
-        return;
-    };
+    let at = AT.get_or_init(|| {
+        std::env::var("CIP_UPDATE_AGENT_CRASH_AT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    let Some(at) = *at else { return };
     let n = PASSED.fetch_add(1, Ordering::SeqCst) + 1;
     if n == at {
         eprintln!("fault injection: crashing at point {n} ({what})");
         std::process::abort();
     }
 }
-
-#[cfg(not(feature = "fault-injection"))]
-#[inline(always)]
-pub fn point(_what: &str) {}

@@ -191,6 +191,23 @@ impl Fleet {
         }
     }
 
+    /// A direct firmware job for a fresh image, carried to its end: ACTIVATED, image installed.
+    async fn direct_job_succeeds(&self, name: &str) -> Value {
+        let (swu, data, url) = self.image(name, 100_000, false);
+        let id = self
+            .create_job("wfx.workflow.dau.direct", firmware(&url))
+            .await;
+        let j = self.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+        assert_eq!(
+            j["status"]["state"],
+            "ACTIVATED",
+            "{j:#}\n{}",
+            self.agent_log()
+        );
+        assert!(installed(&swu, &data), "{name}: target");
+        j
+    }
+
     /// Waits until the job is in one of `states`; returns the job.
     async fn wait_for(&self, id: &str, states: &[&str]) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -483,11 +500,7 @@ async fn a_job_deleted_mid_install_stops_and_the_next_job_runs() {
         "an abandoned install is not completed"
     );
     // The agent goes on with the next job.
-    let (s2, d2, u2) = f.image("next", 100_000, false);
-    let j2 = f.create_job("wfx.workflow.dau.direct", firmware(&u2)).await;
-    let j = f.wait_for(&j2, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "ACTIVATED");
-    assert!(installed(&s2, &d2));
+    f.direct_job_succeeds("next").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,11 +542,7 @@ async fn wfx_down_at_start_then_up() {
         ..Default::default()
     })
     .unwrap();
-    let (swu, data, u) = f.image("late", 100_000, false);
-    let id = f.create_job("wfx.workflow.dau.direct", firmware(&u)).await;
-    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "ACTIVATED");
-    assert!(installed(&swu, &data));
+    f.direct_job_succeeds("late").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,11 +573,7 @@ async fn a_cut_event_stream_reconnects_and_reconciles() {
     f.until("the agent subscribes", |f| f.wfx.event_subscribers() == 1)
         .await;
     f.wfx.cut_event_streams();
-    let (swu, data, u) = f.image("cut", 100_000, false);
-    let id = f.create_job("wfx.workflow.dau.direct", firmware(&u)).await;
-    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "ACTIVATED");
-    assert!(installed(&swu, &data));
+    f.direct_job_succeeds("cut").await;
 }
 
 /// Idle, the agent holds one event stream and polls once per interval (±10 %), nothing more.
@@ -691,12 +696,8 @@ async fn a_corrupt_journal_is_set_aside_and_updates_go_on() {
     let mut f = Fleet::new();
     fs::create_dir_all(f.path("state")).unwrap();
     fs::write(f.path("state/state.json"), b"{\"schema\":1,\"jobs\":{\"x\"").unwrap();
-    let (swu, data, u) = f.image("cj", 100_000, false);
     f.start_agent();
-    let id = f.create_job("wfx.workflow.dau.direct", firmware(&u)).await;
-    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "ACTIVATED", "{}", f.agent_log());
-    assert!(installed(&swu, &data));
+    f.direct_job_succeeds("cj").await;
     assert!(f.path("state/state.json.corrupt").exists());
     assert!(f.agent_log().contains("is corrupt"), "{}", f.agent_log());
 }
