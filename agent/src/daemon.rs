@@ -98,12 +98,6 @@ impl Daemon {
         })
     }
 
-    /// Shorter waits, for tests.
-    pub fn with_retries(mut self, backoff: Backoff, attempts: u32) -> Self {
-        self.wfx = self.wfx.with_retries(backoff, attempts);
-        self
-    }
-
     /// Runs until `stop` resolves.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
         let wake = Arc::new(Notify::new());
