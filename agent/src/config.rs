@@ -26,6 +26,8 @@ pub struct Config {
     pub boot: Boot,
     pub tls: Tls,
     pub proxy: Proxy,
+    /// Absent: no MQTT telemetry.
+    pub mqtt: Option<crate::mqtt::MqttConfig>,
 }
 
 /// The rollback backend.
@@ -57,6 +59,7 @@ impl Default for Config {
             boot: Boot::default(),
             tls: Tls::default(),
             proxy: Proxy::default(),
+            mqtt: None,
         }
     }
 }
@@ -241,6 +244,9 @@ impl Config {
         }
         if let Some(id) = &self.device.client_id {
             check_client_id(id).map_err(|m| ("device.client_id", m))?;
+        }
+        if let Some(m) = &self.mqtt {
+            m.check()?;
         }
         if self.boot.backend == BootBackend::File && self.boot.state_file.is_none() {
             return Err((

@@ -17,6 +17,8 @@ use crate::config::{BootBackend, Config, Wfx};
 use crate::install::{self, Observer};
 use crate::job::{self, Action, Definition, Final, Flow, JobView, Record};
 use crate::journal::{Journal, LastResult, Store};
+use crate::mqtt::Publisher;
+use crate::report::Reporter;
 use crate::source::{self, Opened, Source};
 use crate::swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType, Swupdate};
 use crate::wfx::backoff::{Backoff, jittered};
@@ -41,6 +43,29 @@ pub enum RunError {
     Http(#[from] crate::http::HttpSetupError),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
+}
+
+/// What the device is, for the MQTT inventory.
+fn inventory(config: &Config) -> crate::mqtt::Inventory {
+    let mut inv = crate::mqtt::Inventory::new();
+    inv.hardware_revision = std::fs::read_to_string(&config.device.hwrevision_file)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    if let Ok(text) = std::fs::read_to_string(&config.device.version_file) {
+        inv.os_release = crate::mqtt::payload::os_release_fields(&text);
+    }
+    inv.swupdate_wire = Some(config.swupdate.wire.to_string());
+    inv.boot_backend = Some(
+        match config.boot.backend {
+            BootBackend::None => "none",
+            BootBackend::File => "file",
+        }
+        .to_owned(),
+    );
+    inv
 }
 
 /// The running agent.
@@ -54,11 +79,14 @@ pub struct Daemon {
     staging: PathBuf,
     deleted: Arc<Deleted>,
     boot: Box<dyn Boot>,
+    reporter: Reporter,
+    inventory: crate::mqtt::Inventory,
 }
 
 impl Daemon {
     pub fn new(config: &Config) -> Result<Daemon, RunError> {
         let wfx_cfg = config.wfx.clone().ok_or(RunError::NoWfx)?;
+        // (the MQTT publisher needs the client-id below)
         let client_id = config
             .device
             .client_id
@@ -95,11 +123,29 @@ impl Daemon {
                 (BootBackend::File, Some(path)) => Box::new(FileBoot { path: path.clone() }),
                 _ => Box::new(NoBoot),
             },
+            reporter: Reporter::new(
+                match &config.mqtt {
+                    Some(m) => Some(Publisher::start(m, &client_id)?),
+                    None => None,
+                },
+                crate::status::read_version(&config.device.version_file),
+            ),
+            inventory: inventory(config),
         })
     }
 
     /// Runs until `stop` resolves.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        self.reporter.inventory(self.inventory.clone());
+        let last_error = self
+            .journal
+            .last
+            .as_ref()
+            .filter(|l| l.state == "TERMINATED")
+            .map(|l| l.message.clone());
+        if self.journal.jobs.is_empty() {
+            self.reporter.idle(last_error);
+        }
         let wake = Arc::new(Notify::new());
         let events = tokio::spawn(follow_events(
             self.wfx.clone(),
@@ -119,6 +165,7 @@ impl Daemon {
             }
         }
         events.abort();
+        self.reporter.shutdown().await;
     }
 
     /// Lists the open jobs and drives each, oldest first, until it waits for wfx.
@@ -200,7 +247,7 @@ impl Daemon {
 
     async fn report(
         &mut self,
-        id: &str,
+        view: &JobView,
         state: &str,
         progress: Option<u8>,
         message: &str,
@@ -213,7 +260,9 @@ impl Daemon {
             context,
             ..Default::default()
         };
+        let id = view.id.as_str();
         self.wfx.put_status(id, &status).await?;
+        self.reporter.job_state(view, state, progress, message);
         if matches!(state, "ACTIVATED" | "TERMINATED") {
             self.journal.last = Some(LastResult {
                 job_id: id.to_owned(),
@@ -238,13 +287,12 @@ impl Daemon {
                 }
                 let progress =
                     matches!(state, "INSTALLED" | "DOWNLOADED" | "ACTIVATED").then_some(100);
-                self.report(&view.id, state, progress, &message, None)
-                    .await?;
+                self.report(view, state, progress, &message, None).await?;
                 Ok(Next::Reload)
             }
             Action::ReportFinal(f) => {
                 let progress = (f.state == "ACTIVATED").then_some(100);
-                self.report(&view.id, &f.state, progress, &f.message, None)
+                self.report(view, &f.state, progress, &f.message, None)
                     .await?;
                 Ok(Next::Reload)
             }
@@ -269,7 +317,7 @@ impl Daemon {
                     "none" => "no boot backend: nothing to switch".to_owned(),
                     b => format!("new slot armed ({b}); waiting for the reboot"),
                 };
-                self.report(&view.id, "ACTIVATING", None, &message, None)
+                self.report(view, "ACTIVATING", None, &message, None)
                     .await?;
                 Ok(Next::Reload)
             }
@@ -280,7 +328,7 @@ impl Daemon {
                     if let Err(e) = self.boot.confirm() {
                         return self.terminate(view, &e.to_string(), None).await;
                     }
-                    self.report(&view.id, "ACTIVATED", Some(100), "new slot confirmed", None)
+                    self.report(view, "ACTIVATED", Some(100), "new slot confirmed", None)
                         .await?;
                     Ok(Next::Reload)
                 }
@@ -289,7 +337,7 @@ impl Daemon {
                         "none" => "installed (boot backend none: no trial boot)".to_owned(),
                         _ => "new slot confirmed".to_owned(),
                     };
-                    self.report(&view.id, "ACTIVATED", Some(100), &message, None)
+                    self.report(view, "ACTIVATED", Some(100), &message, None)
                         .await?;
                     Ok(Next::Reload)
                 }
@@ -307,6 +355,15 @@ impl Daemon {
         self.deleted.ids.lock().expect("deleted lock").remove(id);
         if self.journal.jobs.remove(id).is_some() {
             self.save()?;
+            if self.journal.jobs.is_empty() {
+                let last_error = self
+                    .journal
+                    .last
+                    .as_ref()
+                    .filter(|l| l.job_id == id && l.state == "TERMINATED")
+                    .map(|l| l.message.clone());
+                self.reporter.idle(last_error);
+            }
         }
         Ok(())
     }
@@ -336,8 +393,7 @@ impl Daemon {
         self.record_mut(view);
         self.save()?;
         if view.state == "DOWNLOAD" {
-            self.report(&view.id, "DOWNLOADING", Some(0), "", None)
-                .await?;
+            self.report(view, "DOWNLOADING", Some(0), "", None).await?;
         }
         let n = def.artifacts.len();
         for (i, a) in def.artifacts.iter().enumerate() {
@@ -363,13 +419,13 @@ impl Daemon {
                     message: message.clone(),
                 });
                 self.save()?;
-                self.report(&view.id, "TERMINATED", None, &message, None)
+                self.report(view, "TERMINATED", None, &message, None)
                     .await?;
                 return Ok(Next::Reload);
             }
             let pct = ((i + 1) * 100 / n) as u8;
             self.report(
-                &view.id,
+                view,
                 "DOWNLOADING",
                 Some(pct),
                 &format!("{} of {n} artifact(s)", i + 1),
@@ -441,7 +497,7 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| artifact.uri.clone());
         self.report(
-            &view.id,
+            view,
             "INSTALLING",
             Some((index * 100 / n) as u8),
             &format!("installing {label} ({} of {n})", index + 1),
@@ -482,6 +538,8 @@ impl Daemon {
             streamed_pct: 0,
             installed_pct: 0,
             sent_pct: None,
+            reporter: &self.reporter,
+            bytes: 0,
             commit: Some(CommitRecord {
                 journal: &mut self.journal,
                 store: &self.store,
@@ -593,7 +651,7 @@ impl Daemon {
             message: truncate(message, MESSAGE_MAX),
         });
         self.save()?;
-        self.report(&view.id, "TERMINATED", None, message, context)
+        self.report(view, "TERMINATED", None, message, context)
             .await?;
         Ok(Next::Reload)
     }
@@ -662,6 +720,9 @@ struct WfxProgress<'a> {
     commit: Option<CommitRecord<'a>>,
     streamed_pct: u32,
     installed_pct: u32,
+    reporter: &'a Reporter,
+    /// Bytes of the image handed to SWUpdate so far.
+    bytes: u64,
     /// The last percentage sent: the same one is not sent again.
     sent_pct: Option<u32>,
 }
@@ -686,6 +747,12 @@ impl WfxProgress<'_> {
         self.last = Some(Instant::now());
         self.sent_pct = Some(pct);
         let overall = (self.base + self.span * pct.min(100) as usize / 100).min(99) as u8;
+        self.reporter.progress(
+            &self.job,
+            crate::mqtt::Phase::Installing,
+            overall,
+            self.bytes,
+        );
         let (wfx, job) = (self.wfx.clone(), self.job.clone());
         self.pending = Some(tokio::spawn(async move {
             let status = JobStatus {
@@ -709,6 +776,7 @@ impl WfxProgress<'_> {
 
 impl Observer for WfxProgress<'_> {
     fn streamed(&mut self, bytes: u64, total: Option<u64>) {
+        self.bytes = bytes;
         if let Some(t) = total.filter(|t| *t > 0) {
             self.streamed_pct = (bytes.min(t) * 100 / t) as u32;
             self.send(format!(

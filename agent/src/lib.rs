@@ -10,6 +10,8 @@ pub mod http;
 pub mod install;
 pub mod job;
 pub mod journal;
+pub mod mqtt;
+pub mod report;
 pub mod source;
 pub mod status;
 pub mod swu;

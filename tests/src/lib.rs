@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod cpio;
+pub mod mosquitto;
 pub mod nginx;
 pub mod pki;
 pub mod process;

@@ -701,3 +701,55 @@ async fn a_corrupt_journal_is_set_aside_and_updates_go_on() {
     assert!(f.path("state/state.json.corrupt").exists());
     assert!(f.agent_log().contains("is corrupt"), "{}", f.agent_log());
 }
+
+/// The agent's MQTT telemetry during a whole update, read by `mosquitto_sub` from a real broker:
+/// online, inventory, and the state following the job to ACTIVATED, then idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_state_follows_a_whole_update() {
+    use cip_update_agent_tests::mosquitto::Mosquitto;
+    let mut f = Fleet::new();
+    let broker = Mosquitto::start().unwrap();
+    let sub = broker.subscribe("cip/devices/#").unwrap();
+    f.extra_config = format!(
+        "[mqtt]\nurl = \"{}\"\nprogress_interval = \"100ms\"\n",
+        broker.url()
+    );
+    f.start_agent();
+    let j = f.direct_job_succeeds("mq").await;
+    let id = j["id"].as_str().unwrap().to_owned();
+    let topic = |leaf: &str| format!("cip/devices/{CLIENT}/{leaf}");
+    let states = || -> Vec<serde_json::Value> {
+        sub.messages()
+            .iter()
+            .filter(|m| m.topic == topic("state"))
+            .filter_map(|m| m.json())
+            .collect()
+    };
+    f.until("the agent goes idle on MQTT", |_| {
+        states()
+            .last()
+            .is_some_and(|s| s["phase"] == "idle" && s["job_id"].is_null())
+            && states().iter().any(|s| s["wfx_state"] == "ACTIVATED")
+    })
+    .await;
+    let s = states();
+    let wfx_states: Vec<&str> = s.iter().filter_map(|s| s["wfx_state"].as_str()).collect();
+    let pos = |st: &str| wfx_states.iter().position(|x| *x == st);
+    assert!(pos("INSTALLING") < pos("ACTIVATED"), "{wfx_states:?}");
+    assert!(s.iter().all(|s| s["schema"] == 1));
+    let activated = s.iter().find(|s| s["wfx_state"] == "ACTIVATED").unwrap();
+    assert_eq!(activated["job_id"], id.as_str());
+    assert_eq!(activated["target_version"], "1.1");
+    let msgs = sub.messages();
+    assert!(
+        msgs.iter()
+            .any(|m| m.topic == topic("online") && m.payload == "online")
+    );
+    let inv = msgs
+        .iter()
+        .find(|m| m.topic == topic("inventory"))
+        .and_then(|m| m.json())
+        .expect("inventory");
+    assert_eq!(inv["agent_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(inv["boot_backend"], "none");
+}

@@ -1,0 +1,152 @@
+//! One place for every state change: after wfx took it, the same change goes to the log
+//! (journald on a device), to MQTT and to systemd's STATUS=, so the channels never disagree.
+
+use std::os::unix::net::UnixDatagram;
+
+use crate::job::{Flow, JobView};
+use crate::mqtt::{self, Phase, Publisher};
+
+/// What a watcher should read from a wfx state.
+pub fn phase_of(wfx_state: &str) -> Phase {
+    match wfx_state {
+        "DOWNLOAD" | "DOWNLOADING" | "DOWNLOADED" => Phase::Downloading,
+        "INSTALL" | "INSTALLING" | "INSTALLED" => Phase::Installing,
+        "ACTIVATE" | "ACTIVATING" => Phase::Rebooting,
+        _ => Phase::Idle,
+    }
+}
+
+/// The fan-out.
+pub struct Reporter {
+    mqtt: Option<Publisher>,
+    running_version: Option<String>,
+}
+
+impl Reporter {
+    pub fn new(mqtt: Option<Publisher>, running_version: Option<String>) -> Reporter {
+        Reporter {
+            mqtt,
+            running_version,
+        }
+    }
+
+    /// The device is idle (at start, and after a job ended).
+    pub fn idle(&self, last_error: Option<String>) {
+        notify_status("idle");
+        if let Some(p) = &self.mqtt {
+            let mut s = mqtt::State::new(Phase::Idle);
+            s.running_version = self.running_version.clone();
+            s.last_error = last_error;
+            p.state(s);
+        }
+    }
+
+    /// wfx took a new state of `job`.
+    pub fn job_state(&self, job: &JobView, state: &str, progress: Option<u8>, message: &str) {
+        tracing::info!(job = %job.id, state, progress, "{message}");
+        notify_status(&format!("job {}: {state} {message}", job.id));
+        let Some(p) = &self.mqtt else { return };
+        let mut s = mqtt::State::new(phase_of(state));
+        s.job_id = Some(job.id.clone());
+        s.workflow = Some(
+            match job.flow {
+                Flow::Direct => Flow::DIRECT,
+                Flow::Phased => Flow::PHASED,
+            }
+            .to_owned(),
+        );
+        s.wfx_state = Some(state.to_owned());
+        s.progress = progress;
+        s.running_version = self.running_version.clone();
+        s.target_version = job
+            .definition
+            .as_ref()
+            .ok()
+            .and_then(|d| d.artifacts.iter().find_map(|a| a.version.clone()));
+        if state == "TERMINATED" {
+            s.last_error = Some(message.to_owned());
+        }
+        if matches!(state, "INSTALLING" | "DOWNLOADING") {
+            s.path = Some(mqtt::UpdatePath::Full);
+        }
+        p.state(s);
+    }
+
+    /// Progress of the job in hand (rate-limited by the publisher).
+    pub fn progress(&self, job_id: &str, phase: Phase, percent: u8, bytes: u64) {
+        if let Some(p) = &self.mqtt {
+            p.progress(mqtt::Progress::new(job_id, phase, percent, bytes));
+        }
+    }
+
+    pub fn inventory(&self, inventory: mqtt::Inventory) {
+        if let Some(p) = &self.mqtt {
+            p.inventory(inventory);
+        }
+    }
+
+    /// Delivers what is queued and says `offline`.
+    pub async fn shutdown(&self) {
+        if let Some(p) = &self.mqtt {
+            p.shutdown().await;
+        }
+    }
+}
+
+/// `STATUS=` for systemd (`systemctl status` shows it); nothing outside systemd.
+fn notify_status(text: &str) {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        notify_status_to(&path, text);
+    }
+}
+
+/// Sends `STATUS=<text>` to a notify socket: a path, or `@name` in the abstract namespace.
+fn notify_status_to(path: &std::ffi::OsStr, text: &str) {
+    let Ok(sock) = UnixDatagram::unbound() else {
+        return;
+    };
+    let line: String = text.chars().filter(|c| *c != '\n').take(200).collect();
+    let msg = format!("STATUS={line}");
+    let bytes = path.as_encoded_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name) {
+            let _ = sock.send_to_addr(msg.as_bytes(), &addr);
+        }
+    } else {
+        let _ = sock.send_to(msg.as_bytes(), path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases() {
+        assert_eq!(phase_of("DOWNLOADING"), Phase::Downloading);
+        assert_eq!(phase_of("INSTALLED"), Phase::Installing);
+        assert_eq!(phase_of("ACTIVATING"), Phase::Rebooting);
+        assert_eq!(phase_of("ACTIVATED"), Phase::Idle);
+        assert_eq!(phase_of("CREATED"), Phase::Idle);
+    }
+
+    #[test]
+    fn status_goes_to_the_notify_socket() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("notify");
+        let server = UnixDatagram::bind(&p).unwrap();
+        notify_status_to(p.as_os_str(), "job j1: INSTALLING\nnext");
+        let mut buf = [0u8; 256];
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STATUS=job j1: INSTALLINGnext");
+        // An abstract socket.
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("cip-update-agent-test-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let server = UnixDatagram::bind_addr(&addr).unwrap();
+        notify_status_to(std::ffi::OsStr::new(&format!("@{name}")), "idle");
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STATUS=idle");
+    }
+}
