@@ -753,3 +753,111 @@ async fn mqtt_state_follows_a_whole_update() {
     assert_eq!(inv["agent_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(inv["boot_backend"], "none");
 }
+
+/// The broker down for the whole update: the update is not held back, and the final state is on
+/// the broker (retained) once it comes up. Then the agent is killed: its last will says offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_broker_down_for_the_whole_update_then_last_will() {
+    use cip_update_agent_tests::mosquitto::{Mosquitto, MosquittoOptions};
+    let mut f = Fleet::new();
+    let port = cip_update_agent_tests::free_port().unwrap();
+    f.extra_config = format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n");
+    f.start_agent();
+    let started = Instant::now();
+    f.direct_job_succeeds("down").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a missing broker slows nothing"
+    );
+    let broker = Mosquitto::start_on(port, &MosquittoOptions::default()).unwrap();
+    let sub = broker.subscribe("cip/devices/#").unwrap();
+    let state_topic = format!("cip/devices/{CLIENT}/state");
+    // Live or retained (whichever came first: the agent's reconnect or the subscription), the
+    // last state on the broker is the final one.
+    f.until("the final state is published", |_| {
+        sub.messages()
+            .iter()
+            .filter(|m| m.topic == state_topic)
+            .filter_map(|m| m.json())
+            .last()
+            .is_some_and(|s| s["phase"] == "idle")
+    })
+    .await;
+    // Every state change queued while the broker was away went out, in order, at the reconnect.
+    let published: Vec<String> = broker
+        .log()
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("Received PUBLISH from {CLIENT} "))
+                && l.contains(&format!("'{state_topic}'"))
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(published.len() >= 4, "{published:#?}");
+
+    let online = format!("cip/devices/{CLIENT}/online");
+    f.agent
+        .as_mut()
+        .unwrap()
+        .signal_group(nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    f.until("the last will says offline", |_| {
+        sub.messages()
+            .iter()
+            .any(|m| m.topic == online && m.payload == "offline")
+    })
+    .await;
+}
+
+/// The broker restarted in the middle of an update: every state change arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_broker_restarted_mid_update_loses_no_state_change() {
+    use cip_update_agent_tests::mosquitto::{Mosquitto, MosquittoOptions};
+    let mut f = Fleet::new();
+    let mut broker = Mosquitto::start_with(&MosquittoOptions {
+        persistence: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let sub = broker
+        .subscribe_persistent("cip/devices/+/state", "watcher")
+        .unwrap();
+    f.extra_config = format!("[mqtt]\nurl = \"{}\"\n", broker.url());
+    let (swu, data, server) = slow(&f, "restart", 2 << 20);
+    f.start_agent();
+    let id = f
+        .create_job(
+            "wfx.workflow.dau.direct",
+            firmware(&server.url("restart.swu")),
+        )
+        .await;
+    f.wait_for(&id, &["INSTALLING"]).await;
+    broker.restart().unwrap();
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED");
+    assert!(installed(&swu, &data));
+    let want = ["INSTALLING", "ACTIVATING", "ACTIVATED"];
+    f.until("every state change arrives", |_| {
+        let got: Vec<String> = sub
+            .messages()
+            .iter()
+            .filter_map(|m| m.json())
+            .filter_map(|s| s["wfx_state"].as_str().map(str::to_owned))
+            .collect();
+        want.iter().all(|w| got.iter().any(|g| g == w))
+    })
+    .await;
+    let got: Vec<String> = sub
+        .messages()
+        .iter()
+        .filter_map(|m| m.json())
+        .filter_map(|s| s["wfx_state"].as_str().map(str::to_owned))
+        .collect();
+    let mut order = got.clone();
+    order.dedup();
+    let idx: Vec<usize> = want
+        .iter()
+        .map(|w| order.iter().position(|g| g == w).unwrap())
+        .collect();
+    assert!(idx.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+}
