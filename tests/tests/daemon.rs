@@ -238,19 +238,9 @@ fn installed(swu: &BuiltSwu, data: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_job_reaches_activated_with_the_image_installed() {
     let mut f = Fleet::new();
-    let (swu, data, url) = f.image("a", 300_000, false);
     f.start_agent();
-    let id = f
-        .create_job("wfx.workflow.dau.direct", firmware(&url))
-        .await;
-    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
-    assert!(installed(&swu, &data));
+    let j = f.direct_job_succeeds("a").await;
+    let id = j["id"].as_str().unwrap().to_owned();
     let states: Vec<&str> = j["history"]
         .as_array()
         .map(|h| {
