@@ -230,7 +230,23 @@ async fn run_install(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
             .or_else(|| d.progress_socket.clone()),
     );
     let sw = Swupdate::new(paths, args.daemon.wire.unwrap_or(d.wire));
-    let image = match source::open(&src).await {
+    // URLs go through the configured TLS (CA, client certificate) and proxy, as in `run`.
+    let opened = if src.is_url() {
+        match cip_update_agent::http::client(
+            &config.tls,
+            &config.proxy,
+            std::time::Duration::from_secs(30),
+        ) {
+            Ok(http) => source::open_with(&src, &http).await,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::CONFIG;
+            }
+        }
+    } else {
+        source::open(&src).await
+    };
+    let image = match opened {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: {e}");

@@ -101,9 +101,10 @@ async fn open_file(path: &std::path::Path) -> Result<Opened, SourceError> {
     })
 }
 
-/// Opens a source for streaming, with a default HTTP client.
+/// Opens a source for streaming; a URL with a default HTTP client.
 pub async fn open(source: &Source) -> Result<Opened, SourceError> {
     match source {
+        Source::File(path) => open_file(path).await,
         Source::Url(url) => {
             let client = reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(30))
@@ -114,7 +115,6 @@ pub async fn open(source: &Source) -> Result<Opened, SourceError> {
                 })?;
             open_with(source, &client).await
         }
-        Source::File(path) => open_file(path).await,
     }
 }
 

@@ -501,3 +501,20 @@ fn sockets_from_the_configuration_file_and_a_bad_file_named() {
     let o = run(c);
     assert_eq!(o.status.code(), Some(11), "{:?}", text(&o));
 }
+
+/// URLs go through the configured TLS: a CA file that cannot be read stops a URL install with
+/// an error naming the key (a file install does not need it).
+#[test]
+fn url_installs_use_the_configured_tls() {
+    let rig = Rig::new();
+    let cfg = rig.path("agent.toml");
+    fs::write(&cfg, "[tls]\nca_file = \"/nonexistent/ca.pem\"\n").unwrap();
+    let mut c = agent_cmd().unwrap();
+    c.arg("--config")
+        .arg(&cfg)
+        .args(["install", "https://127.0.0.1:9/x.swu"]);
+    let o = run(c);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(11), "{err}");
+    assert!(err.contains("tls.ca_file: /nonexistent/ca.pem"), "{err}");
+}
