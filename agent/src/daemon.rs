@@ -595,6 +595,14 @@ impl Daemon {
                 )
                 .await
             }
+            // SWUpdate away or busy with another install: a state of the device, not of the job.
+            // Nothing was installed; the next reconcile tries again.
+            Err(install::InstallError::Daemon(e)) if e.is_transient() => {
+                tracing::warn!(job = %view.id, "cannot install now, will retry: {e}");
+                self.record_mut(view).committed = None;
+                self.save()?;
+                Ok(Next::Wait)
+            }
             Err(e) => {
                 self.terminate(view, &format!("installing {label}: {e}"), None)
                     .await

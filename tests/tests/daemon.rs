@@ -29,6 +29,8 @@ struct Fleet {
     agent: Option<GroupChild>,
     /// Appended to the agent's configuration.
     extra_config: String,
+    /// SWUpdate sockets the agent is told about instead of the daemon's.
+    sockets: Option<(PathBuf, PathBuf)>,
 }
 
 impl Fleet {
@@ -46,6 +48,7 @@ impl Fleet {
             cert,
             agent: None,
             extra_config: String::new(),
+            sockets: None,
         }
     }
 
@@ -82,14 +85,20 @@ impl Fleet {
     }
 
     fn start_agent_at(&mut self, wfx_url: &str, poll: &str, env: &[(&str, String)]) {
+        let sockets = self.sockets.clone().unwrap_or_else(|| {
+            (
+                self.swupdate.control_socket(),
+                self.swupdate.progress_socket(),
+            )
+        });
         let cfg = self.path("agent.toml");
         fs::write(
             &cfg,
             format!(
                 "state_dir = {:?}\n[device]\nclient_id = \"{CLIENT}\"\n[wfx]\nurl = \"{wfx_url}\"\npoll_interval = \"{poll}\"\nprogress_interval = \"100ms\"\n[swupdate]\ncontrol_socket = {:?}\nprogress_socket = {:?}\n",
                 self.path("state"),
-                self.swupdate.control_socket(),
-                self.swupdate.progress_socket()
+                sockets.0,
+                sockets.1
             ) + &self.extra_config,
         )
         .unwrap();
@@ -853,4 +862,42 @@ async fn mqtt_broker_restarted_mid_update_loses_no_state_change() {
         .map(|w| order.iter().position(|g| g == w).unwrap())
         .collect();
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+}
+
+/// SWUpdate not running is a state of the device, not a failure of the job: the job waits and
+/// goes on once SWUpdate is reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waits_while_swupdate_is_away() {
+    let mut f = Fleet::new();
+    let (swu, data, url) = f.image("away", 100_000, false);
+    // An agent that looks for SWUpdate where there is none.
+    f.sockets = Some((
+        "/nonexistent/sockinstctrl".into(),
+        "/nonexistent/swupdateprog".into(),
+    ));
+    f.start_agent_at(&f.wfx.south_url(), "1s", &[]);
+    let id = f
+        .create_job("wfx.workflow.dau.direct", firmware(&url))
+        .await;
+    f.until("the agent meets the missing daemon", |f| {
+        f.agent_log().contains("cannot install now, will retry")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        f.job(&id).await["status"]["state"],
+        "INSTALLING",
+        "not TERMINATED"
+    );
+    // SWUpdate "comes back": the agent restarted with the right sockets carries the job through.
+    f.agent
+        .take()
+        .unwrap()
+        .kill_group(Duration::from_secs(2))
+        .unwrap();
+    f.sockets = None;
+    f.start_agent_at(&f.wfx.south_url(), "1s", &[]);
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{}", f.agent_log());
+    assert!(installed(&swu, &data));
 }

@@ -75,6 +75,16 @@ pub enum ClientError {
     Unexpected(MsgType),
 }
 
+impl ClientError {
+    /// The daemon is not there or busy: trying again later may work; nothing was installed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NoSocket(_) | ClientError::NotListening(_) | ClientError::Busy(_)
+        )
+    }
+}
+
 /// A client for one daemon.
 #[derive(Clone, Debug)]
 pub struct Swupdate {
