@@ -518,3 +518,33 @@ fn url_installs_use_the_configured_tls() {
     assert_eq!(o.status.code(), Some(11), "{err}");
     assert!(err.contains("tls.ca_file: /nonexistent/ca.pem"), "{err}");
 }
+
+/// On a terminal (a pty made by `script`), a progress bar instead of plain lines.
+#[test]
+fn a_terminal_gets_a_progress_bar() {
+    let rig = Rig::new();
+    let (swu, data) = rig.swu("tty", 200_000);
+    let agent = cip_update_agent_tests::agent::agent_bin().unwrap();
+    let cmd = format!(
+        "{} install {} --control-socket {} --progress-socket {}",
+        agent.display(),
+        swu.path.display(),
+        rig.daemon.control_socket().display(),
+        rig.daemon.progress_socket().display()
+    );
+    let mut c = Command::new("script");
+    c.args(["-q", "-e", "-c", &cmd, "/dev/null"]);
+    let o = run(c);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("[=============================="),
+        "a bar: {out}"
+    );
+    assert!(out.contains("SUCCESS: install of"), "{out}");
+    assert!(
+        !out.contains("sent 100%"),
+        "no plain lines on a terminal: {out}"
+    );
+    assert!(installed(&swu, &data));
+}
