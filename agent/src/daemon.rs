@@ -560,6 +560,14 @@ impl Daemon {
         )
         .await;
         obs.flush().await;
+        // The inventory says which wire the daemon speaks once an install showed it.
+        if let Some(w) = result.as_ref().ok().and_then(|o| o.wire) {
+            let w = w.to_string();
+            if self.inventory.swupdate_wire.as_deref() != Some(w.as_str()) {
+                self.inventory.swupdate_wire = Some(w);
+                self.reporter.inventory(self.inventory.clone());
+            }
+        }
         match result {
             Err(install::InstallError::Interrupted { .. }) => {
                 tracing::info!(job = %view.id, "the job was deleted during the install: stopped");

@@ -754,6 +754,16 @@ async fn mqtt_state_follows_a_whole_update() {
         .expect("inventory");
     assert_eq!(inv["agent_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(inv["boot_backend"], "none");
+    // After the install, the inventory names the wire the daemon spoke.
+    f.until("the inventory names the wire", |_| {
+        sub.messages()
+            .iter()
+            .filter(|m| m.topic == topic("inventory"))
+            .filter_map(|m| m.json())
+            .next_back()
+            .is_some_and(|i| i["swupdate_wire"] == "2022.12")
+    })
+    .await;
 }
 
 /// The broker down for the whole update: the update is not held back, and the final state is on
