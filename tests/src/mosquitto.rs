@@ -15,6 +15,9 @@
 //! restart the broker under a persistent subscriber: the subscriber's session (with the
 //! messages queued for it) then survives the restart, so what the subscriber receives does not
 //! depend on whether it or the publisher reconnects first.
+//!
+//! [`MosquittoOptions::websockets`] adds an MQTT-over-WebSocket listener (what a browser page
+//! such as kiosk/ connects to) on another free loopback port.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -41,6 +44,8 @@ pub struct MosquittoOptions {
     pub tls: bool,
     /// Keep sessions and retained messages across [`Mosquitto::restart`].
     pub persistence: bool,
+    /// Also a WebSocket listener (`protocol websockets`), see [`Mosquitto::ws_url`].
+    pub websockets: bool,
 }
 
 /// A test PKI made with `openssl`: a CA, a server certificate for `127.0.0.1`/`localhost` and a
@@ -146,6 +151,7 @@ pub struct Mosquitto {
     dir: TempDir,
     port: u16,
     tls_port: Option<u16>,
+    ws_port: Option<u16>,
     tls: Option<TlsFiles>,
 }
 
@@ -154,6 +160,7 @@ impl std::fmt::Debug for Mosquitto {
         f.debug_struct("Mosquitto")
             .field("port", &self.port)
             .field("tls_port", &self.tls_port)
+            .field("ws_port", &self.ws_port)
             .field("running", &self.child.is_some())
             .field("dir", &self.dir.path())
             .finish()
@@ -176,7 +183,12 @@ impl Mosquitto {
             } else {
                 None
             };
-            let mut m = Self::prepare(opts, port, tls_port)?;
+            let ws_port = if opts.websockets {
+                Some(crate::free_port()?)
+            } else {
+                None
+            };
+            let mut m = Self::prepare(opts, port, tls_port, ws_port)?;
             match m.launch()? {
                 Ok(()) => return Ok(m),
                 Err(log) if log.contains("Address already in use") => last_error = log,
@@ -195,7 +207,12 @@ impl Mosquitto {
         } else {
             None
         };
-        let mut m = Self::prepare(opts, port, tls_port)?;
+        let ws_port = if opts.websockets {
+            Some(crate::free_port()?)
+        } else {
+            None
+        };
+        let mut m = Self::prepare(opts, port, tls_port, ws_port)?;
         if let Err(log) = m.launch()? {
             bail!("mosquitto did not start on port {port}; log:\n{log}");
         }
@@ -207,6 +224,7 @@ impl Mosquitto {
         opts: &MosquittoOptions,
         port: u16,
         tls_port: Option<u16>,
+        ws_port: Option<u16>,
     ) -> anyhow::Result<Mosquitto> {
         let dir = tempfile::Builder::new()
             .prefix("mosquitto-")
@@ -221,6 +239,7 @@ impl Mosquitto {
             dir.path(),
             port,
             tls_port.zip(tls.as_ref()),
+            ws_port,
             opts.persistence,
         );
         let path = dir.path().join("mosquitto.conf");
@@ -230,6 +249,7 @@ impl Mosquitto {
             dir,
             port,
             tls_port,
+            ws_port,
             tls,
         })
     }
@@ -250,7 +270,10 @@ impl Mosquitto {
             .stdout(Stdio::null())
             .stderr(stderr);
         let mut child = GroupChild::spawn(cmd, "mosquitto")?;
-        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
+        let ports: Vec<u16> = std::iter::once(self.port)
+            .chain(self.tls_port)
+            .chain(self.ws_port)
+            .collect();
         let mut exited = false;
         let listening = crate::wait_for(
             || {
@@ -355,6 +378,11 @@ impl Mosquitto {
         self.tls_port.map(|p| format!("mqtts://127.0.0.1:{p}"))
     }
 
+    /// `ws://127.0.0.1:<websocket port>` if there is a WebSocket listener.
+    pub fn ws_url(&self) -> Option<String> {
+        self.ws_port.map(|p| format!("ws://127.0.0.1:{p}"))
+    }
+
     /// The certificates if there is a TLS listener.
     pub fn tls_files(&self) -> Option<&TlsFiles> {
         self.tls.as_ref()
@@ -417,7 +445,13 @@ fn read_lossy(path: &Path) -> String {
 }
 
 /// The configuration of an instance in `dir`.
-fn config(dir: &Path, port: u16, tls: Option<(u16, &TlsFiles)>, persistence: bool) -> String {
+fn config(
+    dir: &Path,
+    port: u16,
+    tls: Option<(u16, &TlsFiles)>,
+    ws_port: Option<u16>,
+    persistence: bool,
+) -> String {
     let user = if nix::unistd::geteuid().is_root() {
         "user root\n"
     } else {
@@ -449,6 +483,11 @@ require_certificate true
             f.ca_cert.display(),
             f.server_cert.display(),
             f.server_key.display(),
+        ));
+    }
+    if let Some(ws_port) = ws_port {
+        c.push_str(&format!(
+            "listener {ws_port} 127.0.0.1\nprotocol websockets\n"
         ));
     }
     c
