@@ -277,14 +277,11 @@ impl Daemon {
     async fn execute(&mut self, view: &JobView, action: Action) -> Result<Next, StepError> {
         match action {
             Action::Wait => Ok(Next::Wait),
+            Action::Report {
+                state: "TERMINATED",
+                message,
+            } => self.terminate(view, &message, None).await,
             Action::Report { state, message } => {
-                if state == "TERMINATED" {
-                    self.record_mut(view).final_state = Some(Final {
-                        state: state.into(),
-                        message: message.clone(),
-                    });
-                    self.save()?;
-                }
                 let progress =
                     matches!(state, "INSTALLED" | "DOWNLOADED" | "ACTIVATED").then_some(100);
                 self.report(view, state, progress, &message, None).await?;

@@ -911,3 +911,23 @@ async fn a_job_waits_while_swupdate_is_away() {
     assert_eq!(j["status"]["state"], "ACTIVATED", "{}", f.agent_log());
     assert!(installed(&swu, &data));
 }
+
+/// A definition the agent cannot act on ends TERMINATED with a clear message; the agent goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_definition_is_terminated_and_the_agent_goes_on() {
+    let mut f = Fleet::new();
+    f.start_agent();
+    let bad = f
+        .create_job(
+            "wfx.workflow.dau.direct",
+            json!({"version": "1.0", "artifacts": []}),
+        )
+        .await;
+    let j = f.wait_for(&bad, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "TERMINATED");
+    assert_eq!(
+        j["status"]["message"],
+        "malformed job definition: no artifacts"
+    );
+    f.direct_job_succeeds("after").await;
+}
