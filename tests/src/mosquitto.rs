@@ -178,16 +178,7 @@ impl Mosquitto {
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = crate::free_port()?;
-            let tls_port = if opts.tls {
-                Some(crate::free_port()?)
-            } else {
-                None
-            };
-            let ws_port = if opts.websockets {
-                Some(crate::free_port()?)
-            } else {
-                None
-            };
+            let (tls_port, ws_port) = extra_ports(opts)?;
             let mut m = Self::prepare(opts, port, tls_port, ws_port)?;
             match m.launch()? {
                 Ok(()) => return Ok(m),
@@ -202,16 +193,7 @@ impl Mosquitto {
 
     /// A broker on `port` exactly (e.g. one a client was already told about).
     pub fn start_on(port: u16, opts: &MosquittoOptions) -> anyhow::Result<Mosquitto> {
-        let tls_port = if opts.tls {
-            Some(crate::free_port()?)
-        } else {
-            None
-        };
-        let ws_port = if opts.websockets {
-            Some(crate::free_port()?)
-        } else {
-            None
-        };
+        let (tls_port, ws_port) = extra_ports(opts)?;
         let mut m = Self::prepare(opts, port, tls_port, ws_port)?;
         if let Err(log) = m.launch()? {
             bail!("mosquitto did not start on port {port}; log:\n{log}");
@@ -428,6 +410,12 @@ impl Mosquitto {
         );
         Ok(sub)
     }
+}
+
+/// Free ports for the TLS and WebSocket listeners `opts` asks for.
+fn extra_ports(opts: &MosquittoOptions) -> anyhow::Result<(Option<u16>, Option<u16>)> {
+    let port_if = |wanted: bool| wanted.then(crate::free_port).transpose();
+    Ok((port_if(opts.tls)?, port_if(opts.websockets)?))
 }
 
 /// A number unique in this process, for client ids.

@@ -368,6 +368,34 @@ async fn operate_phased(f: &Fleet, id: &str) {
     }
 }
 
+/// Runs the job (as its operator, when phased) until it ends, or until the agent exits;
+/// returns whether the agent exited (it exits only by a crash point).
+async fn run_until_end(f: &mut Fleet, id: &str, phased: bool, what: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if phased {
+            operate_phased(f, id).await;
+        }
+        if let Some(st) = f.agent.as_mut().unwrap().try_wait().unwrap() {
+            assert!(
+                !st.success(),
+                "the agent exits only by the crash point: {st}"
+            );
+            return true;
+        }
+        let s = f.job(id).await["status"]["state"].clone();
+        if s == "ACTIVATED" || s == "TERMINATED" {
+            return false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: stuck in {s}\n{}",
+            f.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Aborts the agent, as a power cut would stop it, at crash point N (every journal save and the
 /// commit of the install, counted by the agent), restarts it, and checks the outcome; N runs
 /// from 1 until a run passes every point without crashing.
@@ -379,30 +407,7 @@ async fn power_cut_at_every_point(workflow: &str) {
         let (swu, data, url) = f.image("pc", 150_000, false);
         let id = f.create_job(workflow, firmware(&url)).await;
         f.start_agent_with(&[("CIP_UPDATE_AGENT_CRASH_AT", n.to_string())]);
-        // Run until the agent crashes or the job ends.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let crashed = loop {
-            if phased {
-                operate_phased(&f, &id).await;
-            }
-            if let Some(st) = f.agent.as_mut().unwrap().try_wait().unwrap() {
-                assert!(
-                    !st.success(),
-                    "the agent exits only by the crash point: {st}"
-                );
-                break true;
-            }
-            let s = f.job(&id).await["status"]["state"].clone();
-            if s == "ACTIVATED" || s == "TERMINATED" {
-                break false;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "point {n}: stuck in {s}\n{}",
-                f.agent_log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let crashed = run_until_end(&mut f, &id, phased, &format!("point {n}")).await;
         if crashed {
             assert!(
                 f.agent_log().contains(&format!("crashing at point {n}")),
@@ -410,22 +415,7 @@ async fn power_cut_at_every_point(workflow: &str) {
                 f.agent_log()
             );
             f.start_agent();
-            let end = Instant::now() + Duration::from_secs(60);
-            loop {
-                if phased {
-                    operate_phased(&f, &id).await;
-                }
-                let s = f.job(&id).await["status"]["state"].clone();
-                if s == "ACTIVATED" || s == "TERMINATED" {
-                    break;
-                }
-                assert!(
-                    Instant::now() < end,
-                    "point {n}: stuck in {s} after restart\n{}",
-                    f.agent_log()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            run_until_end(&mut f, &id, phased, &format!("point {n}, after restart")).await;
         }
         let j = f.job(&id).await;
         assert_eq!(
