@@ -24,19 +24,54 @@ pub struct Config {
     pub wfx: Option<Wfx>,
     pub swupdate: Swupdate,
     pub boot: Boot,
+    pub reboot: Reboot,
+    pub health: Health,
     pub tls: Tls,
     pub proxy: Proxy,
     /// Absent: no MQTT telemetry.
     pub mqtt: Option<crate::mqtt::MqttConfig>,
 }
 
-/// The rollback backend.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+/// The rollback backend (`[boot]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Boot {
     pub backend: BootBackend,
-    /// `file` backend: the state file.
-    pub state_file: Option<PathBuf>,
+    /// Who marks the new slot INSTALLED after an install: SWUpdate (its `bootloader` setting),
+    /// or the agent at ACTIVATE (tests, or SWUpdate run without a bootloader).
+    pub mark_installed: MarkInstalled,
+    /// `ebg`: the tools (a name is looked up in PATH).
+    pub bg_printenv: PathBuf,
+    pub bg_setenv: PathBuf,
+    /// `ebg`: plain BGENV.DAT files, slot A then slot B, instead of the boot partitions.
+    pub ebg_env_files: Vec<PathBuf>,
+    /// `uboot`: the tools and their configuration.
+    pub fw_printenv: PathBuf,
+    pub fw_setenv: PathBuf,
+    pub fw_env_config: PathBuf,
+    /// `uboot`: default environment (`-f`) for an environment that is not initialised yet.
+    pub fw_env_defaults: Option<PathBuf>,
+    /// `uboot`: the variable that names the slot U-Boot boots, and its two values (A, B).
+    pub uboot_slot_variable: String,
+    pub uboot_slots: Vec<String>,
+}
+
+impl Default for Boot {
+    fn default() -> Self {
+        Boot {
+            backend: BootBackend::None,
+            mark_installed: MarkInstalled::Swupdate,
+            bg_printenv: PathBuf::from("bg_printenv"),
+            bg_setenv: PathBuf::from("bg_setenv"),
+            ebg_env_files: Vec::new(),
+            fw_printenv: PathBuf::from("fw_printenv"),
+            fw_setenv: PathBuf::from("fw_setenv"),
+            fw_env_config: PathBuf::from("/etc/fw_env.config"),
+            fw_env_defaults: None,
+            uboot_slot_variable: "boot_slot".into(),
+            uboot_slots: vec!["A".into(), "B".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -45,8 +80,113 @@ pub enum BootBackend {
     /// No rollback (development).
     #[default]
     None,
-    /// A state file played by a test or a simulator.
-    File,
+    /// EFI Boot Guard: `bg_printenv` / `bg_setenv`.
+    Ebg,
+    /// U-Boot: `fw_printenv` / `fw_setenv`.
+    Uboot,
+}
+
+impl BootBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            BootBackend::None => "none",
+            BootBackend::Ebg => "ebg",
+            BootBackend::Uboot => "uboot",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MarkInstalled {
+    #[default]
+    Swupdate,
+    Agent,
+}
+
+/// When to reboot into an installed update (`[reboot]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reboot {
+    pub policy: RebootPolicy,
+    /// `window`: e.g. "Sat 02:00-04:00", "Mon-Fri 22:00-23:30", "02:00-04:00" (every day), local time.
+    pub window: Option<String>,
+    /// Asked before each reboot: exit status 0 = go, anything else = not now.
+    pub consent_command: Option<Vec<String>>,
+    /// How long a refused consent defers the reboot.
+    #[serde(deserialize_with = "duration")]
+    pub consent_retry: Duration,
+    /// The reboot itself.
+    pub command: Vec<String>,
+}
+
+impl Default for Reboot {
+    fn default() -> Self {
+        Reboot {
+            policy: RebootPolicy::Immediate,
+            window: None,
+            consent_command: None,
+            consent_retry: Duration::from_secs(300),
+            command: vec!["systemctl".into(), "reboot".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootPolicy {
+    #[default]
+    Immediate,
+    Window,
+    Manual,
+}
+
+/// Checks of a slot on trial before it is confirmed (`[health]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// The systemd state required: "running", "degraded" (running or degraded), or "ignore".
+    pub systemd: SystemdHealth,
+    /// How long the system may take to finish starting up.
+    #[serde(deserialize_with = "duration")]
+    pub systemd_timeout: Duration,
+    /// `systemctl` (a name is looked up in PATH).
+    pub systemctl: PathBuf,
+    /// Further checks: `{ name = "app", command = ["/usr/bin/app-check"], timeout = "30s" }`.
+    pub checks: Vec<HealthCheck>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            systemd: SystemdHealth::Running,
+            systemd_timeout: Duration::from_secs(300),
+            systemctl: PathBuf::from("systemctl"),
+            checks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemdHealth {
+    #[default]
+    Running,
+    Degraded,
+    Ignore,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub name: String,
+    pub command: Vec<String>,
+    #[serde(default = "default_check_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl Default for Config {
@@ -57,6 +197,8 @@ impl Default for Config {
             wfx: None,
             swupdate: Swupdate::default(),
             boot: Boot::default(),
+            reboot: Reboot::default(),
+            health: Health::default(),
             tls: Tls::default(),
             proxy: Proxy::default(),
             mqtt: None,
@@ -248,12 +390,7 @@ impl Config {
         if let Some(m) = &self.mqtt {
             m.check()?;
         }
-        if self.boot.backend == BootBackend::File && self.boot.state_file.is_none() {
-            return Err((
-                "boot.state_file",
-                "is needed with boot.backend = \"file\"".into(),
-            ));
-        }
+        self.check_boot()?;
         match (&self.tls.client_cert, &self.tls.client_key) {
             (Some(_), None) => {
                 return Err(("tls.client_key", "is needed with tls.client_cert".into()));
@@ -268,6 +405,62 @@ impl Config {
                 return Err((
                     "proxy.no_proxy",
                     format!("`{h}` is not a host name or address"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `[boot]`, `[reboot]` and `[health]`.
+    fn check_boot(&self) -> Result<(), (&'static str, String)> {
+        let b = &self.boot;
+        if !(b.ebg_env_files.is_empty() || b.ebg_env_files.len() == 2) {
+            return Err((
+                "boot.ebg_env_files",
+                "must name two files (slot A, slot B), or none for the boot partitions".into(),
+            ));
+        }
+        if b.uboot_slots.len() != 2 || b.uboot_slots[0] == b.uboot_slots[1] {
+            return Err((
+                "boot.uboot_slots",
+                "must name two different values (slot A, slot B)".into(),
+            ));
+        }
+        if b.uboot_slot_variable.is_empty() || b.uboot_slot_variable.contains(['=', ' ']) {
+            return Err((
+                "boot.uboot_slot_variable",
+                "must be a U-Boot variable name".into(),
+            ));
+        }
+        let r = &self.reboot;
+        if r.command.is_empty() {
+            return Err(("reboot.command", "must name a program".into()));
+        }
+        if r.consent_command.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(("reboot.consent_command", "must name a program".into()));
+        }
+        match (&r.window, r.policy) {
+            (None, RebootPolicy::Window) => {
+                return Err((
+                    "reboot.window",
+                    "is needed with policy = \"window\" (e.g. \"Sat 02:00-04:00\")".into(),
+                ));
+            }
+            (Some(w), _) => {
+                crate::reboot::Window::parse(w).map_err(|m| ("reboot.window", m))?;
+            }
+            _ => {}
+        }
+        for c in &self.health.checks {
+            if c.name.trim().is_empty() {
+                return Err(("health.checks", "every check needs a name".into()));
+            }
+            if c.command.is_empty() {
+                return Err((
+                    "health.checks",
+                    format!("check `{}` has no command", c.name),
                 ));
             }
         }
@@ -382,7 +575,23 @@ no_proxy = ["localhost", ".plant.local", "10.0.0.1"]
             ("[proxy]\nno_proxy = [\"a/b\"]", "proxy.no_proxy"),
             ("state_dir = 3", "invalid type"),
             ("[boot]\nbackend = \"grub\"", "unknown variant `grub`"),
-            ("[boot]\nbackend = \"file\"", "boot.state_file: is needed"),
+            (
+                "[boot]\nebg_env_files = [\"/a\"]",
+                "boot.ebg_env_files: must name two",
+            ),
+            ("[boot]\nuboot_slots = [\"a\", \"a\"]", "boot.uboot_slots"),
+            ("[boot]\nmark_installed = \"me\"", "unknown variant `me`"),
+            ("[reboot]\npolicy = \"window\"", "reboot.window: is needed"),
+            (
+                "[reboot]\npolicy = \"window\"\nwindow = \"Sat 25:00-26:00\"",
+                "reboot.window",
+            ),
+            ("[reboot]\ncommand = []", "reboot.command"),
+            ("[health]\nsystemd = \"maybe\"", "unknown variant `maybe`"),
+            (
+                "[health]\nchecks = [{ name = \"x\", command = [] }]",
+                "health.checks: check `x` has no command",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-use crate::boot::{Boot, BootState, FileBoot, NoBoot};
-use crate::config::{BootBackend, Config, Wfx};
+use crate::boot::{self, Boot, Verdict};
+use crate::config::{Config, MarkInstalled, Wfx};
 use crate::install::{self, Observer};
-use crate::job::{self, Action, Definition, Final, Flow, JobView, Record};
+use crate::job::{self, Action, BootRecord, Definition, Final, Flow, JobView, Record};
 use crate::journal::{Journal, LastResult, Store};
 use crate::mqtt::Publisher;
 use crate::report::Reporter;
@@ -58,13 +58,7 @@ fn inventory(config: &Config) -> crate::mqtt::Inventory {
         inv.os_release = crate::mqtt::payload::os_release_fields(&text);
     }
     inv.swupdate_wire = Some(config.swupdate.wire.to_string());
-    inv.boot_backend = Some(
-        match config.boot.backend {
-            BootBackend::None => "none",
-            BootBackend::File => "file",
-        }
-        .to_owned(),
-    );
+    inv.boot_backend = Some(config.boot.backend.name().to_owned());
     inv
 }
 
@@ -81,7 +75,20 @@ pub struct Daemon {
     boot: Box<dyn Boot>,
     reporter: Reporter,
     inventory: crate::mqtt::Inventory,
+    /// `[boot]`, `[reboot]`, `[health]`, `[device]`.
+    config: Config,
+    /// Wake the main loop by then (a reboot window opening, a consent to ask again).
+    next_wake: Option<Instant>,
+    /// When this process asked for a reboot: not again while the reboot is under way.
+    reboot_issued: Option<Instant>,
 }
+
+/// How long a reboot may take before the agent, still running, asks again.
+const REBOOT_GRACE: Duration = Duration::from_secs(300);
+/// Reboots asked for one job before it is given up.
+const MAX_REBOOTS: u32 = 5;
+/// Consent and reboot commands.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Daemon {
     pub fn new(config: &Config) -> Result<Daemon, RunError> {
@@ -119,10 +126,7 @@ impl Daemon {
             journal,
             staging: config.state_dir.join("staging"),
             deleted: Arc::new(Deleted::default()),
-            boot: match (config.boot.backend, &config.boot.state_file) {
-                (BootBackend::File, Some(path)) => Box::new(FileBoot { path: path.clone() }),
-                _ => Box::new(NoBoot),
-            },
+            boot: boot::from_config(&config.boot),
             reporter: Reporter::new(
                 match &config.mqtt {
                     Some(m) => Some(Publisher::start(m, &client_id)?),
@@ -131,11 +135,21 @@ impl Daemon {
                 crate::status::read_version(&config.device.version_file),
             ),
             inventory: inventory(config),
+            config: config.clone(),
+            next_wake: None,
+            reboot_issued: None,
         })
     }
 
     /// Runs until `stop` resolves.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        crate::faults::arm();
+        // READY before the health checks: systemd is not `running` until this unit is ready.
+        crate::notify::ready();
+        let watchdog = crate::notify::watchdog_period().map(crate::notify::spawn_watchdog);
+        if self.boot.name() == "none" {
+            tracing::warn!("boot backend none: no A/B rollback, updates are final once installed");
+        }
         self.reporter.inventory(self.inventory.clone());
         let last_error = self
             .journal
@@ -146,26 +160,84 @@ impl Daemon {
         if self.journal.jobs.is_empty() {
             self.reporter.idle(last_error);
         }
+        tokio::pin!(stop);
+        // A slot on trial is checked and confirmed (or sent back) first, without the network.
+        tokio::select! {
+            () = &mut stop => {
+                self.shutdown(watchdog).await;
+                return;
+            }
+            () = self.settle_boot() => {}
+        }
         let wake = Arc::new(Notify::new());
         let events = tokio::spawn(follow_events(
             self.wfx.clone(),
             wake.clone(),
             self.deleted.clone(),
         ));
-        tokio::pin!(stop);
-        loop {
-            if let Err(e) = self.reconcile().await {
-                tracing::warn!("{e}");
-            }
-            let wait = jittered(self.wfx_cfg.poll_interval, fastrand::f64());
+        // Beats while waiting, several per watchdog period.
+        let beat_every = crate::notify::watchdog_period().map_or(Duration::from_secs(10), |p| {
+            (p / 4).max(Duration::from_millis(50))
+        });
+        'run: loop {
+            crate::notify::beat();
+            crate::faults::hang_point().await;
+            // SIGTERM stops at once, even mid-step: every step is journaled before it is
+            // reported, so stopping at any await is a power cut the journal is made for.
             tokio::select! {
-                () = &mut stop => break,
-                () = wake.notified() => {}
-                () = tokio::time::sleep(wait) => {}
+                () = &mut stop => break 'run,
+                r = self.reconcile() => {
+                    if let Err(e) = r {
+                        tracing::warn!("{e}");
+                    }
+                }
+            }
+            let mut wait = jittered(self.wfx_cfg.poll_interval, fastrand::f64());
+            if let Some(t) = self.next_wake.take() {
+                wait = wait.min(t.saturating_duration_since(Instant::now()));
+            }
+            let until = tokio::time::Instant::now() + wait;
+            loop {
+                crate::notify::beat();
+                crate::faults::hang_point().await;
+                tokio::select! {
+                    () = &mut stop => break 'run,
+                    () = wake.notified() => break,
+                    () = tokio::time::sleep_until(until) => break,
+                    () = tokio::time::sleep(beat_every) => {}
+                }
             }
         }
         events.abort();
+        self.shutdown(watchdog).await;
+    }
+
+    async fn shutdown(&self, watchdog: Option<tokio::task::JoinHandle<()>>) {
+        crate::notify::stopping();
+        crate::notify::status("stopping");
+        if let Some(w) = watchdog {
+            w.abort();
+        }
         self.reporter.shutdown().await;
+    }
+
+    /// At start: every firmware job whose slot booted is judged from the bootloader and the
+    /// journal alone (confirmed after the health checks, or ended as rolled back); wfx hears of
+    /// it when it is reachable.
+    async fn settle_boot(&mut self) {
+        let ids: Vec<String> = self
+            .journal
+            .jobs
+            .values()
+            .filter(|r| r.boot.is_some() && r.final_state.is_none())
+            .map(|r| r.job_id.clone())
+            .collect();
+        for id in ids {
+            match self.boot_step(&id).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(job = %id, "after boot: {e}"),
+            }
+        }
     }
 
     /// Lists the open jobs and drives each, oldest first, until it waits for wfx.
@@ -203,6 +275,7 @@ impl Daemon {
     /// Runs the decisions for one job until it has to wait.
     async fn drive(&mut self, mut job: Job) -> Result<(), StepError> {
         for _ in 0..64 {
+            crate::notify::beat();
             let Some(view) = view_of(&job) else {
                 return Ok(());
             };
@@ -306,45 +379,281 @@ impl Daemon {
             Action::Download => self.download(view).await,
             Action::Install { index, dry_run } => self.install(view, index, dry_run).await,
             Action::Recover { index } => self.recover(view, index).await,
-            Action::Activate => {
-                if let Err(e) = self.boot.activate() {
-                    return self.terminate(view, &e.to_string(), None).await;
+            Action::Activate => self.activate(view).await,
+            Action::CheckBoot => self.check_boot(view).await,
+        }
+    }
+
+    /// Firmware in ACTIVATE: find (or, with `mark_installed = "agent"`, make) the armed slot,
+    /// record it and the expected version, report ACTIVATING. The reboot follows in ACTIVATING.
+    async fn activate(&mut self, view: &JobView) -> Result<Next, StepError> {
+        let expected_version = view
+            .definition
+            .as_ref()
+            .ok()
+            .and_then(|d| d.artifacts.iter().find_map(|a| a.version.clone()));
+        let status = match self.boot.read() {
+            Ok(s) => s,
+            Err(e) => return self.terminate(view, &e.to_string(), None).await,
+        };
+        let (slot, from) = if self.boot.name() == "none" {
+            (None, None)
+        } else if let Some(p) = status.pending.clone() {
+            (Some(p), status.booted.clone())
+        } else if self.config.boot.mark_installed == MarkInstalled::Agent {
+            let armed = self.boot.mark_installed().and_then(|()| self.boot.read());
+            match armed {
+                Ok(s) if s.pending.is_some() => (s.pending.clone(), status.booted.clone()),
+                Ok(s) => {
+                    let m = format!("the new slot could not be armed: {}", s.detail);
+                    return self.terminate(view, &m, None).await;
                 }
-                let message = match self.boot.name() {
-                    "none" => "no boot backend: nothing to switch".to_owned(),
-                    b => format!("new slot armed ({b}); waiting for the reboot"),
-                };
-                self.report(view, "ACTIVATING", None, &message, None)
-                    .await?;
-                Ok(Next::Reload)
+                Err(e) => return self.terminate(view, &e.to_string(), None).await,
             }
-            Action::CheckBoot => match self.boot.state() {
-                Ok(BootState::PendingReboot) => Ok(Next::Wait),
-                Ok(BootState::Trial) => {
-                    // Health checks before the confirmation are the rollback issue's.
-                    if let Err(e) = self.boot.confirm() {
-                        return self.terminate(view, &e.to_string(), None).await;
-                    }
-                    self.report(view, "ACTIVATED", Some(100), "new slot confirmed", None)
-                        .await?;
-                    Ok(Next::Reload)
-                }
-                Ok(BootState::Confirmed) => {
-                    let message = match self.boot.name() {
-                        "none" => "installed (boot backend none: no trial boot)".to_owned(),
-                        _ => "new slot confirmed".to_owned(),
-                    };
-                    self.report(view, "ACTIVATED", Some(100), &message, None)
-                        .await?;
-                    Ok(Next::Reload)
-                }
-                Ok(BootState::RolledBack(why)) => self.terminate(view, &why, None).await,
+        } else {
+            let m = format!(
+                "no slot is armed for the next boot ({}): SWUpdate marks it when it runs with a bootloader (`bootloader` in swupdate.cfg); else set boot.mark_installed = \"agent\"",
+                status.detail
+            );
+            return self.terminate(view, &m, None).await;
+        };
+        let message = match &slot {
+            None => "no boot backend: nothing to switch".to_owned(),
+            Some(s) => format!(
+                "slot {s} armed ({}), expecting version {}; {}",
+                self.boot.name(),
+                expected_version.as_deref().unwrap_or("(not given)"),
+                crate::reboot::describe(&self.config.reboot)
+            ),
+        };
+        let r = self.record_mut(view);
+        if r.boot.as_ref().map(|b| &b.slot) != Some(&slot) {
+            r.boot = Some(BootRecord {
+                slot,
+                from,
+                expected_version,
+                ..Default::default()
+            });
+        }
+        self.save()?;
+        self.report(view, "ACTIVATING", None, &message, None)
+            .await?;
+        Ok(Next::Reload)
+    }
+
+    /// Firmware in ACTIVATING: judge the slot; reboot into it as the policy says.
+    async fn check_boot(&mut self, view: &JobView) -> Result<Next, StepError> {
+        if self
+            .journal
+            .jobs
+            .get(&view.id)
+            .is_none_or(|r| r.boot.is_none())
+        {
+            // The journal lost the record (set aside as corrupt): rebuild it from the bootloader.
+            let status = match self.boot.read() {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("{e}");
-                    Ok(Next::Wait)
+                    return Ok(Next::Wait);
                 }
-            },
+            };
+            let slot = match (&status.pending, status.trial) {
+                (Some(p), _) => Some(p.clone()),
+                (None, true) => status.booted.clone(),
+                (None, false) => status.failed.clone().or(status.booted.clone()),
+            };
+            let slot = if self.boot.name() == "none" {
+                None
+            } else {
+                slot
+            };
+            self.record_mut(view).boot = Some(BootRecord {
+                slot,
+                ..Default::default()
+            });
+            self.save()?;
         }
+        match self.boot_step(&view.id).await? {
+            BootStep::Ended => Ok(Next::Reload),
+            BootStep::Wait => Ok(Next::Wait),
+            BootStep::PendingReboot => self.reboot_by_policy(view).await,
+        }
+    }
+
+    /// One look at the bootloader for the job's armed slot, acting on what it says: a slot on
+    /// trial is checked and confirmed, or sent back; a confirmed or rolled back slot ends the
+    /// job (in the journal; reported by the caller or the next reconcile).
+    async fn boot_step(&mut self, id: &str) -> Result<BootStep, StepError> {
+        let Some(rec) = self.journal.jobs.get(id).and_then(|r| r.boot.clone()) else {
+            return Ok(BootStep::Wait);
+        };
+        let status = match self.boot.read() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(job = %id, "{e}");
+                return Ok(BootStep::Wait);
+            }
+        };
+        let version = crate::status::read_version(&self.config.device.version_file);
+        match boot::judge(&status, rec.slot.as_deref()) {
+            Verdict::PendingReboot => Ok(BootStep::PendingReboot),
+            Verdict::Trial => {
+                if rec.failed_check.is_none() {
+                    let slot = rec.slot.clone().unwrap_or_default();
+                    crate::notify::status(&format!("slot {slot} on trial: health checks"));
+                    let checked = crate::health::check(
+                        &self.config.health,
+                        rec.expected_version.as_deref(),
+                        &self.config.device.version_file,
+                    )
+                    .await;
+                    match checked {
+                        Ok(()) => {
+                            crate::faults::point("before confirm");
+                            if let Err(e) = self.boot.confirm() {
+                                tracing::error!(job = %id, "confirming slot {slot}: {e}");
+                                return Ok(BootStep::Wait);
+                            }
+                            crate::faults::point("after confirm");
+                            tracing::info!(job = %id, "slot {slot} confirmed");
+                            let m = format!(
+                                "slot {slot} confirmed after the health checks, running version {}",
+                                version.as_deref().unwrap_or("(unknown)")
+                            );
+                            self.end(id, "ACTIVATED", &m)?;
+                            return Ok(BootStep::Ended);
+                        }
+                        Err(why) => {
+                            tracing::error!(job = %id, "slot {slot} on trial: {why}; going back");
+                            if let Some(b) =
+                                self.journal.jobs.get_mut(id).and_then(|r| r.boot.as_mut())
+                            {
+                                b.failed_check = Some(why);
+                            }
+                            self.save()?;
+                        }
+                    }
+                }
+                // Not confirmed: the next boot goes back. Now, whatever the policy.
+                if let Err(e) = self.boot.reject() {
+                    tracing::error!(job = %id, "{e}");
+                }
+                self.reboot_now(id).await?;
+                Ok(BootStep::Wait)
+            }
+            Verdict::Confirmed => {
+                let m = match &rec.slot {
+                    None => "installed (boot backend none: no trial boot)".to_owned(),
+                    Some(s) => format!(
+                        "slot {s} confirmed, running version {}",
+                        version.as_deref().unwrap_or("(unknown)")
+                    ),
+                };
+                self.end(id, "ACTIVATED", &m)?;
+                Ok(BootStep::Ended)
+            }
+            Verdict::RolledBack(why) => {
+                let m = match (&rec.failed_check, &status.booted) {
+                    (Some(check), Some(b)) => format!("rolled back to slot {b} ({check})"),
+                    _ => why,
+                };
+                tracing::warn!(job = %id, "{m}");
+                self.end(id, "TERMINATED", &m)?;
+                Ok(BootStep::Ended)
+            }
+        }
+    }
+
+    /// Records a final state (reported by `decide`'s ReportFinal).
+    fn end(&mut self, id: &str, state: &str, message: &str) -> Result<(), StepError> {
+        if let Some(r) = self.journal.jobs.get_mut(id) {
+            r.final_state = Some(Final {
+                state: state.into(),
+                message: truncate(message, MESSAGE_MAX),
+            });
+        }
+        self.save()
+    }
+
+    /// The slot is armed and not booted: reboot now, later, or leave it to an operator.
+    async fn reboot_by_policy(&mut self, view: &JobView) -> Result<Next, StepError> {
+        if self.boot.name() == "none" {
+            return Ok(Next::Wait);
+        }
+        let reboots = self
+            .journal
+            .jobs
+            .get(&view.id)
+            .and_then(|r| r.boot.as_ref())
+            .map_or(0, |b| b.reboots);
+        if reboots >= MAX_REBOOTS && self.reboot_issued.is_none() {
+            let m =
+                format!("the device was rebooted {reboots} times but did not start the new slot");
+            return self.terminate(view, &m, None).await;
+        }
+        let r = &self.config.reboot;
+        match crate::reboot::decide_now(r) {
+            crate::reboot::Decision::Manual => {
+                crate::notify::status("update installed: waiting for `cip-update-agent reboot`");
+                Ok(Next::Wait)
+            }
+            crate::reboot::Decision::Later(d) => {
+                crate::notify::status(&format!(
+                    "update installed: reboot in the window {} (in {})",
+                    r.window.as_deref().unwrap_or(""),
+                    humantime::format_duration(Duration::from_secs(d.as_secs()))
+                ));
+                self.next_wake = Some(Instant::now() + d);
+                Ok(Next::Wait)
+            }
+            crate::reboot::Decision::Now => {
+                if let Some(consent) = r.consent_command.clone() {
+                    if let Err(e) = crate::reboot::run_command(&consent, COMMAND_TIMEOUT).await {
+                        let retry = r.consent_retry;
+                        tracing::info!(job = %view.id, "reboot deferred (no consent: {e})");
+                        crate::notify::status(&format!("reboot deferred: no consent ({e})"));
+                        self.next_wake = Some(Instant::now() + retry);
+                        return Ok(Next::Wait);
+                    }
+                }
+                self.reboot_now(&view.id).await?;
+                Ok(Next::Wait)
+            }
+        }
+    }
+
+    /// Runs the reboot command once (again only if the device is still up long after).
+    async fn reboot_now(&mut self, id: &str) -> Result<(), StepError> {
+        if self
+            .reboot_issued
+            .is_some_and(|t| t.elapsed() < REBOOT_GRACE)
+        {
+            return Ok(());
+        }
+        if let Some(b) = self.journal.jobs.get_mut(id).and_then(|r| r.boot.as_mut()) {
+            b.reboots += 1;
+        }
+        self.save()?;
+        let target = self
+            .journal
+            .jobs
+            .get(id)
+            .and_then(|r| r.boot.as_ref())
+            .map(|b| match &b.failed_check {
+                Some(_) => format!("back to slot {}", b.from.as_deref().unwrap_or("?")),
+                None => format!("into slot {}", b.slot.as_deref().unwrap_or("?")),
+            })
+            .unwrap_or_default();
+        tracing::info!(job = %id, "rebooting {target}");
+        crate::notify::status(&format!("rebooting {target}"));
+        match crate::reboot::run_command(&self.config.reboot.command, COMMAND_TIMEOUT).await {
+            Ok(()) => self.reboot_issued = Some(Instant::now()),
+            Err(e) => {
+                tracing::error!(job = %id, "reboot command: {e}");
+                self.next_wake = Some(Instant::now() + Duration::from_secs(60));
+            }
+        }
+        Ok(())
     }
 
     async fn forget(&mut self, id: &str) -> Result<(), StepError> {
@@ -677,6 +986,16 @@ pub enum StepError {
     Wfx(#[from] WfxError),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+}
+
+/// What a look at the bootloader led to.
+enum BootStep {
+    /// A final state is recorded.
+    Ended,
+    /// The armed slot waits for a reboot.
+    PendingReboot,
+    /// Nothing to do now (a reboot is under way, or the bootloader cannot be read).
+    Wait,
 }
 
 /// After an action: ask wfx again, or wait for it.

@@ -120,6 +120,26 @@ pub struct Record {
     /// Reached, and to be reported until wfx accepts it.
     #[serde(default)]
     pub final_state: Option<Final>,
+    /// Firmware: the slot armed for the reboot, recorded before any reboot.
+    #[serde(default)]
+    pub boot: Option<BootRecord>,
+}
+
+/// What a firmware job armed in the bootloader, and how its trial goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootRecord {
+    /// The slot armed for the next boot (`None`: a backend without slots).
+    pub slot: Option<String>,
+    /// The slot that ran when it was armed (the one a rollback returns to).
+    pub from: Option<String>,
+    /// The version the new slot must run (the artifact's `version`).
+    pub expected_version: Option<String>,
+    /// Reboots the agent asked for, for this job.
+    #[serde(default)]
+    pub reboots: u32,
+    /// A health check failed on trial: the agent went back to `from` (the message names it).
+    #[serde(default)]
+    pub failed_check: Option<String>,
 }
 
 impl Record {
@@ -131,6 +151,7 @@ impl Record {
             installed: 0,
             committed: None,
             final_state: None,
+            boot: None,
         }
     }
 
@@ -193,6 +214,14 @@ pub fn decide(job: &JobView, record: Option<&Record>) -> Action {
         return Action::Forget;
     }
     if let Some(f) = record.and_then(|r| r.final_state.as_ref()) {
+        // Confirmed while wfx still shows ACTIVATE (a reboot before ACTIVATING was reported):
+        // the workflow goes through ACTIVATING.
+        if f.state == "ACTIVATED" && job.state == "ACTIVATE" {
+            return Action::Report {
+                state: "ACTIVATING",
+                message: "the new slot booted".into(),
+            };
+        }
         return if client_may_terminate(&job.state) || f.state == "ACTIVATED" {
             Action::ReportFinal(f.clone())
         } else {
@@ -489,7 +518,30 @@ mod tests {
             message: "HASH mismatch".into(),
         };
         r.final_state = Some(f.clone());
-        assert_eq!(decide(&j, Some(&r)), Action::ReportFinal(f));
+        assert_eq!(decide(&j, Some(&r)), Action::ReportFinal(f.clone()));
+        // An ACTIVATED reached before wfx saw ACTIVATING goes through it.
+        let a = Final {
+            state: "ACTIVATED".into(),
+            message: "slot B confirmed".into(),
+        };
+        r.final_state = Some(a.clone());
+        let j2 = JobView {
+            state: "ACTIVATE".into(),
+            ..j.clone()
+        };
+        assert!(matches!(
+            decide(&j2, Some(&r)),
+            Action::Report {
+                state: "ACTIVATING",
+                ..
+            }
+        ));
+        let j2 = JobView {
+            state: "ACTIVATING".into(),
+            ..j2
+        };
+        assert_eq!(decide(&j2, Some(&r)), Action::ReportFinal(a));
+        r.final_state = Some(f.clone());
         let j = JobView {
             state: "TERMINATED".into(),
             ..j

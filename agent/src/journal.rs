@@ -137,6 +137,7 @@ mod tests {
                 state: "TERMINATED".into(),
                 message: "m".into(),
             }),
+            boot: None,
         }
     }
 

@@ -77,6 +77,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Confirm the running slot now, if it is on trial (without the agent's health checks).
+    Confirm,
+    /// Reboot into the slot an update armed (for `reboot.policy = "manual"`).
+    Reboot {
+        /// Reboot even if no update waits for it.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args)]
@@ -149,6 +157,8 @@ fn main() -> ExitCode {
         Command::Install(args) => rt.block_on(run_install(args, &config, cli.verbose > 0)),
         Command::Run => rt.block_on(run_daemon(&config)),
         Command::Status { json } => show_status(&config, json),
+        Command::Confirm => confirm(&config),
+        Command::Reboot { force } => rt.block_on(reboot(&config, force)),
     };
     // A read blocked in the blocking pool (a pipe that stays open after an interrupt) must not
     // hold the exit.
@@ -175,6 +185,68 @@ fn show_status(config: &Config, json: bool) -> u8 {
         Err(e) => {
             eprintln!("error: {e}");
             exit::CONFIG
+        }
+    }
+}
+
+/// `confirm`: ends the running slot's trial.
+fn confirm(config: &Config) -> u8 {
+    let boot = cip_update_agent::boot::from_config(&config.boot);
+    let status = match boot.read() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let slot = status.booted.as_deref().unwrap_or("?");
+    if !status.trial {
+        println!(
+            "nothing to confirm: slot {slot} is not on trial ({})",
+            status.detail
+        );
+        return 0;
+    }
+    match boot.confirm() {
+        Ok(()) => {
+            println!("slot {slot} confirmed");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// `reboot`: runs `reboot.command` when an update waits for it.
+async fn reboot(config: &Config, force: bool) -> u8 {
+    let boot = cip_update_agent::boot::from_config(&config.boot);
+    let pending = match boot.read() {
+        Ok(s) => s.pending,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILURE;
+        }
+    };
+    match (&pending, force) {
+        (Some(slot), _) => println!("rebooting into slot {slot}"),
+        (None, true) => println!("no slot is armed; rebooting anyway (--force)"),
+        (None, false) => {
+            eprintln!("no update waits for a reboot (no slot is armed); --force reboots anyway");
+            return exit::FAILURE;
+        }
+    }
+    match cip_update_agent::reboot::run_command(
+        &config.reboot.command,
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: reboot command: {e}");
+            exit::FAILURE
         }
     }
 }

@@ -1,8 +1,6 @@
 //! One place for every state change: after wfx took it, the same change goes to the log
 //! (journald on a device), to MQTT and to systemd's STATUS=, so the channels never disagree.
 
-use std::os::unix::net::UnixDatagram;
-
 use crate::job::{Flow, JobView};
 use crate::mqtt::{self, Phase, Publisher};
 
@@ -95,27 +93,7 @@ impl Reporter {
 
 /// `STATUS=` for systemd (`systemctl status` shows it); nothing outside systemd.
 fn notify_status(text: &str) {
-    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
-        notify_status_to(&path, text);
-    }
-}
-
-/// Sends `STATUS=<text>` to a notify socket: a path, or `@name` in the abstract namespace.
-fn notify_status_to(path: &std::ffi::OsStr, text: &str) {
-    let Ok(sock) = UnixDatagram::unbound() else {
-        return;
-    };
-    let line: String = text.chars().filter(|c| *c != '\n').take(200).collect();
-    let msg = format!("STATUS={line}");
-    let bytes = path.as_encoded_bytes();
-    if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name) {
-            let _ = sock.send_to_addr(msg.as_bytes(), &addr);
-        }
-    } else {
-        let _ = sock.send_to(msg.as_bytes(), path);
-    }
+    crate::notify::status(text);
 }
 
 #[cfg(test)]
@@ -129,24 +107,5 @@ mod tests {
         assert_eq!(phase_of("ACTIVATING"), Phase::Rebooting);
         assert_eq!(phase_of("ACTIVATED"), Phase::Idle);
         assert_eq!(phase_of("CREATED"), Phase::Idle);
-    }
-
-    #[test]
-    fn status_goes_to_the_notify_socket() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("notify");
-        let server = UnixDatagram::bind(&p).unwrap();
-        notify_status_to(p.as_os_str(), "job j1: INSTALLING\nnext");
-        let mut buf = [0u8; 256];
-        let n = server.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"STATUS=job j1: INSTALLINGnext");
-        // An abstract socket.
-        use std::os::linux::net::SocketAddrExt;
-        let name = format!("cip-update-agent-test-{}", std::process::id());
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-        let server = UnixDatagram::bind_addr(&addr).unwrap();
-        notify_status_to(std::ffi::OsStr::new(&format!("@{name}")), "idle");
-        let n = server.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"STATUS=idle");
     }
 }

@@ -19,6 +19,10 @@ pub struct Status {
     pub wfx: Option<String>,
     pub current_job: Option<CurrentJob>,
     pub last_result: Option<LastResult>,
+    /// The bootloader's state (slot, trial or confirmed), read now.
+    pub boot: Option<crate::boot::BootStatus>,
+    /// Why the bootloader's state cannot be read.
+    pub boot_error: Option<String>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -42,6 +46,19 @@ fn phase(r: &Record) -> String {
     if let Some(f) = &r.final_state {
         return format!("reporting {} to wfx", f.state);
     }
+    if let Some(b) = &r.boot {
+        return match (&b.failed_check, &b.slot) {
+            (Some(c), _) => format!(
+                "going back to slot {} ({c})",
+                b.from.as_deref().unwrap_or("?")
+            ),
+            (None, Some(s)) => format!(
+                "activating slot {s} (version {})",
+                b.expected_version.as_deref().unwrap_or("not given")
+            ),
+            (None, None) => "activating".into(),
+        };
+    }
     if let Some(i) = r.committed {
         return format!("installing artifact {} (handed to SWUpdate)", i + 1);
     }
@@ -54,7 +71,13 @@ fn phase(r: &Record) -> String {
 
 pub fn collect(config: &Config) -> Result<Status, JournalError> {
     let journal = Store::new(&config.state_dir).load()?;
+    let (boot, boot_error) = match crate::boot::from_config(&config.boot).read() {
+        Ok(b) => (Some(b), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     Ok(Status {
+        boot,
+        boot_error,
         agent_version: env!("CARGO_PKG_VERSION").into(),
         client_id: config.device.client_id.clone(),
         running_version: read_version(&config.device.version_file),
@@ -91,6 +114,29 @@ pub fn render(s: &Status) -> String {
         None => {
             let _ = writeln!(out, "job:       none");
         }
+    }
+    match (&s.boot, &s.boot_error) {
+        (Some(b), _) if b.backend == "none" => {
+            let _ = writeln!(out, "boot:      none (no A/B rollback)");
+        }
+        (Some(b), _) => {
+            let state = if b.trial { "on trial" } else { "confirmed" };
+            let _ = writeln!(
+                out,
+                "boot:      {}, slot {} {state}{} ({})",
+                b.backend,
+                b.booted.as_deref().unwrap_or("?"),
+                b.pending
+                    .as_ref()
+                    .map(|p| format!(", slot {p} armed for the next boot"))
+                    .unwrap_or_default(),
+                b.detail
+            );
+        }
+        (None, Some(e)) => {
+            let _ = writeln!(out, "boot:      (cannot be read: {e})");
+        }
+        (None, None) => {}
     }
     match &s.last_result {
         Some(l) if l.message.is_empty() => {
@@ -143,6 +189,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("job:       none"), "{text}");
+        assert!(text.contains("boot:      none (no A/B rollback)"), "{text}");
 
         let mut j = crate::journal::Journal::default();
         j.jobs.insert(
@@ -154,6 +201,7 @@ mod tests {
                 installed: 0,
                 committed: Some(0),
                 final_state: None,
+                boot: None,
             },
         );
         j.last = Some(LastResult {

@@ -1,0 +1,31 @@
+//! No rollback: what is installed is final (development). The daemon says so at start.
+
+use super::{Boot, BootError, BootStatus};
+
+pub struct NoBoot;
+
+impl Boot for NoBoot {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn read(&self) -> Result<BootStatus, BootError> {
+        Ok(BootStatus {
+            backend: "none",
+            booted: None,
+            trial: false,
+            pending: None,
+            failed: None,
+            rollback_reason: None,
+            detail: "no boot backend: no A/B rollback".into(),
+        })
+    }
+    fn mark_installed(&self) -> Result<(), BootError> {
+        Ok(())
+    }
+    fn confirm(&self) -> Result<(), BootError> {
+        Ok(())
+    }
+    fn reject(&self) -> Result<(), BootError> {
+        Ok(())
+    }
+}
