@@ -14,6 +14,7 @@
 //! [`wfx`] is an in-memory emulator of the wfx workflow server (the agent's
 //! job source), since the real one cannot be installed on these machines.
 
+pub mod ab;
 pub mod agent;
 pub mod cpio;
 pub mod mosquitto;

@@ -1,0 +1,539 @@
+//! Firmware updates on a simulated A/B device (`tests/src/ab.rs`): EFI Boot Guard (two
+//! BGENV.DAT files) and U-Boot (an environment file), driven with the real bg_setenv /
+//! bg_printenv and fw_setenv / fw_printenv. The agent installs through the real SWUpdate into
+//! the inactive slot, arms it, asks for the reboot (a script that counts the requests); the test
+//! plays the reboot (SIGTERM, the bootloader's rule, the agent again), power cuts and watchdog
+//! resets (SIGKILL, the rule). Each scenario ends with the wfx state and the bootloader state
+//! read back with the tools.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cip_update_agent_tests::ab::{Device, Loader};
+use cip_update_agent_tests::agent::agent_cmd;
+use cip_update_agent_tests::nginx::Nginx;
+use cip_update_agent_tests::pki::TestCert;
+use cip_update_agent_tests::process::GroupChild;
+use cip_update_agent_tests::swu::{Image, SwuBuilder};
+use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::wfx::WfxEmulator;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const CLIENT: &str = "dev-0042";
+
+struct Rig {
+    dir: TempDir,
+    cert: TestCert,
+    swupdate: SwupdateDaemon,
+    nginx: Nginx,
+    wfx: WfxEmulator,
+    dev: Device,
+    agent: Option<GroupChild>,
+    /// The `[health]` section.
+    health: String,
+    /// More keys of `[reboot]`.
+    reboot_extra: String,
+}
+
+impl Rig {
+    fn new(loader: Loader) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = TestCert::generate(dir.path()).unwrap();
+        let www = dir.path().join("www");
+        fs::create_dir(&www).unwrap();
+        let mut dev = Device::new(&dir.path().join("device"), loader, "1.0").unwrap();
+        dev.boot().unwrap();
+        Rig {
+            swupdate: SwupdateDaemon::start(&DaemonOptions::new(&cert)).unwrap(),
+            nginx: Nginx::start(&www).unwrap(),
+            wfx: WfxEmulator::start_default().unwrap(),
+            dev,
+            dir,
+            cert,
+            agent: None,
+            health: "[health]\nsystemd = \"ignore\"\n".into(),
+            reboot_extra: String::new(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self) -> PathBuf {
+        let cfg = self.path("agent.toml");
+        let text = format!(
+            "state_dir = {:?}\n[device]\nclient_id = \"{CLIENT}\"\nversion_file = {:?}\n[wfx]\nurl = \"{}\"\npoll_interval = \"1s\"\nprogress_interval = \"100ms\"\n[swupdate]\ncontrol_socket = {:?}\nprogress_socket = {:?}\n[reboot]\ncommand = [\"sh\", \"-c\", \"echo reboot >> {}\"]\n{}{}{}",
+            self.path("state"),
+            self.dev.version_file(),
+            self.wfx.south_url(),
+            self.swupdate.control_socket(),
+            self.swupdate.progress_socket(),
+            self.path("reboots").display(),
+            self.reboot_extra,
+            self.dev.boot_config(),
+            self.health,
+        );
+        fs::write(&cfg, text).unwrap();
+        cfg
+    }
+
+    fn start_agent(&mut self, env: &[(&str, &str)]) {
+        let cfg = self.config();
+        let mut c: Command = agent_cmd().unwrap();
+        c.arg("--config").arg(&cfg).arg("run");
+        c.envs(env.iter().copied());
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("agent.err"))
+            .unwrap();
+        c.stdout(log.try_clone().unwrap()).stderr(log);
+        self.agent = Some(GroupChild::spawn(c, "cip-update-agent").unwrap());
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.path("agent.err")).unwrap_or_default()
+    }
+
+    /// A signed image of `version` for the inactive slot, served by nginx.
+    fn image(&self, version: &str) -> String {
+        let name = format!("os-{version}.swu");
+        SwuBuilder::new()
+            .image(Image::raw(
+                "rootfs.img",
+                format!("VERSION_ID={version}\n").into_bytes(),
+                self.dev.slot_image(self.dev.inactive()),
+            ))
+            .build(&self.cert, &self.path(&format!("www/{name}")))
+            .unwrap();
+        self.nginx.url(&name)
+    }
+
+    /// A direct firmware job of `version`.
+    async fn job(&self, version: &str) -> String {
+        let url = self.image(version);
+        let def = json!({"version": "1.0", "type": ["firmware"],
+            "artifacts": [{"name": "os", "version": version, "uri": url}]});
+        let r = reqwest::Client::new()
+            .post(format!("{}/jobs", self.wfx.north_url()))
+            .json(&json!({"clientId": CLIENT, "workflow": "wfx.workflow.dau.direct", "definition": def}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The job as wfx holds it (read from the emulator's store: no request, so it works while
+    /// wfx answers 503).
+    fn wfx_job(&self, id: &str) -> Value {
+        self.wfx.store().job(id).unwrap().to_json(true)
+    }
+
+    fn state(&self, id: &str) -> String {
+        self.wfx_job(id)["status"]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    fn states(&self, id: &str) -> Vec<String> {
+        self.wfx_job(id)["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h["status"]["state"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    async fn until(&self, what: &str, mut cond: impl FnMut(&Rig) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(45);
+        while !cond(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}\nbootloader: {}\nagent log:\n{}",
+                self.dev.describe(),
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_state(&self, id: &str, states: &[&str]) -> Value {
+        let what = format!("job {id} to reach {states:?}");
+        self.until(&what, |r| states.contains(&r.state(id).as_str()))
+            .await;
+        self.wfx_job(id)
+    }
+
+    fn reboot_requests(&self) -> usize {
+        fs::read_to_string(self.path("reboots"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    async fn wait_reboot_request(&self, n: usize) {
+        self.until(&format!("reboot request {n}"), |r| r.reboot_requests() >= n)
+            .await;
+    }
+
+    /// A clean reboot: systemd stops the agent (SIGTERM), the bootloader picks a slot.
+    fn reboot(&mut self) -> usize {
+        if let Some(mut a) = self.agent.take() {
+            let st = a.kill_group(Duration::from_secs(10)).unwrap();
+            assert!(st.success(), "SIGTERM stops the agent cleanly: {st}\n{}", self.log());
+        }
+        self.dev.boot().unwrap()
+    }
+
+    /// A power cut or a watchdog reset: the agent dies where it is.
+    fn power_cut(&mut self) -> usize {
+        if let Some(mut a) = self.agent.take() {
+            a.signal_group(Signal::SIGKILL).unwrap();
+            let _ = a.kill_group(Duration::from_secs(2));
+        }
+        self.dev.boot().unwrap()
+    }
+
+    fn status(&self) -> Value {
+        let o = agent_cmd()
+            .unwrap()
+            .arg("--config")
+            .arg(self.path("agent.toml"))
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Install and arm: the job runs until the agent asks for the reboot into slot B.
+    async fn install_until_reboot(&mut self, version: &str) -> String {
+        self.start_agent(&[]);
+        let id = self.job(version).await;
+        self.wait_reboot_request(1).await;
+        assert_eq!(self.state(&id), "ACTIVATING");
+        let j = self.wfx_job(&id);
+        let m = j["status"]["message"].as_str().unwrap_or("");
+        assert!(m.contains("slot B armed") && m.contains(version), "{m}");
+        // The journal holds the slot and the expected version before the reboot.
+        let journal: Value =
+            serde_json::from_slice(&fs::read(self.path("state/state.json")).unwrap()).unwrap();
+        let boot = &journal["jobs"][&id]["boot"];
+        assert_eq!(boot["slot"], "B", "{journal:#}");
+        assert_eq!(boot["from"], "A");
+        assert_eq!(boot["expected_version"], version);
+        self.assert_armed();
+        id
+    }
+
+    /// The bootloader has slot B armed, slot A running.
+    fn assert_armed(&self) {
+        match self.dev.loader {
+            Loader::Ebg => {
+                let b = self.dev.ebg_env(1).unwrap();
+                assert_eq!((b.ustate, b.revision), (1, 2), "B INSTALLED, revision 2");
+            }
+            Loader::Uboot => {
+                let v = self.dev.uboot_vars().unwrap();
+                assert_eq!(
+                    (v["boot_slot"].as_str(), v["upgrade_available"].as_str(), v["bootcount"].as_str()),
+                    ("B", "1", "0")
+                );
+            }
+        }
+    }
+
+    /// Slot B confirmed: what each bootloader shows.
+    fn assert_confirmed_b(&self) {
+        match self.dev.loader {
+            Loader::Ebg => {
+                let (a, b) = (self.dev.ebg_env(0).unwrap(), self.dev.ebg_env(1).unwrap());
+                assert_eq!((b.ustate, b.revision), (0, 2), "B OK with the top revision");
+                assert_eq!((a.ustate, a.revision), (0, 1));
+            }
+            Loader::Uboot => {
+                let v = self.dev.uboot_vars().unwrap();
+                assert_eq!(
+                    (v["boot_slot"].as_str(), v["upgrade_available"].as_str(), v["bootcount"].as_str(), v["ustate"].as_str()),
+                    ("B", "0", "0", "0")
+                );
+            }
+        }
+        assert_eq!(self.dev.booted, 1);
+        assert_eq!(self.dev.running_version(), "1.1");
+    }
+
+    /// Rolled back to A: B marked failed.
+    fn assert_rolled_back(&self) {
+        match self.dev.loader {
+            Loader::Ebg => {
+                let (a, b) = (self.dev.ebg_env(0).unwrap(), self.dev.ebg_env(1).unwrap());
+                assert_eq!((b.ustate, b.revision), (3, 0), "B FAILED, revision 0");
+                assert_eq!((a.ustate, a.revision), (0, 1), "A untouched");
+            }
+            Loader::Uboot => {
+                let v = self.dev.uboot_vars().unwrap();
+                assert_eq!(
+                    (v["boot_slot"].as_str(), v["upgrade_available"].as_str(), v["ustate"].as_str()),
+                    ("A", "0", "3")
+                );
+            }
+        }
+        assert_eq!(self.dev.booted, 0);
+        assert_eq!(self.dev.running_version(), "1.0");
+    }
+}
+
+async fn good_update_is_confirmed(loader: Loader) {
+    let mut r = Rig::new(loader);
+    let id = r.install_until_reboot("1.1").await;
+    assert_eq!(r.reboot(), 1, "the new slot boots");
+    // `status` (no agent running) shows the trial.
+    let st = r.status();
+    assert_eq!(st["boot"]["booted"], "B", "{st:#}");
+    assert_eq!(st["boot"]["trial"], true, "{st:#}");
+    r.start_agent(&[]);
+    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}\n{}", r.log());
+    let m = j["status"]["message"].as_str().unwrap();
+    assert!(m.contains("slot B confirmed") && m.contains("version 1.1"), "{m}");
+    r.assert_confirmed_b();
+    let st = r.status();
+    assert_eq!(st["boot"]["trial"], false, "{st:#}");
+    assert_eq!(st["last_result"]["state"], "ACTIVATED");
+    assert_eq!(r.reboot_requests(), 1, "one reboot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebg_good_update_is_confirmed_and_activated() {
+    good_update_is_confirmed(Loader::Ebg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uboot_good_update_is_confirmed_and_activated() {
+    good_update_is_confirmed(Loader::Uboot).await;
+}
+
+/// The new slot hangs: nothing confirms it, the watchdog resets the device (again, for U-Boot,
+/// until bootlimit is passed), the bootloader goes back to A.
+async fn hung_slot_rolls_back(loader: Loader) {
+    let mut r = Rig::new(loader);
+    let id = r.install_until_reboot("1.1").await;
+    assert_eq!(r.reboot(), 1);
+    // The new system hangs before the agent runs: the watchdog resets it, as often as needed.
+    let mut resets = 0;
+    while r.dev.booted == 1 {
+        r.power_cut();
+        resets += 1;
+        assert!(resets <= 5, "never rolled back: {}", r.dev.describe());
+    }
+    assert_eq!(resets, if loader == Loader::Ebg { 1 } else { 3 }, "resets until the rollback");
+    r.start_agent(&[]);
+    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let m = j["status"]["message"].as_str().unwrap();
+    assert!(m.starts_with("rolled back to slot A ("), "{m}");
+    match loader {
+        Loader::Ebg => assert!(m.contains("marked slot B FAILED") && m.contains("watchdog"), "{m}"),
+        Loader::Uboot => assert!(m.contains("bootcount 4 passed bootlimit 3"), "{m}"),
+    }
+    r.assert_rolled_back();
+    assert_eq!(r.status()["boot"]["booted"], "A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebg_hung_slot_is_rolled_back_by_the_watchdog() {
+    hung_slot_rolls_back(Loader::Ebg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uboot_hung_slot_is_rolled_back_past_bootlimit() {
+    hung_slot_rolls_back(Loader::Uboot).await;
+}
+
+/// A health check fails on trial: no confirmation, the agent reboots into the rollback at once,
+/// and the job ends naming the check.
+async fn failed_health_check_rolls_back(loader: Loader) {
+    let mut r = Rig::new(loader);
+    r.health = "[health]\nsystemd = \"ignore\"\nchecks = [{ name = \"plc-link\", command = [\"sh\", \"-c\", \"echo no PLC >&2; exit 3\"], timeout = \"5s\" }]\n".into();
+    let id = r.install_until_reboot("1.1").await;
+    assert_eq!(r.reboot(), 1);
+    r.start_agent(&[]);
+    r.wait_reboot_request(2).await;
+    assert_eq!(r.state(&id), "ACTIVATING", "ended only once back on A");
+    assert_eq!(r.reboot(), 0, "the reboot goes back to A");
+    r.start_agent(&[]);
+    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let m = j["status"]["message"].as_str().unwrap();
+    assert!(
+        m.starts_with("rolled back to slot A (health check `plc-link` failed: sh: exit status: 3: no PLC"),
+        "{m}"
+    );
+    r.assert_rolled_back();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebg_failed_health_check_rolls_back_and_names_the_check() {
+    failed_health_check_rolls_back(Loader::Ebg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uboot_failed_health_check_rolls_back_and_names_the_check() {
+    failed_health_check_rolls_back(Loader::Uboot).await;
+}
+
+/// A power cut after the checks passed, before the confirmation. EFI Boot Guard takes the reset
+/// of an unconfirmed slot as its failure (rollback); U-Boot counts one boot and tries again.
+async fn power_cut_before_confirmation(loader: Loader) {
+    let mut r = Rig::new(loader);
+    let id = r.install_until_reboot("1.1").await;
+    r.reboot();
+    r.start_agent(&[("CIP_UPDATE_AGENT_CRASH_AT", "before confirm")]);
+    r.until("the crash", |r| r.log().contains("crashing at point")).await;
+    let booted = r.power_cut();
+    r.start_agent(&[]);
+    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
+    match loader {
+        Loader::Ebg => {
+            assert_eq!(booted, 0);
+            assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+            assert!(j["status"]["message"].as_str().unwrap().starts_with("rolled back to slot A"));
+            r.assert_rolled_back();
+        }
+        Loader::Uboot => {
+            assert_eq!(booted, 1);
+            assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+            r.assert_confirmed_b();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebg_power_cut_before_the_confirmation_rolls_back() {
+    power_cut_before_confirmation(Loader::Ebg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uboot_power_cut_before_the_confirmation_boots_the_new_slot_again() {
+    power_cut_before_confirmation(Loader::Uboot).await;
+}
+
+/// A power cut right after the confirmation, before the journal and wfx heard of it: the
+/// confirmed slot boots again and the job is ACTIVATED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebg_power_cut_right_after_the_confirmation_keeps_the_new_slot() {
+    let mut r = Rig::new(Loader::Ebg);
+    let id = r.install_until_reboot("1.1").await;
+    r.reboot();
+    r.start_agent(&[("CIP_UPDATE_AGENT_CRASH_AT", "after confirm")]);
+    r.until("the crash", |r| r.log().contains("crashing at point")).await;
+    assert_eq!(r.dev.ebg_env(1).unwrap().ustate, 0, "confirmed before the cut");
+    assert_eq!(r.state(&id), "ACTIVATING", "wfx not told yet");
+    assert_eq!(r.power_cut(), 1, "the confirmed slot boots");
+    r.start_agent(&[]);
+    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    r.assert_confirmed_b();
+}
+
+/// Three quick power cuts on a confirmed slot change nothing: no boot is counted, nothing rolls
+/// back, wfx hears nothing new.
+async fn power_cuts_on_a_confirmed_slot(loader: Loader) {
+    let mut r = Rig::new(loader);
+    let id = r.install_until_reboot("1.1").await;
+    r.reboot();
+    r.start_agent(&[]);
+    r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
+    let history = r.states(&id);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(r.power_cut(), 1, "B boots: {}", r.dev.describe());
+        r.start_agent(&[]);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    r.assert_confirmed_b();
+    assert_eq!(r.state(&id), "ACTIVATED");
+    assert_eq!(r.states(&id), history, "nothing new reported");
+    assert_eq!(r.reboot_requests(), 1, "no reboot asked for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebg_three_power_cuts_on_a_confirmed_slot_change_nothing() {
+    power_cuts_on_a_confirmed_slot(Loader::Ebg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uboot_three_power_cuts_on_a_confirmed_slot_change_nothing() {
+    power_cuts_on_a_confirmed_slot(Loader::Uboot).await;
+}
+
+/// wfx is down when the new slot boots: the agent confirms all the same (the trial must not
+/// wait for the network) and reports ACTIVATED once wfx answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirming_needs_no_network() {
+    let mut r = Rig::new(Loader::Ebg);
+    let id = r.install_until_reboot("1.1").await;
+    r.wfx.fail_next_requests(u32::MAX);
+    r.reboot();
+    r.start_agent(&[]);
+    r.until("the confirmation", |r| {
+        r.dev.ebg_env(1).map(|e| e.ustate).unwrap_or(9) == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(r.state(&id), "ACTIVATING", "wfx is down: not reported yet");
+    r.wfx.fail_next_requests(0);
+    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    r.assert_confirmed_b();
+}
+
+/// `reboot.policy = "manual"`: the agent arms the slot and waits; `cip-update-agent reboot`
+/// reboots; `cip-update-agent confirm` ends the trial by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_reboot_and_confirm_subcommands() {
+    let mut r = Rig::new(Loader::Ebg);
+    r.reboot_extra = "policy = \"manual\"\n".into();
+    r.start_agent(&[]);
+    let id = r.job("1.1").await;
+    r.until("armed", |r| r.state(&id) == "ACTIVATING").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(r.reboot_requests(), 0, "manual: the agent does not reboot");
+    let cli = |r: &Rig, what: &str| {
+        agent_cmd()
+            .unwrap()
+            .arg("--config")
+            .arg(r.path("agent.toml"))
+            .arg(what)
+            .output()
+            .unwrap()
+    };
+    let o = cli(&r, "reboot");
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("rebooting into slot B"), "{o:?}");
+    assert_eq!(r.reboot_requests(), 1);
+    assert_eq!(r.reboot(), 1);
+    let o = cli(&r, "confirm");
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "slot B confirmed");
+    assert_eq!(r.dev.ebg_env(1).unwrap().ustate, 0);
+    let o = cli(&r, "confirm");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("nothing to confirm"), "{o:?}");
+    r.start_agent(&[]);
+    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    r.assert_confirmed_b();
+    let o = cli(&r, "reboot");
+    assert_eq!(o.status.code(), Some(1), "nothing waits for a reboot: {o:?}");
+}
