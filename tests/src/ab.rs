@@ -82,8 +82,10 @@ impl Device {
                     fs::create_dir_all(d.ebg_file(i).parent().unwrap_or(dir))?;
                     // As isar-cip-core's image: BOOT0 revision 1, BOOT1 revision 0, both OK.
                     // A new file: no -P (there is nothing to preserve yet).
-                    run(Command::new("bg_setenv").arg("-f").arg(d.ebg_file(i)).args(
-                        [
+                    run(Command::new("bg_setenv")
+                        .arg("-f")
+                        .arg(d.ebg_file(i))
+                        .args([
                             "-k",
                             &format!("C:BOOT{i}:linux.efi"),
                             "-w",
@@ -92,20 +94,19 @@ impl Device {
                             if i == 0 { "1" } else { "0" },
                             "-s",
                             "0",
-                        ],
-                    ))?;
+                        ]))?;
                 }
             }
             Loader::Uboot => {
                 let env = dir.join("uboot.env");
                 fs::write(&env, vec![0u8; 0x4000])?;
-                fs::write(
-                    d.fw_env_config(),
-                    format!("{} 0x0 0x4000\n", env.display()),
-                )?;
+                fs::write(d.fw_env_config(), format!("{} 0x0 0x4000\n", env.display()))?;
                 fs::write(
                     d.fw_defaults(),
-                    format!("boot_slot=A\nbootlimit={}\nbootcount=0\nupgrade_available=0\nustate=0\n", d.bootlimit),
+                    format!(
+                        "boot_slot=A\nbootlimit={}\nbootcount=0\nupgrade_available=0\nustate=0\n",
+                        d.bootlimit
+                    ),
                 )?;
                 d.fw_set(&[("boot_slot", "A")])?;
             }
@@ -245,7 +246,11 @@ impl Device {
     fn ebg_boot(&self) -> anyhow::Result<usize> {
         let envs = [self.ebg_env(0)?, self.ebg_env(1)?];
         // The highest revision (the first on a tie).
-        let latest = if envs[1].revision > envs[0].revision { 1 } else { 0 };
+        let latest = if envs[1].revision > envs[0].revision {
+            1
+        } else {
+            0
+        };
         let other = 1 - latest;
         let e = &envs[latest];
         Ok(if e.in_progress {
@@ -328,7 +333,8 @@ mod tests {
         );
         assert_eq!(dev.running_version(), "1.0");
         // in_progress on the latest: the other boots.
-        dev.bg_setenv(1, &["-r", "5", "-i", "1", "-s", "0"]).unwrap();
+        dev.bg_setenv(1, &["-r", "5", "-i", "1", "-s", "0"])
+            .unwrap();
         assert_eq!(dev.boot().unwrap(), 0);
     }
 
@@ -342,15 +348,23 @@ mod tests {
             assert_eq!(dev.boot().unwrap(), 0);
         }
         assert_eq!(dev.uboot_vars().unwrap()["bootcount"], "0");
-        dev.fw_set(&[("boot_slot", "B"), ("upgrade_available", "1"), ("bootcount", "0")])
-            .unwrap();
+        dev.fw_set(&[
+            ("boot_slot", "B"),
+            ("upgrade_available", "1"),
+            ("bootcount", "0"),
+        ])
+        .unwrap();
         for n in 1..=3 {
             assert_eq!(dev.boot().unwrap(), 1, "boot {n} of bootlimit 3");
         }
         assert_eq!(dev.boot().unwrap(), 0, "the fourth runs altbootcmd");
         let v = dev.uboot_vars().unwrap();
         assert_eq!(
-            (v["boot_slot"].as_str(), v["upgrade_available"].as_str(), v["ustate"].as_str()),
+            (
+                v["boot_slot"].as_str(),
+                v["upgrade_available"].as_str(),
+                v["ustate"].as_str()
+            ),
             ("A", "0", "3")
         );
     }

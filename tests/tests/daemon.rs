@@ -592,54 +592,7 @@ async fn idle_agent_sends_only_the_poll_and_the_event_stream() {
     assert_eq!(f.wfx.event_subscribers(), 1, "one event stream");
 }
 
-/// A firmware job with a rollback backend: ACTIVATING until the new slot boots, then confirmed,
-/// or TERMINATED when the bootloader rolled back. (The `file` backend stands in for the
-/// bootloader; this test plays the reboot and the watchdog.)
-async fn firmware_with_boot_file(outcome: &str) -> (Fleet, Value) {
-    let mut f = Fleet::new();
-    let boot = f.path("boot-state");
-    f.extra_config = format!("[boot]\nbackend = \"file\"\nstate_file = {boot:?}\n");
-    let (swu, data, url) = f.image("fw", 100_000, false);
-    f.start_agent_at(&f.wfx.south_url(), "1s", &[]);
-    let id = f
-        .create_job("wfx.workflow.dau.direct", firmware(&url))
-        .await;
-    f.wait_for(&id, &["ACTIVATING"]).await;
-    assert!(installed(&swu, &data));
-    assert_eq!(fs::read_to_string(&boot).unwrap().trim(), "installed");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        f.job(&id).await["status"]["state"],
-        "ACTIVATING",
-        "waits for the reboot"
-    );
-    fs::write(&boot, outcome).unwrap();
-    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
-    (f, j)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn firmware_is_activated_after_the_new_slot_boots() {
-    let (f, j) = firmware_with_boot_file("testing\n").await;
-    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
-    assert_eq!(
-        fs::read_to_string(f.path("boot-state")).unwrap().trim(),
-        "ok",
-        "confirmed"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn firmware_rolled_back_is_terminated() {
-    let (_f, j) = firmware_with_boot_file("failed\n").await;
-    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
-    assert!(
-        j["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("rolled back")
-    );
-}
+// Firmware activation with EFI Boot Guard and U-Boot, reboots and rollbacks: tests/rollback.rs.
 
 /// Progress reaches wfx while the image streams, rising, at most once per progress_interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,7 +190,11 @@ impl Rig {
     fn reboot(&mut self) -> usize {
         if let Some(mut a) = self.agent.take() {
             let st = a.kill_group(Duration::from_secs(10)).unwrap();
-            assert!(st.success(), "SIGTERM stops the agent cleanly: {st}\n{}", self.log());
+            assert!(
+                st.success(),
+                "SIGTERM stops the agent cleanly: {st}\n{}",
+                self.log()
+            );
         }
         self.dev.boot().unwrap()
     }
@@ -246,7 +250,11 @@ impl Rig {
             Loader::Uboot => {
                 let v = self.dev.uboot_vars().unwrap();
                 assert_eq!(
-                    (v["boot_slot"].as_str(), v["upgrade_available"].as_str(), v["bootcount"].as_str()),
+                    (
+                        v["boot_slot"].as_str(),
+                        v["upgrade_available"].as_str(),
+                        v["bootcount"].as_str()
+                    ),
                     ("B", "1", "0")
                 );
             }
@@ -264,7 +272,12 @@ impl Rig {
             Loader::Uboot => {
                 let v = self.dev.uboot_vars().unwrap();
                 assert_eq!(
-                    (v["boot_slot"].as_str(), v["upgrade_available"].as_str(), v["bootcount"].as_str(), v["ustate"].as_str()),
+                    (
+                        v["boot_slot"].as_str(),
+                        v["upgrade_available"].as_str(),
+                        v["bootcount"].as_str(),
+                        v["ustate"].as_str()
+                    ),
                     ("B", "0", "0", "0")
                 );
             }
@@ -284,7 +297,11 @@ impl Rig {
             Loader::Uboot => {
                 let v = self.dev.uboot_vars().unwrap();
                 assert_eq!(
-                    (v["boot_slot"].as_str(), v["upgrade_available"].as_str(), v["ustate"].as_str()),
+                    (
+                        v["boot_slot"].as_str(),
+                        v["upgrade_available"].as_str(),
+                        v["ustate"].as_str()
+                    ),
                     ("A", "0", "3")
                 );
             }
@@ -306,7 +323,10 @@ async fn good_update_is_confirmed(loader: Loader) {
     let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
     assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}\n{}", r.log());
     let m = j["status"]["message"].as_str().unwrap();
-    assert!(m.contains("slot B confirmed") && m.contains("version 1.1"), "{m}");
+    assert!(
+        m.contains("slot B confirmed") && m.contains("version 1.1"),
+        "{m}"
+    );
     r.assert_confirmed_b();
     let st = r.status();
     assert_eq!(st["boot"]["trial"], false, "{st:#}");
@@ -337,14 +357,21 @@ async fn hung_slot_rolls_back(loader: Loader) {
         resets += 1;
         assert!(resets <= 5, "never rolled back: {}", r.dev.describe());
     }
-    assert_eq!(resets, if loader == Loader::Ebg { 1 } else { 3 }, "resets until the rollback");
+    assert_eq!(
+        resets,
+        if loader == Loader::Ebg { 1 } else { 3 },
+        "resets until the rollback"
+    );
     r.start_agent(&[]);
     let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     let m = j["status"]["message"].as_str().unwrap();
     assert!(m.starts_with("rolled back to slot A ("), "{m}");
     match loader {
-        Loader::Ebg => assert!(m.contains("marked slot B FAILED") && m.contains("watchdog"), "{m}"),
+        Loader::Ebg => assert!(
+            m.contains("marked slot B FAILED") && m.contains("watchdog"),
+            "{m}"
+        ),
         Loader::Uboot => assert!(m.contains("bootcount 4 passed bootlimit 3"), "{m}"),
     }
     r.assert_rolled_back();
@@ -377,7 +404,9 @@ async fn failed_health_check_rolls_back(loader: Loader) {
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     let m = j["status"]["message"].as_str().unwrap();
     assert!(
-        m.starts_with("rolled back to slot A (health check `plc-link` failed: sh: exit status: 3: no PLC"),
+        m.starts_with(
+            "rolled back to slot A (health check `plc-link` failed: sh: exit status: 3: no PLC"
+        ),
         "{m}"
     );
     r.assert_rolled_back();
@@ -400,7 +429,8 @@ async fn power_cut_before_confirmation(loader: Loader) {
     let id = r.install_until_reboot("1.1").await;
     r.reboot();
     r.start_agent(&[("CIP_UPDATE_AGENT_CRASH_AT", "before confirm")]);
-    r.until("the crash", |r| r.log().contains("crashing at point")).await;
+    r.until("the crash", |r| r.log().contains("crashing at point"))
+        .await;
     let booted = r.power_cut();
     r.start_agent(&[]);
     let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
@@ -408,7 +438,12 @@ async fn power_cut_before_confirmation(loader: Loader) {
         Loader::Ebg => {
             assert_eq!(booted, 0);
             assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
-            assert!(j["status"]["message"].as_str().unwrap().starts_with("rolled back to slot A"));
+            assert!(
+                j["status"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("rolled back to slot A")
+            );
             r.assert_rolled_back();
         }
         Loader::Uboot => {
@@ -437,8 +472,13 @@ async fn ebg_power_cut_right_after_the_confirmation_keeps_the_new_slot() {
     let id = r.install_until_reboot("1.1").await;
     r.reboot();
     r.start_agent(&[("CIP_UPDATE_AGENT_CRASH_AT", "after confirm")]);
-    r.until("the crash", |r| r.log().contains("crashing at point")).await;
-    assert_eq!(r.dev.ebg_env(1).unwrap().ustate, 0, "confirmed before the cut");
+    r.until("the crash", |r| r.log().contains("crashing at point"))
+        .await;
+    assert_eq!(
+        r.dev.ebg_env(1).unwrap().ustate,
+        0,
+        "confirmed before the cut"
+    );
     assert_eq!(r.state(&id), "ACTIVATING", "wfx not told yet");
     assert_eq!(r.power_cut(), 1, "the confirmed slot boots");
     r.start_agent(&[]);
@@ -521,19 +561,32 @@ async fn manual_reboot_and_confirm_subcommands() {
     };
     let o = cli(&r, "reboot");
     assert!(o.status.success(), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stdout).contains("rebooting into slot B"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("rebooting into slot B"),
+        "{o:?}"
+    );
     assert_eq!(r.reboot_requests(), 1);
     assert_eq!(r.reboot(), 1);
     let o = cli(&r, "confirm");
     assert!(o.status.success(), "{o:?}");
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "slot B confirmed");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "slot B confirmed"
+    );
     assert_eq!(r.dev.ebg_env(1).unwrap().ustate, 0);
     let o = cli(&r, "confirm");
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("nothing to confirm"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("nothing to confirm"),
+        "{o:?}"
+    );
     r.start_agent(&[]);
     let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
     assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
     r.assert_confirmed_b();
     let o = cli(&r, "reboot");
-    assert_eq!(o.status.code(), Some(1), "nothing waits for a reboot: {o:?}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "nothing waits for a reboot: {o:?}"
+    );
 }
