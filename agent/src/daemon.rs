@@ -157,6 +157,9 @@ impl Daemon {
             .as_ref()
             .filter(|l| l.state == "TERMINATED")
             .map(|l| l.message.clone());
+        if let Ok(b) = self.boot.read() {
+            self.reporter.boot(b.booted, b.trial);
+        }
         if self.journal.jobs.is_empty() {
             self.reporter.idle(last_error);
         }
@@ -494,6 +497,7 @@ impl Daemon {
                 return Ok(BootStep::Wait);
             }
         };
+        self.reporter.boot(status.booted.clone(), status.trial);
         let version = crate::status::read_version(&self.config.device.version_file);
         match boot::judge(&status, rec.slot.as_deref()) {
             Verdict::PendingReboot => Ok(BootStep::PendingReboot),
@@ -515,6 +519,7 @@ impl Daemon {
                                 return Ok(BootStep::Wait);
                             }
                             crate::faults::point("after confirm");
+                            self.reporter.boot(status.booted.clone(), false);
                             tracing::info!(job = %id, "slot {slot} confirmed");
                             let m = format!(
                                 "slot {slot} confirmed after the health checks, running version {}",

@@ -18,6 +18,8 @@ pub fn phase_of(wfx_state: &str) -> Phase {
 pub struct Reporter {
     mqtt: Option<Publisher>,
     running_version: Option<String>,
+    /// The running slot and whether it is on trial, as last read from the bootloader.
+    boot: std::sync::Mutex<(Option<String>, Option<bool>)>,
 }
 
 impl Reporter {
@@ -25,6 +27,7 @@ impl Reporter {
         Reporter {
             mqtt,
             running_version,
+            boot: std::sync::Mutex::new((None, None)),
         }
     }
 
@@ -34,6 +37,7 @@ impl Reporter {
         if let Some(p) = &self.mqtt {
             let mut s = mqtt::State::new(Phase::Idle);
             s.running_version = self.running_version.clone();
+            (s.boot_slot, s.trial) = self.boot_state();
             s.last_error = last_error;
             p.state(s);
         }
@@ -56,6 +60,10 @@ impl Reporter {
         s.wfx_state = Some(state.to_owned());
         s.progress = progress;
         s.running_version = self.running_version.clone();
+        (s.boot_slot, s.trial) = self.boot_state();
+        if state == "ACTIVATING" && s.trial == Some(true) {
+            s.phase = Phase::Testing;
+        }
         s.target_version = job
             .definition
             .as_ref()
@@ -68,6 +76,17 @@ impl Reporter {
             s.path = Some(mqtt::UpdatePath::Full);
         }
         p.state(s);
+    }
+
+    /// The bootloader's state, for the following state messages.
+    pub fn boot(&self, slot: Option<String>, trial: bool) {
+        if let Ok(mut b) = self.boot.lock() {
+            *b = (slot, Some(trial));
+        }
+    }
+
+    fn boot_state(&self) -> (Option<String>, Option<bool>) {
+        self.boot.lock().map(|b| b.clone()).unwrap_or((None, None))
     }
 
     /// Progress of the job in hand (rate-limited by the publisher).

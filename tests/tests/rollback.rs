@@ -590,3 +590,45 @@ async fn manual_reboot_and_confirm_subcommands() {
         "nothing waits for a reboot: {o:?}"
     );
 }
+
+/// `reboot.policy = "window"` in local time (TZ=UTC here): a window that opens in two hours holds
+/// the reboot; one open now lets it go, once the consent command agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reboot_waits_for_the_window_and_for_consent() {
+    let mut r = Rig::new(Loader::Ebg);
+    let now_min = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+        % (24 * 60)) as u32;
+    let hhmm = |m: u32| format!("{:02}:{:02}", (m / 60) % 24, m % 60);
+    let later = format!("{}-{}", hhmm(now_min + 120), hhmm(now_min + 180));
+    r.reboot_extra = format!("policy = \"window\"\nwindow = \"{later}\"\n");
+    r.start_agent(&[("TZ", "UTC")]);
+    let id = r.job("1.1").await;
+    r.until("armed", |r| r.state(&id) == "ACTIVATING").await;
+    let m = r.wfx_job(&id)["status"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(m.contains(&format!("reboot in the window {later}")), "{m}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(r.reboot_requests(), 0, "the window is closed");
+    // The window is open now, but the consent command says no until its file exists.
+    r.agent.take();
+    let open = format!("{}-{}", hhmm(now_min + 24 * 60 - 30), hhmm(now_min + 30));
+    let consent = r.path("consent");
+    r.reboot_extra = format!(
+        "policy = \"window\"\nwindow = \"{open}\"\nconsent_command = [\"test\", \"-e\", {consent:?}]\nconsent_retry = \"1s\"\n"
+    );
+    r.start_agent(&[("TZ", "UTC")]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(r.reboot_requests(), 0, "no consent yet");
+    fs::write(&consent, "").unwrap();
+    r.wait_reboot_request(1).await;
+    assert_eq!(r.reboot(), 1);
+    r.start_agent(&[("TZ", "UTC")]);
+    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+}
