@@ -784,6 +784,7 @@ impl Daemon {
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| source::error_chain(&e))?;
+            crate::notify::beat();
             f.write_all(&chunk).await.map_err(|e| e.to_string())?;
         }
         f.sync_all().await.map_err(|e| e.to_string())
@@ -933,6 +934,7 @@ impl Daemon {
     async fn recover(&mut self, view: &JobView, index: usize) -> Result<Next, StepError> {
         let mut last = None;
         for _ in 0..600 {
+            crate::notify::beat();
             match self.swupdate.status().await {
                 // Drain the log queue: only then is `current` the daemon's state.
                 Ok(s) if !s.desc.is_empty() => continue,
@@ -1113,6 +1115,7 @@ impl WfxProgress<'_> {
 
 impl Observer for WfxProgress<'_> {
     fn streamed(&mut self, bytes: u64, total: Option<u64>) {
+        crate::notify::beat();
         self.bytes = bytes;
         if let Some(t) = total.filter(|t| *t > 0) {
             self.streamed_pct = (bytes.min(t) * 100 / t) as u32;
@@ -1139,6 +1142,7 @@ impl Observer for WfxProgress<'_> {
     }
 
     fn progress(&mut self, m: &ProgressMsg) {
+        crate::notify::beat();
         if matches!(m.status, RecoveryStatus::Progress | RecoveryStatus::Run)
             && !m.cur_image.is_empty()
             && m.nsteps > 0

@@ -187,14 +187,26 @@ pub async fn run_command(argv: &[String], timeout: Duration) -> Result<(), Strin
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| format!("{prog}: {e}"))?;
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => Err(format!(
+    let output = child.wait_with_output();
+    tokio::pin!(output);
+    let deadline = tokio::time::Instant::now() + timeout;
+    // A bounded wait is the main loop at work: it keeps the watchdog heartbeat going.
+    let done = loop {
+        crate::notify::beat();
+        tokio::select! {
+            o = &mut output => break Some(o),
+            () = tokio::time::sleep_until(deadline) => break None,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    match done {
+        None => Err(format!(
             "{prog} did not finish within {}",
             humantime::format_duration(timeout)
         )),
-        Ok(Err(e)) => Err(format!("{prog}: {e}")),
-        Ok(Ok(o)) if o.status.success() => Ok(()),
-        Ok(Ok(o)) => {
+        Some(Err(e)) => Err(format!("{prog}: {e}")),
+        Some(Ok(o)) if o.status.success() => Ok(()),
+        Some(Ok(o)) => {
             let err = String::from_utf8_lossy(&o.stderr);
             let last = err
                 .lines()

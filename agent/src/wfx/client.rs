@@ -143,6 +143,7 @@ impl WfxClient {
             }
             let wait = self.backoff.delay(attempt - 1, unit());
             tracing::info!("{e}; retrying in {wait:?}");
+            crate::notify::beat();
             tokio::time::sleep(wait).await;
         }
     }
