@@ -540,6 +540,41 @@ no_proxy = ["localhost", ".plant.local", "10.0.0.1"]
         assert_eq!(c.proxy.no_proxy.len(), 3);
     }
 
+    #[test]
+    fn boot_reboot_and_health() {
+        let c = parse(
+            r#"
+[boot]
+backend = "ebg"
+mark_installed = "agent"
+ebg_env_files = ["/t/BOOT0/BGENV.DAT", "/t/BOOT1/BGENV.DAT"]
+[reboot]
+policy = "window"
+window = "Sat 02:00-04:00"
+consent_command = ["/usr/bin/may-reboot", "--now"]
+consent_retry = "10m"
+[health]
+systemd = "degraded"
+checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { name = "net", command = ["ping", "-c1", "gw"] }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.boot.backend, BootBackend::Ebg);
+        assert_eq!(c.boot.mark_installed, MarkInstalled::Agent);
+        assert_eq!(c.boot.ebg_env_files.len(), 2);
+        assert_eq!(c.boot.fw_env_config, Path::new("/etc/fw_env.config"));
+        assert_eq!(c.reboot.policy, RebootPolicy::Window);
+        assert_eq!(c.reboot.consent_retry, Duration::from_secs(600));
+        assert_eq!(c.reboot.command, ["systemctl", "reboot"]);
+        assert_eq!(c.health.systemd, SystemdHealth::Degraded);
+        assert_eq!(c.health.checks[0].timeout, Duration::from_secs(30));
+        assert_eq!(c.health.checks[1].timeout, Duration::from_secs(60));
+        let d = Config::default();
+        assert_eq!(d.boot.backend, BootBackend::None);
+        assert_eq!(d.reboot.policy, RebootPolicy::Immediate);
+        assert_eq!(d.health.systemd, SystemdHealth::Running);
+    }
+
     /// Every error names the key (and toml's the line).
     #[test]
     fn errors_name_the_key() {

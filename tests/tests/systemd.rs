@@ -122,7 +122,7 @@ fn a_blocked_main_loop_stops_the_watchdog_pings() {
     let path = dir.path().join("notify");
     let sock = UnixDatagram::bind(&path).unwrap();
     let t0 = Instant::now();
-    let _a = agent(
+    let a = agent(
         dir.path(),
         &cfg,
         &[
@@ -149,6 +149,8 @@ fn a_blocked_main_loop_stops_the_watchdog_pings() {
     let log = fs::read_to_string(dir.path().join("agent.err")).unwrap();
     assert!(log.contains("the main loop blocks now"), "{log}");
     assert!(log.contains("no watchdog ping"), "{log}");
+    // As systemd would: the stuck agent is killed.
+    a.signal_group(Signal::SIGKILL).unwrap();
 }
 
 /// SIGTERM in the middle of an install: the agent stops at once with status 0 and a journal
