@@ -331,6 +331,23 @@ async fn good_update_is_confirmed(loader: Loader) {
     let st = r.status();
     assert_eq!(st["boot"]["trial"], false, "{st:#}");
     assert_eq!(st["last_result"]["state"], "ACTIVATED");
+    let o = agent_cmd()
+        .unwrap()
+        .arg("--config")
+        .arg(r.path("agent.toml"))
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let want = match loader {
+        Loader::Ebg => {
+            "boot:      ebg, slot B confirmed (A: ustate=0 (OK) revision=1, B: ustate=0 (OK) revision=2)"
+        }
+        Loader::Uboot => {
+            "boot:      uboot, slot B confirmed (boot_slot=B upgrade_available=0 bootcount=0 bootlimit=3 ustate=0)"
+        }
+    };
+    assert!(text.contains(want), "{text}");
     assert_eq!(r.reboot_requests(), 1, "one reboot");
 }
 

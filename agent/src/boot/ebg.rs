@@ -234,6 +234,21 @@ mod tests {
         );
     }
 
+    /// On a device the partitions by index (bg_setenv reads them itself); on files `-f FILE`,
+    /// and `-P` on every write.
+    #[test]
+    fn device_and_file_arguments() {
+        let dev = Ebg::new(&config::Boot::default());
+        assert_eq!(dev.target(1, true), ["-p", "1"]);
+        assert_eq!(dev.target(0, false), ["-p", "0"]);
+        let files = Ebg::new(&config::Boot {
+            ebg_env_files: vec!["/a/BGENV.DAT".into(), "/b/BGENV.DAT".into()],
+            ..Default::default()
+        });
+        assert_eq!(files.target(1, true), ["-f", "/b/BGENV.DAT", "-P"]);
+        assert_eq!(files.target(0, false), ["-f", "/a/BGENV.DAT"]);
+    }
+
     /// The states of one update, as EFI Boot Guard and SWUpdate leave them.
     #[test]
     fn an_update_through_its_states() {
