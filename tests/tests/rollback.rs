@@ -37,6 +37,8 @@ struct Rig {
     health: String,
     /// More keys of `[reboot]`.
     reboot_extra: String,
+    /// `boot.mark_installed = "swupdate"` instead of the model's "agent".
+    swupdate_marks: bool,
 }
 
 impl Rig {
@@ -57,6 +59,7 @@ impl Rig {
             agent: None,
             health: "[health]\nsystemd = \"ignore\"\n".into(),
             reboot_extra: String::new(),
+            swupdate_marks: false,
         }
     }
 
@@ -75,7 +78,14 @@ impl Rig {
             self.swupdate.progress_socket(),
             self.path("reboots").display(),
             self.reboot_extra,
-            self.dev.boot_config(),
+            if self.swupdate_marks {
+                self.dev.boot_config().replace(
+                    "mark_installed = \"agent\"",
+                    "mark_installed = \"swupdate\"",
+                )
+            } else {
+                self.dev.boot_config()
+            },
             self.health,
         );
         fs::write(&cfg, text).unwrap();
@@ -648,4 +658,24 @@ async fn reboot_waits_for_the_window_and_for_consent() {
     r.start_agent(&[("TZ", "UTC")]);
     let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
     assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+}
+
+/// `boot.mark_installed = "swupdate"` (the default on a device) with a SWUpdate that runs
+/// without a bootloader: nothing arms the new slot, and the job ends saying what to set,
+/// instead of rebooting into the old slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_armed_by_swupdate_is_terminated_with_the_setting_to_fix() {
+    let mut r = Rig::new(Loader::Ebg);
+    r.swupdate_marks = true;
+    r.start_agent(&[]);
+    let id = r.job("1.1").await;
+    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let m = j["status"]["message"].as_str().unwrap();
+    assert!(
+        m.starts_with("no slot is armed for the next boot") && m.contains("boot.mark_installed"),
+        "{m}"
+    );
+    assert_eq!(r.reboot_requests(), 0);
+    assert_eq!(r.dev.ebg_env(1).unwrap().ustate, 0, "B not armed");
 }
