@@ -320,6 +320,12 @@ pub fn default_workflows_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("wfx/workflows")
 }
 
+/// The project's own onboarding workflow (`onboarding/cip.workflow.onboarding.yml`), which a
+/// real deployment creates in wfx beside the DAU ones.
+pub fn onboarding_workflow_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../onboarding/cip.workflow.onboarding.yml")
+}
+
 /// Loads and validates every `*.yml` / `*.yaml` file of `dir`, by file name.
 pub fn load_workflows(dir: &Path) -> anyhow::Result<Vec<Workflow>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -358,6 +364,9 @@ mod tests {
         assert_eq!(wfs[1].initial_state().unwrap(), "CREATED");
         assert_eq!(wfs[0].follow_immediate("INSTALLED"), "ACTIVATE");
         assert_eq!(wfs[0].follow_immediate("INSTALLING"), "INSTALLING");
+        let onb = load_workflow(&onboarding_workflow_file()).expect("onboarding workflow");
+        assert_eq!(onb.name, "cip.workflow.onboarding");
+        assert_eq!(onb.initial_state().unwrap(), "ENROLLED");
     }
 
     #[test]
