@@ -28,6 +28,30 @@ pub struct Config {
     pub proxy: Proxy,
     /// Absent: no MQTT telemetry.
     pub mqtt: Option<crate::mqtt::MqttConfig>,
+    /// How a device without `device.client_id` obtains one.
+    pub onboarding: Onboarding,
+}
+
+/// Onboarding (see the `cip-onboarding` crate): used when `device.client_id` is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Onboarding {
+    /// The fleet's onboarding public key, shipped in the image: only answers it signed count.
+    pub fleet_key: PathBuf,
+    /// The serial; absent: DMI's product_serial, else the device tree's serial-number.
+    pub serial: Option<String>,
+    /// The model; absent: DMI's product_name, else the device tree's model.
+    pub model: Option<String>,
+}
+
+impl Default for Onboarding {
+    fn default() -> Self {
+        Onboarding {
+            fleet_key: PathBuf::from("/usr/share/cip-update-agent/onboarding.pub"),
+            serial: None,
+            model: None,
+        }
+    }
 }
 
 /// The rollback backend.
@@ -60,6 +84,7 @@ impl Default for Config {
             tls: Tls::default(),
             proxy: Proxy::default(),
             mqtt: None,
+            onboarding: Onboarding::default(),
         }
     }
 }
@@ -248,6 +273,17 @@ impl Config {
         if let Some(m) = &self.mqtt {
             m.check()?;
         }
+        if !self.onboarding.fleet_key.is_absolute() {
+            return Err(("onboarding.fleet_key", "must be an absolute path".into()));
+        }
+        if let Some(s) = &self.onboarding.serial {
+            cip_onboarding::protocol::check_serial(s)
+                .map_err(|e| ("onboarding.serial", e.to_string()))?;
+        }
+        if let Some(m) = &self.onboarding.model {
+            cip_onboarding::protocol::check_model(m)
+                .map_err(|e| ("onboarding.model", e.to_string()))?;
+        }
         if self.boot.backend == BootBackend::File && self.boot.state_file.is_none() {
             return Err((
                 "boot.state_file",
@@ -383,6 +419,16 @@ no_proxy = ["localhost", ".plant.local", "10.0.0.1"]
             ("state_dir = 3", "invalid type"),
             ("[boot]\nbackend = \"grub\"", "unknown variant `grub`"),
             ("[boot]\nbackend = \"file\"", "boot.state_file: is needed"),
+            (
+                "[onboarding]\nfleet_key = \"k.pub\"",
+                "onboarding.fleet_key: must be an absolute path",
+            ),
+            (
+                "[onboarding]\nserial = \"S N\"",
+                "onboarding.serial: serial `S N` has ` `",
+            ),
+            ("[onboarding]\nmodel = \"a\\nb\"", "onboarding.model: model"),
+            ("[onboarding]\nkey = \"x\"", "unknown field `key`"),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();

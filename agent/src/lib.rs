@@ -11,6 +11,7 @@ pub mod install;
 pub mod job;
 pub mod journal;
 pub mod mqtt;
+pub mod onboard;
 pub mod report;
 pub mod source;
 pub mod status;

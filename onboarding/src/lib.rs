@@ -13,6 +13,8 @@
 //! The device side does no HTTP itself: the agent drives [`device::decide`] with its own wfx
 //! client, so that one client (retries, TLS, proxy, headers) talks to wfx.
 
+pub use ed25519_dalek;
+
 pub mod atomic;
 pub mod device;
 pub mod identity;
