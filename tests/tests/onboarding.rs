@@ -385,3 +385,268 @@ async fn a_fresh_device_is_enrolled_approved_by_serve_and_runs_a_dau_job() {
     let st: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(st["client_id"], "dev-IPC227E-0042");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_at_each_waiting_step_resumes() {
+    let mut w = World::new();
+    // Not enrolled yet: the device waits; killed there, it waits again after the restart.
+    w.start_agent("run", &[]);
+    w.until_log("waiting to be enrolled").await;
+    w.kill_agent();
+    let id = w.enroll().await;
+    w.start_agent("run", &[]);
+    w.until_state(&id, "IDENTIFIED").await;
+    let key = w.device_key();
+    // Killed while waiting for the fleet: the same key, no second identification.
+    w.kill_agent();
+    w.start_agent("run", &[]);
+    w.until_log("waiting for the fleet").await;
+    assert_eq!(w.device_key(), key);
+    // Approved while the device is off: it takes the answer when it is back.
+    w.kill_agent();
+    let o = w.ops(&[
+        "approve",
+        "--serial",
+        SERIAL,
+        "--client-id",
+        "plant-a-7",
+        "--key",
+        w.path("fleet.key").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    w.start_agent("run", &[]);
+    let j = w.until_state(&id, "ONBOARDED").await;
+    assert_eq!(
+        states(&j),
+        ["ENROLLED", "IDENTIFIED", "APPROVED", "ONBOARDED"],
+        "{j:#}"
+    );
+    assert_eq!(j["status"]["context"], Value::Null);
+    let ctx_key = j["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|h| h["status"]["context"]["publicKey"].as_str())
+        .unwrap()
+        .to_owned();
+    assert_eq!(ctx_key, key);
+    assert_eq!(w.stored().unwrap()["clientId"], "plant-a-7");
+    // Onboarded, a restart goes straight to DAU under the stored client-id.
+    w.kill_agent();
+    w.start_agent("run", &[]);
+    w.until_log("client-id plant-a-7").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.wfx.event_subscribers() == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(states(&w.job(&id).await).len(), 4, "the job is left alone");
+}
+
+/// The agent is aborted at its N-th crash point of onboarding (key made, identified, client-id
+/// stored, ONBOARDED reported, closed), as a power cut would stop it, and started again; N runs
+/// from 1 until a run passes every point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_at_every_onboarding_step_resumes() {
+    let mut n = 1u32;
+    loop {
+        let mut w = World::new();
+        let id = w.enroll().await;
+        w.start_serve(&format!("{SERIAL} cut-{n}\n"));
+        w.start_agent("onboard", &[("CIP_UPDATE_AGENT_CRASH_AT", n.to_string())]);
+        let code = w.agent_exit();
+        let crashed = code.is_none();
+        if crashed {
+            assert!(
+                w.log().contains(&format!("crashing at point {n}")),
+                "{}",
+                w.log()
+            );
+            w.start_agent("onboard", &[]);
+            assert_eq!(w.agent_exit(), Some(0), "point {n}: {}", w.log());
+        } else {
+            assert_eq!(code, Some(0), "{}", w.log());
+        }
+        let out = fs::read_to_string(w.path("agent.out")).unwrap();
+        assert_eq!(
+            out.lines().last(),
+            Some(format!("cut-{n}").as_str()),
+            "{out}"
+        );
+        let j = w.job(&id).await;
+        assert_eq!(
+            states(&j),
+            ["ENROLLED", "IDENTIFIED", "APPROVED", "ONBOARDED"],
+            "point {n}: {j:#}"
+        );
+        let stored = w.stored().unwrap();
+        assert_eq!(stored["clientId"], format!("cut-{n}").as_str());
+        assert_eq!(stored["closed"], true, "point {n}");
+        assert_eq!(j["definition"]["devicePublicKey"], w.device_key().as_str());
+        if !crashed {
+            assert!(n > 4, "only {n} points were passed");
+            break;
+        }
+        n += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_foreign_replayed_and_malformed_answers_are_refused() {
+    let mut w = World::new();
+    let id = w.enroll().await;
+    // A second device's job, whose genuine answer is replayed below.
+    w.ops(&["enroll", "--serial", "OTHER-1"]);
+    let old = w.job_of("onboarding-OTHER-1").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.start_agent("onboard", &[]);
+    w.until_state(&id, "IDENTIFIED").await;
+    let me = w.device_key();
+    let fleet = w.fleet_key();
+    let attacker = SigningKey::from_bytes(&[7; 32]);
+    let other_key = protocol::public_key_hex(&SigningKey::from_bytes(&[8; 32]).verifying_key());
+    let cases = [
+        (
+            "forged",
+            json!(protocol::make_answer(&attacker, &id, SERIAL, &me, "evil-1")),
+            "does not verify with the fleet onboarding key",
+        ),
+        (
+            "another device's key",
+            json!(protocol::make_answer(
+                &fleet, &id, SERIAL, &other_key, "evil-2"
+            )),
+            "for another device's key",
+        ),
+        (
+            "replayed from another job",
+            json!(protocol::make_answer(&fleet, &old, SERIAL, &me, "evil-3")),
+            "replayed",
+        ),
+        (
+            "replayed, without the informative fields",
+            {
+                let mut a = json!(protocol::make_answer(&fleet, &old, SERIAL, &me, "evil-4"));
+                a.as_object_mut().unwrap().remove("jobId");
+                a
+            },
+            "does not verify with the fleet onboarding key",
+        ),
+        (
+            "malformed",
+            json!({"clientId": ["x"], "devicePublicKey": me, "signature": "zz"}),
+            "malformed answer",
+        ),
+        (
+            "malformed client-id",
+            json!(protocol::make_answer(&fleet, &id, SERIAL, &me, "a/../b")),
+            "malformed answer",
+        ),
+    ];
+    for (i, (what, def, why)) in cases.iter().enumerate() {
+        w.north(
+            reqwest::Method::PUT,
+            &format!("/jobs/{id}/definition"),
+            Some(def.clone()),
+        )
+        .await;
+        w.north(
+            reqwest::Method::PUT,
+            &format!("/jobs/{id}/status"),
+            Some(json!({"state": "APPROVED"})),
+        )
+        .await;
+        let j = w
+            .until_job(&id, what, |j| {
+                j["status"]["state"] == "IDENTIFIED"
+                    && j["status"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(why))
+            })
+            .await;
+        assert_eq!(j["status"]["context"]["publicKey"], me.as_str(), "{what}");
+        assert!(
+            j["status"]["context"]["refused"]
+                .as_str()
+                .is_some_and(|r| r.contains(why)),
+            "{what}: {j:#}"
+        );
+        assert_eq!(
+            w.log().matches("onboarding answer refused").count(),
+            i + 1,
+            "{what}: one clear log line:\n{}",
+            w.log()
+        );
+        assert!(w.log().contains(why), "{what}");
+        assert!(w.stored().is_none(), "{what}: nothing stored");
+        assert!(
+            w.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "{what}: the device keeps waiting"
+        );
+    }
+    // The genuine answer still gets through afterwards.
+    let o = w.ops(&[
+        "approve",
+        "--serial",
+        SERIAL,
+        "--template",
+        "{model}-{serial}",
+        "--key",
+        w.path("fleet.key").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(w.agent_exit(), Some(0), "{}", w.log());
+    assert_eq!(
+        w.stored().unwrap()["clientId"],
+        "SIMATIC-IPC227E-IPC227E-0042"
+    );
+    assert_eq!(w.job(&id).await["status"]["state"], "ONBOARDED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_device_reports_it() {
+    let mut w = World::new();
+    let id = w.enroll().await;
+    w.start_agent("onboard", &[]);
+    w.until_state(&id, "IDENTIFIED").await;
+    let o = w.ops(&[
+        "reject",
+        "--serial",
+        SERIAL,
+        "--reason",
+        "not in the factory list",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(w.agent_exit(), Some(12), "{}", w.log());
+    assert!(
+        w.log()
+            .contains("onboarding rejected by the fleet: not in the factory list"),
+        "{}",
+        w.log()
+    );
+    let j = w.job(&id).await;
+    assert_eq!(j["status"]["state"], "REJECTED");
+    assert_eq!(j["status"]["context"]["deviceAcknowledged"], true);
+    assert!(
+        j["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("acknowledges the rejection: not in the factory list"),
+        "{j:#}"
+    );
+    assert!(w.stored().is_none());
+    // Started again, it says so at once and does not report twice.
+    w.start_agent("onboard", &[]);
+    assert_eq!(w.agent_exit(), Some(12));
+    assert_eq!(
+        states(&w.job(&id).await),
+        ["ENROLLED", "IDENTIFIED", "REJECTED"]
+    );
+    assert_eq!(
+        w.job(&id).await["history"].as_array().unwrap().len(),
+        3,
+        "one acknowledgement"
+    );
+}
