@@ -241,7 +241,16 @@ async fn step(
             store::save(&config.state_dir, &o).map_err(Stop::Store)?;
             crate::faults::point("onboarding client-id stored");
             tracing::info!(job = %job.id, "the fleet's answer verifies: client-id {}", o.client_id);
-            report_onboarded(wfx, &o).await?;
+            match report_onboarded(wfx, &o).await {
+                Ok(()) => {}
+                // Stored is stored: a job the fleet changed meanwhile does not take the
+                // verified client-id back; the next start notes the job as closed.
+                Err(e) if !e.is_transient() => {
+                    tracing::warn!(job = %job.id, "reporting ONBOARDED: {e}");
+                    return Ok(Some(o));
+                }
+                Err(e) => return Err(e.into()),
+            }
             let o = Onboarded { closed: true, ..o };
             store::save(&config.state_dir, &o).map_err(Stop::Store)?;
             crate::faults::point("onboarding closed");
