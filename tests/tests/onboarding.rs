@@ -649,4 +649,11 @@ async fn a_rejected_device_reports_it() {
         3,
         "one acknowledgement"
     );
+    // `run` waits after a rejection, and takes a new enrollment when the fleet opens one.
+    w.start_agent("run", &[]);
+    w.until_log("waiting for a new enrollment").await;
+    let again = w.enroll().await;
+    assert_ne!(again, id);
+    w.until_state(&again, "IDENTIFIED").await;
+    assert_eq!(states(&w.job(&id).await).len(), 3, "the old job is left alone");
 }
