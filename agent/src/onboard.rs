@@ -211,6 +211,7 @@ async fn step(
         definition: job.definition.as_ref(),
         context: status.context.as_ref(),
         message: status.message.as_deref(),
+        definition_hash: status.definition_hash.as_deref(),
     };
     match device::decide(&view, me, fleet) {
         Step::Identify(identity) => {
@@ -259,7 +260,7 @@ async fn step(
         Step::Refuse { refusal, identity } => {
             tracing::error!(job = %job.id, "onboarding answer refused: {refusal}; nothing stored");
             let s = JobStatus {
-                state: state::IDENTIFIED.into(),
+                state: state::APPROVED.into(),
                 message: Some(format!("answer refused: {refusal}")),
                 context: serde_json::to_value(&identity).ok(),
                 ..Default::default()

@@ -24,6 +24,8 @@ pub struct JobView<'a> {
     pub context: Option<&'a Value>,
     /// `status.message`.
     pub message: Option<&'a str>,
+    /// `status.definitionHash` (set by wfx).
+    pub definition_hash: Option<&'a str>,
 }
 
 /// What to do next.
@@ -35,8 +37,8 @@ pub enum Step {
     Wait,
     /// The answer holds: store the client-id, then report ONBOARDED.
     Accept { client_id: String },
-    /// The answer does not hold: nothing is stored; report IDENTIFIED again with the reason,
-    /// so the fleet can answer again.
+    /// The answer does not hold: nothing is stored; report the refusal (staying in APPROVED,
+    /// with the identity again), so the fleet can answer again.
     Refuse {
         refusal: Refusal,
         identity: IdentityContext,
@@ -73,12 +75,21 @@ pub fn decide(job: &JobView, me: &Me, fleet: &VerifyingKey) -> Step {
             }
         }
         state::APPROVED => {
+            // This very definition was refused already: wait for another answer.
+            let refused = job
+                .context
+                .and_then(|c| c.get("refusedDefinitionHash"))
+                .and_then(Value::as_str);
+            if refused.is_some() && refused == job.definition_hash {
+                return Step::Wait;
+            }
             let dk = protocol::public_key_hex(&me.key.verifying_key());
             match protocol::verify_answer(job.definition, fleet, job.id, me.serial, &dk) {
                 Ok(client_id) => Step::Accept { client_id },
                 Err(refusal) => {
                     let mut identity = mine();
                     identity.refused = Some(refusal.to_string());
+                    identity.refused_definition_hash = job.definition_hash.map(str::to_owned);
                     Step::Refuse { refusal, identity }
                 }
             }
@@ -124,6 +135,7 @@ mod tests {
             definition: def,
             context: ctx,
             message: None,
+            definition_hash: Some("h1"),
         }
     }
 
@@ -172,7 +184,13 @@ mod tests {
             panic!()
         };
         assert_eq!(refusal, Refusal::BadSignature);
-        assert!(identity.refused.unwrap().contains("signature"));
+        assert!(identity.refused.as_ref().unwrap().contains("signature"));
+        // Reported, the same definition is not examined again; a new one is.
+        let refused = serde_json::to_value(&identity).unwrap();
+        let mut v = view("APPROVED", Some(&ans), Some(&refused));
+        assert_eq!(decide(&v, &me, &fk), Step::Wait);
+        v.definition_hash = Some("h2");
+        assert!(matches!(decide(&v, &me, &fk), Step::Accept { .. }));
         assert_eq!(
             decide(&view("ONBOARDED", None, None), &me, &fk),
             Step::Closed

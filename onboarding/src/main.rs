@@ -403,8 +403,17 @@ async fn pass(
     answered: &mut HashSet<String>,
     warned: &mut HashSet<String>,
 ) -> anyhow::Result<()> {
-    let jobs = north.jobs(&[("state", state::IDENTIFIED)]).await?;
+    let jobs = north.jobs(&[("group", "OPEN")]).await?;
     for p in jobs.iter().filter_map(operator::pending_of) {
+        // Identified, or the device refused the answer in the job (e.g. a forged one).
+        let waiting = match &p.identity {
+            _ if p.state == state::IDENTIFIED => true,
+            Ok(i) => p.state == state::APPROVED && i.refused.is_some(),
+            Err(_) => false,
+        };
+        if !waiting {
+            continue;
+        }
         let Some(serial) = operator::serial_of_client_id(&p.client_id) else {
             continue;
         };

@@ -74,7 +74,8 @@ pub fn client_id_from_template(
     Ok(id)
 }
 
-/// An onboarding job waiting for the fleet (IDENTIFIED), with the device's identity checked.
+/// An onboarding job waiting for the fleet (IDENTIFIED, or APPROVED with the answer refused),
+/// with the device's identity checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     pub job_id: String,
@@ -90,7 +91,12 @@ pub fn pending_of(job: &Value) -> Option<Pending> {
     let status = job.get("status")?;
     let state = status.get("state")?.as_str()?.to_owned();
     let identity = match status.get("context") {
-        Some(c) if state == protocol::state::IDENTIFIED => protocol::verify_identity(&job_id, c),
+        Some(c) if state == protocol::state::IDENTIFIED || state == protocol::state::APPROVED => {
+            protocol::verify_identity(&job_id, c)
+        }
+        _ if state == protocol::state::APPROVED => {
+            Err("already answered, and not refused by the device".into())
+        }
         _ => Err("not identified yet".into()),
     };
     Some(Pending {

@@ -53,7 +53,9 @@ pub fn answer_message(job_id: &str, serial: &str, device_key: &str, client_id: &
 }
 
 /// The device's identity, in `status.context` of state IDENTIFIED. When the device refused an
-/// answer, `refused` says why (the message says it too).
+/// answer it reports this again, staying in APPROVED, with `refused` saying why (the message
+/// says it too) and `refusedDefinitionHash` naming the definition refused (wfx's
+/// `definitionHash`), so that the same answer is not examined twice and a new one is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityContext {
@@ -65,6 +67,8 @@ pub struct IdentityContext {
     pub signature: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_definition_hash: Option<String>,
 }
 
 /// The fleet's answer, the whole job definition in state APPROVED. `jobId` and `serial` are
@@ -220,6 +224,7 @@ pub fn identity_context(
         public_key,
         signature,
         refused: None,
+        refused_definition_hash: None,
     }
 }
 

@@ -82,7 +82,6 @@ fn states_groups_and_actors() {
     assert_eq!(
         moves,
         [
-            "CLIENT APPROVED->IDENTIFIED",
             "CLIENT APPROVED->ONBOARDED",
             "CLIENT ENROLLED->IDENTIFIED",
             "WFX APPROVED->REJECTED",
