@@ -37,10 +37,6 @@ pub fn parse_allow(text: &str) -> Result<BTreeMap<String, Option<String>>, Strin
 /// A serial list (`enroll --serial-file`): one serial a line, `#` comments; a line may have
 /// more words (e.g. an allow file), only the first counts.
 pub fn parse_serials(text: &str) -> Result<Vec<String>, String> {
-    parse_allow_lenient(text)
-}
-
-fn parse_allow_lenient(text: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or_default().trim();
