@@ -30,6 +30,30 @@ pub struct Config {
     pub proxy: Proxy,
     /// Absent: no MQTT telemetry.
     pub mqtt: Option<crate::mqtt::MqttConfig>,
+    /// How a device without `device.client_id` obtains one.
+    pub onboarding: Onboarding,
+}
+
+/// Onboarding (see the `cip-onboarding` crate): used when `device.client_id` is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Onboarding {
+    /// The fleet's onboarding public key, shipped in the image: only answers it signed count.
+    pub fleet_key: PathBuf,
+    /// The serial; absent: DMI's product_serial, else the device tree's serial-number.
+    pub serial: Option<String>,
+    /// The model; absent: DMI's product_name, else the device tree's model.
+    pub model: Option<String>,
+}
+
+impl Default for Onboarding {
+    fn default() -> Self {
+        Onboarding {
+            fleet_key: PathBuf::from("/usr/share/cip-update-agent/onboarding.pub"),
+            serial: None,
+            model: None,
+        }
+    }
 }
 
 /// The rollback backend (`[boot]`).
@@ -202,6 +226,7 @@ impl Default for Config {
             tls: Tls::default(),
             proxy: Proxy::default(),
             mqtt: None,
+            onboarding: Onboarding::default(),
         }
     }
 }
@@ -391,6 +416,17 @@ impl Config {
             m.check()?;
         }
         self.check_boot()?;
+        if !self.onboarding.fleet_key.is_absolute() {
+            return Err(("onboarding.fleet_key", "must be an absolute path".into()));
+        }
+        if let Some(s) = &self.onboarding.serial {
+            cip_onboarding::protocol::check_serial(s)
+                .map_err(|e| ("onboarding.serial", e.to_string()))?;
+        }
+        if let Some(m) = &self.onboarding.model {
+            cip_onboarding::protocol::check_model(m)
+                .map_err(|e| ("onboarding.model", e.to_string()))?;
+        }
         match (&self.tls.client_cert, &self.tls.client_key) {
             (Some(_), None) => {
                 return Err(("tls.client_key", "is needed with tls.client_cert".into()));
@@ -627,6 +663,16 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
                 "[health]\nchecks = [{ name = \"x\", command = [] }]",
                 "health.checks: check `x` has no command",
             ),
+            (
+                "[onboarding]\nfleet_key = \"k.pub\"",
+                "onboarding.fleet_key: must be an absolute path",
+            ),
+            (
+                "[onboarding]\nserial = \"S N\"",
+                "onboarding.serial: serial `S N` has ` `",
+            ),
+            ("[onboarding]\nmodel = \"a\\nb\"", "onboarding.model: model"),
+            ("[onboarding]\nkey = \"x\"", "unknown field `key`"),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();

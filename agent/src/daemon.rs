@@ -37,7 +37,7 @@ const MESSAGE_MAX: usize = 1024;
 pub enum RunError {
     #[error("no [wfx] section in the configuration: nothing to take jobs from")]
     NoWfx,
-    #[error("device.client_id is not set (onboarding is not implemented yet)")]
+    #[error("device.client_id is not set and the device is not onboarded")]
     NoClientId,
     #[error(transparent)]
     Http(#[from] crate::http::HttpSetupError),

@@ -13,6 +13,7 @@ pub mod job;
 pub mod journal;
 pub mod mqtt;
 pub mod notify;
+pub mod onboard;
 pub mod reboot;
 pub mod report;
 pub mod source;

@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 use cip_update_agent::config::{self, Config};
 use cip_update_agent::daemon::Daemon;
 use cip_update_agent::install::{self, InstallError, Observer};
+use cip_update_agent::onboard;
 use cip_update_agent::source::{self, Source, SourceError};
 use cip_update_agent::status;
 use cip_update_agent::swupdate::client::{ClientError, InstallOutcome};
@@ -29,6 +30,7 @@ mod exit {
     pub const PROTOCOL: u8 = 9;
     pub const INTERRUPTED: u8 = 10;
     pub const CONFIG: u8 = 11;
+    pub const REJECTED: u8 = 12; // onboard: the fleet rejected the device
 }
 
 const EXIT_CODES: &str = "\
@@ -71,6 +73,9 @@ enum Command {
     Install(InstallArgs),
     /// Run as the daemon: take update jobs from wfx (the [wfx] section) and carry them through.
     Run,
+    /// Obtain the client-id through the wfx onboarding workflow, store it, print it and exit
+    /// (at once when the device has one). Exit code 12: the fleet rejected the device.
+    Onboard,
     /// Show the client-id, the running version, the job in hand and the last result.
     Status {
         /// Machine-readable output.
@@ -121,7 +126,7 @@ struct DaemonArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = match cli.verbose {
-        0 if matches!(cli.command, Command::Run) => "info",
+        0 if matches!(cli.command, Command::Run | Command::Onboard) => "info",
         0 => "warn",
         1 => "info,swupdate=debug,cip_update_agent=debug",
         _ => "trace",
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Install(args) => rt.block_on(run_install(args, &config, cli.verbose > 0)),
         Command::Run => rt.block_on(run_daemon(&config)),
+        Command::Onboard => rt.block_on(run_onboard(&config)),
         Command::Status { json } => show_status(&config, json),
         Command::Confirm => confirm(&config),
         Command::Reboot { force } => rt.block_on(reboot(&config, force)),
@@ -251,7 +257,59 @@ async fn reboot(config: &Config, force: bool) -> u8 {
     }
 }
 
+/// `onboard`: the client-id on stdout.
+async fn run_onboard(config: &Config) -> u8 {
+    let onboarding = onboard::client_id(config, onboard::OnRejection::Stop);
+    tokio::select! {
+        r = onboarding => match r {
+            Ok(id) => {
+                println!("{id}");
+                0
+            }
+            Err(e @ onboard::OnboardError::Rejected(_)) => {
+                eprintln!("error: {e}");
+                exit::REJECTED
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::CONFIG
+            }
+        },
+        () = interrupted() => exit::INTERRUPTED,
+    }
+}
+
 async fn run_daemon(config: &Config) -> u8 {
+    // Without device.client_id: the stored one, or onboard first, then run under it (no
+    // restart needed).
+    let mut config = config.clone();
+    if config.device.client_id.is_none() && config.wfx.is_some() {
+        // Started is started for systemd (Type=notify), even while waiting to be onboarded; the
+        // watchdog is fed by the onboarding loop.
+        cip_update_agent::notify::ready();
+        cip_update_agent::notify::status("onboarding: waiting for a client-id");
+        let watchdog = cip_update_agent::notify::watchdog_period()
+            .map(cip_update_agent::notify::spawn_watchdog);
+        let onboarding = onboard::client_id(&config, onboard::OnRejection::Wait);
+        let id = tokio::select! {
+            r = onboarding => r,
+            () = interrupted() => return 0,
+        };
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        match id {
+            Ok(id) => {
+                tracing::info!("client-id {id}");
+                config.device.client_id = Some(id);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::CONFIG;
+            }
+        }
+    }
+    let config = &config;
     match Daemon::new(config) {
         Ok(d) => {
             tracing::info!("cip-update-agent {} running", env!("CARGO_PKG_VERSION"));

@@ -79,7 +79,13 @@ pub fn collect(config: &Config) -> Result<Status, JournalError> {
         boot,
         boot_error,
         agent_version: env!("CARGO_PKG_VERSION").into(),
-        client_id: config.device.client_id.clone(),
+        // Configured, else obtained by onboarding.
+        client_id: config.device.client_id.clone().or_else(|| {
+            cip_onboarding::store::load(&config.state_dir)
+                .ok()
+                .flatten()
+                .map(|o| o.client_id)
+        }),
         running_version: read_version(&config.device.version_file),
         hardware: std::fs::read_to_string(&config.device.hwrevision_file)
             .ok()

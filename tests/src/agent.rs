@@ -62,6 +62,22 @@ pub fn agent_cmd() -> anyhow::Result<Command> {
     Ok(Command::new(agent_bin()?))
 }
 
+/// A `Command` running the operator tool `cip-onboarding`, built beside the agent
+/// (`$CIP_ONBOARDING_BIN` overrides it).
+pub fn onboarding_cmd() -> anyhow::Result<Command> {
+    if let Some(path) = env::var_os("CIP_ONBOARDING_BIN") {
+        return Ok(Command::new(path));
+    }
+    let path = agent_bin()?.with_file_name("cip-onboarding");
+    if !path.is_file() {
+        bail!(
+            "{} does not exist: run `cargo build --workspace` first",
+            path.display()
+        );
+    }
+    Ok(Command::new(path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -735,7 +735,8 @@ async fn job_listing_filters_sort_and_pagination() {
     );
     assert_eq!(id_list(&list("clientId=nobody".into()).await).len(), 0);
 
-    // Workflows list: both DAU workflows, pagination on request.
+    // Workflows list: the onboarding workflow and both DAU workflows, by name, pagination on
+    // request.
     let wfs = get(&format!("{s}/workflows?pagination=true"))
         .await
         .assert_json(200);
@@ -746,8 +747,8 @@ async fn job_listing_filters_sort_and_pagination() {
         .iter()
         .map(|w| w["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, [DIRECT, PHASED]);
-    assert_eq!(wfs["pagination"]["total"], 2);
+    assert_eq!(names, ["cip.workflow.onboarding", DIRECT, PHASED]);
+    assert_eq!(wfs["pagination"]["total"], 3);
     let wfs = get(&format!("{s}/workflows")).await.assert_json(200);
     assert!(wfs.get("pagination").is_none());
 }

@@ -186,6 +186,16 @@ impl WfxClient {
         }
     }
 
+    /// One page of jobs matching `query` (wfx's `GET /jobs` filters, e.g. `workflow`,
+    /// `sort`, `limit`), without the device's own `clientId` filter added.
+    pub async fn jobs(&self, query: &[(&str, &str)]) -> Result<Vec<Job>, WfxError> {
+        let resp = self
+            .send(|| self.request_q(Method::GET, "/jobs", query))
+            .await?;
+        let page: JobList = Self::json(resp).await?;
+        Ok(page.content)
+    }
+
     pub async fn job(&self, id: &str) -> Result<Job, WfxError> {
         let path = format!("/jobs/{}", encode(id));
         Self::json(self.send(|| self.request(Method::GET, &path)).await?).await

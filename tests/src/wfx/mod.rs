@@ -4,7 +4,8 @@
 //! The contract it follows is `tests/wfx/spec/wfx.openapi.yml` (a verbatim
 //! copy of wfx's spec) and the facts collected in `shared/wfx/NOTES.md`.
 //! It keeps everything in memory, loads its workflows from YAML files (by
-//! default the DAU workflows shipped in `tests/wfx/workflows/`), and serves
+//! default the DAU workflows shipped in `tests/wfx/workflows/` and the onboarding workflow of
+//! `onboarding/`), and serves
 //! the southbound and northbound APIs on two loopback ports.
 //!
 //! Files, one concern each:
@@ -67,6 +68,8 @@ impl Side {
 pub struct Options {
     /// Folder of workflow YAML files loaded at start.
     pub workflows_dir: PathBuf,
+    /// Further workflow files loaded at start (default: the project's onboarding workflow).
+    pub workflow_files: Vec<PathBuf>,
     /// 0 picks a free port.
     pub south_port: u16,
     /// 0 picks a free port.
@@ -81,6 +84,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             workflows_dir: model::default_workflows_dir(),
+            workflow_files: vec![model::onboarding_workflow_file()],
             south_port: 0,
             north_port: 0,
             control_port: None,
@@ -111,7 +115,10 @@ impl WfxEmulator {
 
     /// Loads the workflows, binds the listeners and starts serving.
     pub fn start(opts: Options) -> anyhow::Result<Self> {
-        let workflows = model::load_workflows(&opts.workflows_dir)?;
+        let mut workflows = model::load_workflows(&opts.workflows_dir)?;
+        for f in &opts.workflow_files {
+            workflows.push(model::load_workflow(f)?);
+        }
         let bind = |port: u16, what: &str| -> anyhow::Result<TcpListener> {
             let l = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
                 .with_context(|| format!("binding the {what} listener to port {port}"))?;

@@ -102,6 +102,68 @@ impl Workflow {
             }
         }
         self.initial_state()?;
+        self.check_semantics()?;
+        Ok(())
+    }
+
+    /// The further rules wfx enforces when it loads a workflow (wfx's docs/workflows.md):
+    /// unique names, each state in at most one group, unique transition tuples, at most one
+    /// `IMMEDIATE` transition out of a state, and no cycles but trivial ones (`from == to`).
+    /// (No unreachable states follows from one initial state and no cycles.)
+    fn check_semantics(&self) -> anyhow::Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(s) = self.states.iter().find(|s| !seen.insert(s.name.as_str())) {
+            bail!("state {} is declared twice", s.name);
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(g) = self.groups.iter().find(|g| !seen.insert(g.name.as_str())) {
+            bail!("group {} is declared twice", g.name);
+        }
+        let mut grouped = std::collections::HashSet::new();
+        for g in &self.groups {
+            if let Some(s) = g.states.iter().find(|s| !grouped.insert(s.as_str())) {
+                bail!("state {s} is in more than one group");
+            }
+        }
+        for (i, t) in self.transitions.iter().enumerate() {
+            if self.transitions[..i].iter().any(|u| {
+                u.from == t.from && u.to == t.to && u.eligible == t.eligible && u.action == t.action
+            }) {
+                bail!("transition {} -> {} is declared twice", t.from, t.to);
+            }
+        }
+        for st in &self.states {
+            let immediate = self
+                .transitions
+                .iter()
+                .filter(|t| t.from == st.name && t.action == Some(Action::Immediate))
+                .count();
+            if immediate > 1 {
+                bail!("state {} has more than one IMMEDIATE transition", st.name);
+            }
+        }
+        // Kahn's algorithm over the non-trivial transitions: what cannot be removed is a cycle.
+        let edges: Vec<(&str, &str)> = self
+            .transitions
+            .iter()
+            .filter(|t| t.from != t.to)
+            .map(|t| (t.from.as_str(), t.to.as_str()))
+            .collect();
+        let mut left: Vec<&str> = self.states.iter().map(|s| s.name.as_str()).collect();
+        loop {
+            let free: Vec<&str> = left
+                .iter()
+                .copied()
+                .filter(|s| !edges.iter().any(|(f, t)| t == s && left.contains(f)))
+                .collect();
+            if free.is_empty() {
+                break;
+            }
+            left.retain(|s| !free.contains(s));
+        }
+        if !left.is_empty() {
+            bail!("the workflow has a cycle (among {})", left.join(", "));
+        }
         Ok(())
     }
 
@@ -320,6 +382,12 @@ pub fn default_workflows_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("wfx/workflows")
 }
 
+/// The project's own onboarding workflow (`onboarding/cip.workflow.onboarding.yml`), which a
+/// real deployment creates in wfx beside the DAU ones.
+pub fn onboarding_workflow_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../onboarding/cip.workflow.onboarding.yml")
+}
+
 /// Loads and validates every `*.yml` / `*.yaml` file of `dir`, by file name.
 pub fn load_workflows(dir: &Path) -> anyhow::Result<Vec<Workflow>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -358,6 +426,49 @@ mod tests {
         assert_eq!(wfs[1].initial_state().unwrap(), "CREATED");
         assert_eq!(wfs[0].follow_immediate("INSTALLED"), "ACTIVATE");
         assert_eq!(wfs[0].follow_immediate("INSTALLING"), "INSTALLING");
+        let onb = load_workflow(&onboarding_workflow_file()).expect("onboarding workflow");
+        assert_eq!(onb.name, "cip.workflow.onboarding");
+        assert_eq!(onb.initial_state().unwrap(), "ENROLLED");
+    }
+
+    /// wfx refuses these workflows on load; so does the emulator.
+    #[test]
+    fn semantic_rules_of_wfx() {
+        let base = load_workflow(&default_workflows_dir().join("wfx.workflow.dau.direct.yml"))
+            .expect("direct");
+        let t = |from: &str, to: &str, eligible, action| Transition {
+            from: from.into(),
+            to: to.into(),
+            description: String::new(),
+            eligible,
+            action,
+        };
+        let mut cyclic = base.clone();
+        cyclic
+            .transitions
+            .push(t("ACTIVATING", "INSTALLING", Eligible::Client, None));
+        let e = cyclic.validate().unwrap_err().to_string();
+        assert!(e.contains("cycle"), "{e}");
+        let mut twice = base.clone();
+        twice.transitions.push(base.transitions[0].clone());
+        assert!(twice.validate().unwrap_err().to_string().contains("twice"));
+        let mut immediate = base.clone();
+        immediate.transitions.push(t(
+            "INSTALLED",
+            "TERMINATED",
+            Eligible::Wfx,
+            Some(Action::Immediate),
+        ));
+        assert!(immediate.validate().is_err());
+        let mut groups = base.clone();
+        groups.groups[1].states.push("INSTALL".into());
+        assert!(groups.validate().is_err());
+        // Trivial cycles are fine.
+        let mut progress = base;
+        progress
+            .transitions
+            .push(t("ACTIVATE", "ACTIVATE", Eligible::Client, None));
+        progress.validate().expect("a trivial cycle");
     }
 
     #[test]
