@@ -1,0 +1,136 @@
+//! Interop with Debian's zchunk 1.2.3 tools: files made by `zck` are read,
+//! verified and expanded byte-identical to `unzck`; the index equals what
+//! `zck_read_header -c` prints; the chunker finds `zck`'s boundaries.
+
+mod common;
+
+use std::io::Read;
+
+use common::{image, read_header, run, zck};
+use zchunk::{Compression, HashType, Header, Reader};
+
+/// Makes a zck file of `input` with `args` and checks everything against the tools.
+fn check_variant(args: &[&str], input: &[u8], dict: Option<&[u8]>) -> Header {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all: Vec<&str> = args.to_vec();
+    if let Some(d) = dict {
+        std::fs::write(dir.path().join("dict"), d).unwrap();
+        all.extend(["-D", "dict"]);
+    }
+    let path = zck(dir.path(), "image", input, &all);
+    let bytes = std::fs::read(&path).unwrap();
+
+    // Expansion: identical to unzck's, and to the input.
+    let expected = run(dir.path(), "unzck", &["-c", path.to_str().unwrap()]);
+    assert_eq!(expected.len(), input.len(), "unzck output length");
+    let mut out = Vec::new();
+    let written = zchunk::expand(&bytes[..], &mut out).unwrap();
+    assert_eq!(written, input.len() as u64);
+    assert!(
+        out == expected,
+        "expanded bytes differ from unzck's ({args:?})"
+    );
+
+    // The same through Read with small, odd-sized reads.
+    let mut r = Reader::new(std::io::BufReader::with_capacity(1000, &bytes[..])).unwrap();
+    let mut out2 = Vec::new();
+    let mut buf = [0u8; 3333];
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        out2.extend_from_slice(&buf[..n]);
+    }
+    assert!(out2 == expected, "Read output differs ({args:?})");
+
+    // The index: every row of zck_read_header -c.
+    let header = Header::parse(&bytes).unwrap();
+    let rh = read_header(&path);
+    assert_eq!(rh.field("Header size"), header.len().to_string());
+    assert_eq!(rh.field("Header checksum"), header.header_digest().to_hex());
+    assert_eq!(rh.field("Data size"), header.data_len().to_string());
+    assert_eq!(rh.field("Data checksum"), header.data_digest().to_hex());
+    assert_eq!(rh.field("Chunk count"), header.chunks().len().to_string());
+    assert_eq!(
+        rh.field("Chunk checksum type"),
+        header.chunk_hash_type().name()
+    );
+    assert_eq!(rh.field("Overall checksum type"), header.hash_type().name());
+    assert_eq!(header.file_len(), bytes.len() as u64);
+    assert_eq!(header.expanded_len(), input.len() as u64);
+    assert_eq!(rh.rows.len(), header.chunks().len());
+    for (row, c) in rh.rows.iter().zip(header.chunks()) {
+        assert_eq!(row.index, c.index);
+        assert_eq!(row.checksum, c.digest.to_hex(), "chunk {}", c.index);
+        assert_eq!(
+            row.uncomp_checksum,
+            c.uncomp_digest.map(|d| d.to_hex()),
+            "chunk {}",
+            c.index
+        );
+        assert_eq!(row.start, c.offset, "chunk {}", c.index);
+        assert_eq!(row.comp_size, c.comp_len, "chunk {}", c.index);
+        assert_eq!(row.size, c.len, "chunk {}", c.index);
+    }
+    assert!(header.chunks().len() > 20, "a few MB make many chunks");
+    header
+}
+
+#[test]
+fn default_file() {
+    let h = check_variant(&[], &image(3_000_000, 1), None);
+    assert_eq!(h.chunk_hash_type(), HashType::Sha512_128);
+    assert_eq!(h.compression(), Compression::Zstd);
+    assert!(!h.has_uncompressed_checksums());
+    assert!(h.dict().is_none());
+}
+
+#[test]
+fn uncompressed_checksums() {
+    let h = check_variant(&["-u"], &image(3_000_000, 2), None);
+    assert!(h.has_uncompressed_checksums());
+    // zck -u asks for at least SHA-256.
+    assert_eq!(h.chunk_hash_type(), HashType::Sha256);
+}
+
+#[test]
+fn sha256_chunks() {
+    let h = check_variant(&["-h", "sha256"], &image(3_000_000, 3), None);
+    assert_eq!(h.chunk_hash_type(), HashType::Sha256);
+}
+
+#[test]
+fn sha512_chunks() {
+    let h = check_variant(&["-h", "sha512"], &image(3_000_000, 4), None);
+    assert_eq!(h.chunk_hash_type(), HashType::Sha512);
+}
+
+#[test]
+fn sha512_chunks_with_uncompressed_checksums() {
+    let h = check_variant(&["-u", "-h", "sha512"], &image(2_000_000, 5), None);
+    assert_eq!(h.chunk_hash_type(), HashType::Sha512);
+    assert!(h.has_uncompressed_checksums());
+}
+
+#[test]
+fn with_dictionary() {
+    let input = image(3_000_000, 6);
+    // A raw-content dictionary (zstd takes any bytes as one): text like the input's.
+    let dict: Vec<u8> = input
+        .windows(40)
+        .step_by(997)
+        .take(2000)
+        .flatten()
+        .copied()
+        .collect();
+    let h = check_variant(&["-u", "-h", "sha256"], &input, Some(&dict));
+    let d = h.dict().expect("dictionary entry");
+    assert_eq!(d.len, dict.len() as u64);
+}
+
+#[test]
+fn without_compression() {
+    let h = check_variant(&["--compression-format=none"], &image(2_000_000, 7), None);
+    assert_eq!(h.compression(), Compression::None);
+}
