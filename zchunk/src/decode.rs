@@ -114,8 +114,8 @@ impl ChunkDecoder {
                 return Err(Error::ChunkChecksum {
                     index: chunk.index,
                     kind: ChecksumKind::Uncompressed,
-                    expected,
-                    actual,
+                    expected: Box::new(expected),
+                    actual: Box::new(actual),
                 });
             }
         }
@@ -144,8 +144,8 @@ pub fn verify_stored(
         return Err(Error::ChunkChecksum {
             index: chunk.index,
             kind: ChecksumKind::Compressed,
-            expected: chunk.digest,
-            actual,
+            expected: Box::new(chunk.digest),
+            actual: Box::new(actual),
         });
     }
     Ok(())

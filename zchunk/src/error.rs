@@ -3,6 +3,8 @@
 
 use crate::hash::Digest;
 
+/// (Digests are boxed to keep the `Result`s of every parse step small.)
+///
 /// Why a zchunk file, a part of it, or an HTTP answer was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,7 +29,10 @@ pub enum Error {
     #[error("header too large: {len} bytes (limit {limit})")]
     HeaderTooLarge { len: u64, limit: u64 },
     #[error("header checksum mismatch: the header says {expected}, its bytes hash to {actual}")]
-    HeaderChecksum { expected: Digest, actual: Digest },
+    HeaderChecksum {
+        expected: Box<Digest>,
+        actual: Box<Digest>,
+    },
     #[error("malformed index: {0}")]
     BadIndex(String),
     #[error("malformed header: {0}")]
@@ -38,13 +43,16 @@ pub enum Error {
     ChunkChecksum {
         index: usize,
         kind: ChecksumKind,
-        expected: Digest,
-        actual: Digest,
+        expected: Box<Digest>,
+        actual: Box<Digest>,
     },
     #[error("chunk {index}: {reason}")]
     BadChunk { index: usize, reason: String },
     #[error("data checksum mismatch: header says {expected}, data hashes to {actual}")]
-    DataChecksum { expected: Digest, actual: Digest },
+    DataChecksum {
+        expected: Box<Digest>,
+        actual: Box<Digest>,
+    },
     #[error("truncated file: chunk {index} needs {needed} bytes at offset {offset}, got {got}")]
     TruncatedChunk {
         index: usize,

@@ -39,7 +39,7 @@ impl HashType {
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             HashType::Sha1 => 20,
             HashType::Sha256 => 32,

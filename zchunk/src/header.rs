@@ -68,7 +68,7 @@ impl Lead {
     /// ([`LEAD_PREFIX_MAX`] + 64 bytes always suffice).
     pub fn parse(buf: &[u8]) -> Result<Lead, Error> {
         let (hash_type, header_len, pos) = lead_prefix(buf)?;
-        let end = pos + hash_type.len();
+        let end = pos + hash_type.digest_len();
         let digest = buf.get(pos..end).ok_or(Error::Truncated {
             what: "lead",
             needed: end as u64,
@@ -85,7 +85,8 @@ impl Lead {
 
     /// Lead + header: the offset where the data (dictionary, chunks) starts.
     pub fn total_len(&self) -> u64 {
-        self.lead_len as u64 + self.header_len
+        // Saturating: a header length near 2^64 is then simply longer than any input.
+        (self.lead_len as u64).saturating_add(self.header_len)
     }
 }
 
@@ -111,7 +112,7 @@ pub struct Chunk {
 impl Chunk {
     /// End of the stored chunk in the file (exclusive).
     pub fn end(&self) -> u64 {
-        self.offset + self.comp_len
+        self.offset.saturating_add(self.comp_len)
     }
 }
 
@@ -180,13 +181,13 @@ impl Header {
         if verify {
             let mut h = lead.hash_type.hasher();
             h.update(MAGIC);
-            h.update(&buf[5..lead.lead_len - lead.hash_type.len()]);
+            h.update(&buf[5..lead.lead_len - lead.hash_type.digest_len()]);
             h.update(header);
             let actual = h.finish();
             if actual != lead.header_digest {
                 return Err(Error::HeaderChecksum {
-                    expected: lead.header_digest,
-                    actual,
+                    expected: Box::new(lead.header_digest),
+                    actual: Box::new(actual),
                 });
             }
         }
@@ -262,7 +263,7 @@ impl Header {
     pub fn expanded_len(&self) -> u64 {
         self.data_chunks()
             .last()
-            .map_or(0, |c| c.uncomp_offset + c.len)
+            .map_or(0, |c| c.uncomp_offset.saturating_add(c.len))
     }
 }
 
@@ -271,7 +272,7 @@ pub fn read_header_bytes<R: Read>(r: &mut R, max_len: u64) -> Result<Vec<u8>, Er
     let mut buf = Vec::with_capacity(LEAD_PREFIX_MAX + 64);
     read_up_to(r, &mut buf, LEAD_PREFIX_MAX as u64)?;
     let (hash_type, header_len, digest_at) = lead_prefix(&buf)?;
-    let total = ((digest_at + hash_type.len()) as u64)
+    let total = ((digest_at + hash_type.digest_len()) as u64)
         .checked_add(header_len)
         .ok_or(Error::HeaderTooLarge {
             len: u64::MAX,
@@ -346,7 +347,7 @@ fn parse_body(lead: Lead, header: &[u8]) -> Result<Header, Error> {
     let data_digest = Digest::new(take(
         header,
         &mut pos,
-        lead.hash_type.len() as u64,
+        lead.hash_type.digest_len() as u64,
         "preface",
     )?);
     let flags = compint::read(header, &mut pos, "flags")?;
@@ -404,7 +405,7 @@ fn parse_index(
     let mut pos = 0;
     let hash_type = HashType::from_id(compint::read(index, &mut pos, "chunk checksum type")?)?;
     let count = compint::read(index, &mut pos, "chunk count")?;
-    let digest_len = hash_type.len() as u64 * if uncompressed_checksums { 2 } else { 1 };
+    let digest_len = hash_type.digest_len() as u64 * if uncompressed_checksums { 2 } else { 1 };
     // Each entry takes at least its digests and two one-byte integers: the
     // count cannot ask for more entries than the index can hold.
     let room = (index.len() - pos) as u64 / (digest_len + 2);
@@ -425,14 +426,14 @@ fn parse_index(
         let digest = Digest::new(take(
             index,
             &mut pos,
-            hash_type.len() as u64,
+            hash_type.digest_len() as u64,
             "index entry",
         )?);
         let uncomp_digest = if uncompressed_checksums {
             Some(Digest::new(take(
                 index,
                 &mut pos,
-                hash_type.len() as u64,
+                hash_type.digest_len() as u64,
                 "index entry",
             )?))
         } else {

@@ -86,7 +86,10 @@ impl<R: Read> Reader<R> {
             let actual = h.finish();
             let expected = self.header.data_digest();
             if actual != expected {
-                return Err(Error::DataChecksum { expected, actual });
+                return Err(Error::DataChecksum {
+                    expected: Box::new(expected),
+                    actual: Box::new(actual),
+                });
             }
         }
         Ok(())

@@ -134,3 +134,58 @@ fn without_compression() {
     let h = check_variant(&["--compression-format=none"], &image(2_000_000, 7), None);
     assert_eq!(h.compression(), Compression::None);
 }
+
+/// Chunks `input` here and compares with the data chunks of `zck -u -h sha256`.
+fn check_boundaries(input: &[u8]) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let path = zck(dir.path(), "seed", input, &["-u", "-h", "sha256"]);
+    let header = Header::parse(&std::fs::read(&path).unwrap()).unwrap();
+    let ours: Vec<(u64, u64, String)> = zchunk::chunks(input, HashType::Sha256)
+        .map(|c| {
+            let c = c.unwrap();
+            (c.offset, c.len, c.digest.to_hex())
+        })
+        .collect();
+    let theirs: Vec<(u64, u64, String)> = header
+        .data_chunks()
+        .iter()
+        .map(|c| (c.uncomp_offset, c.len, c.uncomp_digest.unwrap().to_hex()))
+        .collect();
+    if let Some(i) = (0..ours.len().min(theirs.len())).find(|&i| ours[i] != theirs[i]) {
+        panic!(
+            "first different chunk: #{i}: ours {:?}, zck's {:?}",
+            ours[i], theirs[i]
+        );
+    }
+    assert_eq!(ours.len(), theirs.len());
+    ours.len()
+}
+
+#[test]
+fn chunker_finds_zcks_boundaries() {
+    // Random, repeated, zero and text regions: content-defined cuts, refused
+    // cuts under 8 KiB and forced cuts at 128 KiB all occur.
+    let input = image(4_000_000, 9);
+    let n = check_boundaries(&input);
+    assert!(n > 40, "{n} chunks");
+    let sizes: Vec<u64> = zchunk::chunks(&input[..], HashType::Sha256)
+        .map(|c| c.unwrap().len)
+        .collect();
+    assert!(
+        sizes.contains(&zchunk::chunker::MAX_CHUNK),
+        "some chunk hits the maximum"
+    );
+}
+
+#[test]
+fn chunker_finds_zcks_boundaries_in_small_and_odd_inputs() {
+    for (len, seed) in [(1, 1), (47, 2), (48, 3), (8191, 4), (8193, 5), (300_001, 6)] {
+        check_boundaries(&common::random(len, seed));
+    }
+    // Only high bytes (a table index from a signed char would differ here).
+    let high: Vec<u8> = common::random(500_000, 8)
+        .iter()
+        .map(|b| b | 0x80)
+        .collect();
+    check_boundaries(&high);
+}
