@@ -17,6 +17,7 @@ pub mod header;
 pub mod multipart;
 pub mod plan;
 pub mod reader;
+pub mod seed;
 
 pub use chunker::{Chunker, SeedChunk, chunks};
 pub use decode::ChunkDecoder;
@@ -26,3 +27,4 @@ pub use header::{Chunk, Compression, Header, Lead};
 pub use multipart::{ContentRange, Event, Multipart, MultipartError};
 pub use plan::{ByteRange, Collector, PlanOptions, Request, Want, plan};
 pub use reader::{Reader, expand};
+pub use seed::{SeedMatches, match_more, match_seed, missing};

@@ -139,6 +139,9 @@ pub struct Multipart {
     dash_boundary: Vec<u8>,
     state: State,
     buf: Vec<u8>,
+    /// Buffered bytes already searched for the current state's marker, so
+    /// that input arriving in small pieces is not searched again and again.
+    scanned: usize,
     parts: u64,
 }
 
@@ -150,6 +153,7 @@ impl Multipart {
             dash_boundary,
             state: State::Preamble,
             buf: Vec::new(),
+            scanned: 0,
             parts: 0,
         }
     }
@@ -218,14 +222,17 @@ impl Multipart {
         match self.state {
             State::Preamble => {
                 let d = &self.dash_boundary;
+                let from = self.scanned.saturating_sub(d.len() + 2);
                 let at = if self.buf.starts_with(d) {
                     Some(0)
                 } else {
-                    find(&self.buf, b"\r\n", d).map(|i| i + 2)
+                    find(&self.buf[from..], b"\r\n", d).map(|i| from + i + 2)
                 };
+                self.scanned = self.buf.len();
                 match at {
                     Some(i) => {
                         self.buf.drain(..i + d.len());
+                        self.scanned = 0;
                         self.state = State::AfterDelimiter;
                         Ok(true)
                     }
@@ -268,7 +275,10 @@ impl Multipart {
                 Ok(true)
             }
             State::Headers => {
-                let Some(end) = find_plain(&self.buf, b"\r\n\r\n") else {
+                let from = self.scanned.saturating_sub(4);
+                let found = find_plain(&self.buf[from..], b"\r\n\r\n").map(|i| from + i);
+                self.scanned = self.buf.len();
+                let Some(end) = found else {
                     if self.buf.len() > MAX_PART_HEADERS {
                         return err("part headers too long");
                     }
@@ -282,6 +292,7 @@ impl Multipart {
                     return err("part headers too long");
                 }
                 let block: Vec<u8> = self.buf.drain(..end + 4).collect();
+                self.scanned = 0;
                 let range = part_range(&block[..end])?;
                 self.parts += 1;
                 events.push(Event::Part(range));

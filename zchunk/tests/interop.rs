@@ -189,3 +189,67 @@ fn chunker_finds_zcks_boundaries_in_small_and_odd_inputs() {
         .collect();
     check_boundaries(&high);
 }
+
+#[test]
+fn seed_of_the_old_version_provides_the_unchanged_chunks() {
+    // Old and new differ in three 8 KiB regions: zck_delta_size's view is
+    // that only the chunks around them are fetched; ours must agree.
+    let old = image(3_000_000, 41);
+    let mut new = old.clone();
+    for at in [100_000usize, 1_500_000, 2_700_000] {
+        new[at..at + 8192].copy_from_slice(&common::random(8192, at as u64));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let old_zck = zck(dir.path(), "old", &old, &["-u", "-h", "sha256"]);
+    let new_zck = zck(dir.path(), "new", &new, &["-u", "-h", "sha256"]);
+    let header = Header::parse(&std::fs::read(&new_zck).unwrap()).unwrap();
+    let seed = zchunk::chunks(&old[..], header.chunk_hash_type()).map(|c| c.unwrap());
+    let matches = zchunk::match_seed(&header, seed).unwrap();
+    let missing = zchunk::missing(&header, &matches);
+    let fetch: u64 = missing.iter().map(|w| w.len).sum();
+    // zck_delta_size prints "Would download X of Y bytes" for the same pair,
+    // X counting the new header too.
+    let text = String::from_utf8(run(
+        dir.path(),
+        "zck_delta_size",
+        &[old_zck.to_str().unwrap(), new_zck.to_str().unwrap()],
+    ))
+    .unwrap();
+    let would: u64 = text
+        .split_whitespace()
+        .skip_while(|w| *w != "download")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("zck_delta_size said {text:?}"));
+    assert_eq!(
+        header.len() + fetch,
+        would,
+        "header + chunks to fetch vs zck_delta_size ({text})"
+    );
+    assert!(
+        missing.len() >= 3 && missing.len() <= 9,
+        "{} chunks missing",
+        missing.len()
+    );
+    // Rebuild: seed chunks from the old bytes, the others from the new file.
+    let file = std::fs::read(&new_zck).unwrap();
+    let mut dec = zchunk::ChunkDecoder::new(&header, None).unwrap();
+    let mut rebuilt = Vec::new();
+    for c in header.data_chunks() {
+        match matches.found.get(&c.index) {
+            Some(s) => {
+                rebuilt.extend_from_slice(&old[s.offset as usize..(s.offset + s.len) as usize])
+            }
+            None => rebuilt.extend(
+                dec.expand(c, &file[c.offset as usize..c.end() as usize])
+                    .unwrap(),
+            ),
+        }
+    }
+    assert!(rebuilt == new);
+    // A file without -u cannot be matched, and says why.
+    let plain = zck(dir.path(), "plain", &new, &[]);
+    let h = Header::parse(&std::fs::read(plain).unwrap()).unwrap();
+    let e = zchunk::match_seed(&h, std::iter::empty()).unwrap_err();
+    assert!(e.to_string().contains("zck -u"), "{e}");
+}
