@@ -104,6 +104,10 @@ pub fn parse_content_range(value: &str) -> Result<ContentRange, MultipartError> 
     if last < start {
         return err(format!("Content-Range {v:?} ends before it starts"));
     }
+    if last == u64::MAX {
+        // Its length (last - start + 1) would not fit in 64 bits.
+        return err(format!("Content-Range {v:?} is too large"));
+    }
     if let Some(t) = total {
         if last >= t {
             return err(format!("Content-Range {v:?} ends past the length"));

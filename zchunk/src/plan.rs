@@ -53,14 +53,14 @@ pub struct ByteRange {
 
 impl ByteRange {
     pub fn len(&self) -> u64 {
-        self.end - self.start
+        self.end.saturating_sub(self.start)
     }
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
     /// `first-last` as in a Range header (inclusive).
     pub fn spec(&self) -> String {
-        format!("{}-{}", self.start, self.end - 1)
+        format!("{}-{}", self.start, self.end.saturating_sub(1))
     }
 }
 
