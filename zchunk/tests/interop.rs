@@ -31,8 +31,9 @@ fn check_variant(args: &[&str], input: &[u8], dict: Option<&[u8]>) -> Header {
         "expanded bytes differ from unzck's ({args:?})"
     );
 
-    // The same through Read with small, odd-sized reads.
-    let mut r = Reader::new(std::io::BufReader::with_capacity(1000, &bytes[..])).unwrap();
+    // The same streamed from the file through Read, with small, odd-sized reads.
+    let file = std::fs::File::open(&path).unwrap();
+    let mut r = Reader::new(std::io::BufReader::with_capacity(1000, file)).unwrap();
     let mut out2 = Vec::new();
     let mut buf = [0u8; 3333];
     loop {
@@ -252,4 +253,27 @@ fn seed_of_the_old_version_provides_the_unchanged_chunks() {
     let h = Header::parse(&std::fs::read(plain).unwrap()).unwrap();
     let e = zchunk::match_seed(&h, std::iter::empty()).unwrap_err();
     assert!(e.to_string().contains("zck -u"), "{e}");
+}
+
+#[test]
+fn with_trained_dictionary() {
+    // A ZDICT dictionary as `zstd --train` makes them (magic, entropy tables).
+    let input = image(3_000_000, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples");
+    std::fs::create_dir(&samples).unwrap();
+    let mut names = Vec::new();
+    for (i, s) in input.chunks(4096).step_by(7).take(300).enumerate() {
+        let name = format!("samples/{i:04}");
+        std::fs::write(dir.path().join(&name), s).unwrap();
+        names.push(name);
+    }
+    let mut args: Vec<&str> = vec!["-q", "--train"];
+    args.extend(names.iter().map(String::as_str));
+    args.extend(["-o", "trained.dict"]);
+    run(dir.path(), "zstd", &args);
+    let dict = std::fs::read(dir.path().join("trained.dict")).unwrap();
+    assert_eq!(dict[..4], [0x37, 0xa4, 0x30, 0xec], "a ZDICT dictionary");
+    let h = check_variant(&[], &input, Some(&dict));
+    assert_eq!(h.dict().expect("dictionary entry").len, dict.len() as u64);
 }
