@@ -295,9 +295,9 @@ pub fn read_header_bytes<R: Read>(r: &mut R, max_len: u64) -> Result<Vec<u8>, Er
             available: buf.len() as u64,
         });
     }
-    // Bytes read past the header belong to the data: callers that go on
-    // reading the data read them again, so give them back by truncating only
-    // when the prefix read ran past a tiny header (never for real files).
+    // Any valid header is longer than the prefix read first (the preface's
+    // data checksum alone is 16 bytes or more), so no data byte was read; a
+    // header shorter than that prefix fails to parse whatever follows.
     buf.truncate(total as usize);
     Ok(buf)
 }
