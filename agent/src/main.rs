@@ -77,6 +77,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// TUF client (the tuf-conformance CLI): init, refresh, download. Exit 0 on success, 1 otherwise.
+    TufClient(cip_update_agent::tuf::cli::TufClientArgs),
 }
 
 #[derive(Args)]
@@ -149,6 +151,15 @@ fn main() -> ExitCode {
         Command::Install(args) => rt.block_on(run_install(args, &config, cli.verbose > 0)),
         Command::Run => rt.block_on(run_daemon(&config)),
         Command::Status { json } => show_status(&config, json),
+        Command::TufClient(args) => {
+            match rt.block_on(cip_update_agent::tuf::cli::run(args, &config)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit::FAILURE
+                }
+            }
+        }
     };
     // A read blocked in the blocking pool (a pipe that stays open after an interrupt) must not
     // hold the exit.

@@ -13,6 +13,7 @@
 //! the daemon's own download through [`Updater::target_url`] and a [`TargetVerifier`].
 
 pub mod cjson;
+pub mod cli;
 pub mod delegation;
 pub mod error;
 pub mod fetch;
