@@ -28,6 +28,107 @@ pub struct Config {
     pub proxy: Proxy,
     /// Absent: no MQTT telemetry.
     pub mqtt: Option<crate::mqtt::MqttConfig>,
+    /// Absent: artifacts are not verified (development only; logged loudly at start).
+    pub tuf: Option<Tuf>,
+}
+
+/// The device's TUF repository: every artifact must be one of its targets.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tuf {
+    /// The root of trust shipped in the image.
+    #[serde(default = "default_tuf_root")]
+    pub root: PathBuf,
+    /// Base URL of the metadata (`N.root.json`, `timestamp.json`, ...).
+    pub metadata_url: HttpUrl,
+    /// Base URL of the targets; an artifact without `name` is named by its `uri` below it.
+    pub targets_url: HttpUrl,
+    /// Largest metadata accepted, in bytes (endless-data protection).
+    #[serde(default = "default_root_size")]
+    pub max_root_size: u64,
+    #[serde(default = "default_timestamp_size")]
+    pub max_timestamp_size: u64,
+    #[serde(default = "default_snapshot_size")]
+    pub max_snapshot_size: u64,
+    #[serde(default = "default_targets_size")]
+    pub max_targets_size: u64,
+    #[serde(default = "default_tuf_connect", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// No byte for this long: the metadata fetch fails (slow retrieval).
+    #[serde(default = "default_tuf_read", deserialize_with = "duration")]
+    pub read_timeout: Duration,
+    /// Whole-file limit of a metadata fetch.
+    #[serde(default = "default_tuf_metadata", deserialize_with = "duration")]
+    pub metadata_timeout: Duration,
+    /// Wait (once, before the first refresh) until `time_sync_file` exists.
+    #[serde(default)]
+    pub wait_for_time_sync: bool,
+    #[serde(default = "default_time_sync_file")]
+    pub time_sync_file: PathBuf,
+    #[serde(default = "default_time_sync_timeout", deserialize_with = "duration")]
+    pub time_sync_timeout: Duration,
+}
+
+fn default_tuf_root() -> PathBuf {
+    PathBuf::from("/usr/share/cip-update-agent/root.json")
+}
+fn default_root_size() -> u64 {
+    512_000
+}
+fn default_timestamp_size() -> u64 {
+    16_384
+}
+fn default_snapshot_size() -> u64 {
+    2_000_000
+}
+fn default_targets_size() -> u64 {
+    5_000_000
+}
+fn default_tuf_connect() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_tuf_read() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_tuf_metadata() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_time_sync_file() -> PathBuf {
+    PathBuf::from("/run/systemd/timesync/synchronized")
+}
+fn default_time_sync_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+impl Tuf {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        for (key, v) in [
+            ("tuf.max_root_size", self.max_root_size),
+            ("tuf.max_timestamp_size", self.max_timestamp_size),
+            ("tuf.max_snapshot_size", self.max_snapshot_size),
+            ("tuf.max_targets_size", self.max_targets_size),
+        ] {
+            if v == 0 {
+                return Err((key, "must be more than 0 bytes".into()));
+            }
+        }
+        if self.root.as_os_str().is_empty() {
+            return Err(("tuf.root", "must name the trusted root file".into()));
+        }
+        Ok(())
+    }
+
+    /// The limits of the TUF client.
+    pub fn limits(&self) -> crate::tuf::Limits {
+        crate::tuf::Limits {
+            root_max: self.max_root_size,
+            timestamp_max: self.max_timestamp_size,
+            snapshot_max: self.max_snapshot_size,
+            targets_max: self.max_targets_size,
+            metadata_timeout: self.metadata_timeout,
+            ..crate::tuf::Limits::default()
+        }
+    }
 }
 
 /// The rollback backend.
@@ -60,6 +161,7 @@ impl Default for Config {
             tls: Tls::default(),
             proxy: Proxy::default(),
             mqtt: None,
+            tuf: None,
         }
     }
 }
@@ -248,6 +350,9 @@ impl Config {
         if let Some(m) = &self.mqtt {
             m.check()?;
         }
+        if let Some(t) = &self.tuf {
+            t.check()?;
+        }
         if self.boot.backend == BootBackend::File && self.boot.state_file.is_none() {
             return Err((
                 "boot.state_file",
@@ -383,6 +488,18 @@ no_proxy = ["localhost", ".plant.local", "10.0.0.1"]
             ("state_dir = 3", "invalid type"),
             ("[boot]\nbackend = \"grub\"", "unknown variant `grub`"),
             ("[boot]\nbackend = \"file\"", "boot.state_file: is needed"),
+            (
+                "[tuf]\nmetadata_url = \"http://h/m\"",
+                "missing field `targets_url`",
+            ),
+            (
+                "[tuf]\nmetadata_url = \"http://h/m\"\ntargets_url = \"http://h/t\"\nmax_timestamp_size = 0",
+                "tuf.max_timestamp_size: must be more than 0",
+            ),
+            (
+                "[tuf]\nmetadata_url = \"http://h/m\"\ntargets_url = \"http://h/t\"\nread_timeout = \"x\"",
+                "not a duration",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();

@@ -12,6 +12,7 @@
 //! [`Updater::refresh`], [`Updater::find_target`], then either [`Updater::download_target`] or
 //! the daemon's own download through [`Updater::target_url`] and a [`TargetVerifier`].
 
+pub mod artifacts;
 pub mod cjson;
 pub mod cli;
 pub mod delegation;
