@@ -224,6 +224,7 @@ impl Run {
     /// Asserts exit 1, and (case-insensitively) that stderr names one of `words`.
     #[track_caller]
     pub fn assert_refused(&self, words: &[&str]) {
+        eprintln!("refused as expected? stderr: {}", self.stderr.trim_end());
         assert_eq!(
             self.code,
             Some(1),

@@ -57,7 +57,7 @@ const DUPLICATE_WORDS: &[&str] = &[
     "deserializ",
 ];
 const NOT_FOUND_WORDS: &[&str] = &["not found", "no target", "not a target", "unknown target"];
-const HASH_WORDS: &[&str] = &["hash", "digest"];
+const HASH_WORDS: &[&str] = &["hash", "digest", "sha256", "sha512"];
 const LENGTH_WORDS: &[&str] = &[
     "length",
     "limit",
@@ -224,6 +224,7 @@ fn freeze(kind: ClientKind, role: &str) {
         .unwrap();
     let run = s.download(&c, &[IMAGE]).unwrap();
     run.assert_refused(EXPIRED_WORDS);
+    assert!(run.stderr.contains(&role), "the error should name {role}");
     assert!(c.target_files().is_empty(), "{:?}", c.target_files());
 }
 
@@ -561,7 +562,7 @@ fn stalled(path_of: impl Fn(&Served) -> String) {
         .download(&server.url("metadata"), &server.url("targets"), &[IMAGE])
         .unwrap();
     assert!(run.code.is_some(), "the client hung on a stalled {path}");
-    run.assert_refused(&["timed out", "timeout", "time out"]);
+    run.assert_refused(&["timed out", "timeout", "slow retrieval", "no data"]);
     assert!(c.target_files().is_empty());
     assert!(server.requests().contains(&path), "{:?}", server.requests());
 }
