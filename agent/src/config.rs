@@ -54,7 +54,7 @@ pub struct Tuf {
     pub max_targets_size: u64,
     #[serde(default = "default_tuf_connect", deserialize_with = "duration")]
     pub connect_timeout: Duration,
-    /// No byte for this long: the metadata fetch fails (slow retrieval).
+    /// No byte for this long: a metadata fetch or an artifact download fails (slow retrieval).
     #[serde(default = "default_tuf_read", deserialize_with = "duration")]
     pub read_timeout: Duration,
     /// Whole-file limit of a metadata fetch.

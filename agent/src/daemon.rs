@@ -419,8 +419,9 @@ impl Daemon {
                 GONE_CHECK,
             );
             let max = target.as_ref().map(|t| t.length);
+            let idle = self.trust.as_ref().map(Trust::read_timeout);
             let fetched = tokio::select! {
-                r = self.fetch_to(&a.uri, &path, max) => r,
+                r = self.fetch_to(&a.uri, &path, max, idle) => r,
                 () = gone => {
                     tracing::info!(job = %view.id, "the job was deleted during the download: stopped");
                     self.forget(&view.id).await?;
@@ -487,12 +488,14 @@ impl Daemon {
     }
 
     /// Downloads `uri` to `path`, resuming a partial file; `max`: the most bytes the file may
-    /// have (the TUF target's length), checked while streaming.
+    /// have (the TUF target's length), checked while streaming; `idle`: the longest wait for
+    /// the next bytes (slow retrieval).
     async fn fetch_to(
         &self,
         uri: &str,
         path: &std::path::Path,
         max: Option<u64>,
+        idle: Option<Duration>,
     ) -> Result<(), String> {
         use futures_util::StreamExt;
         if let Some(dir) = path.parent() {
@@ -531,7 +534,14 @@ impl Daemon {
             .map_err(|e| e.to_string())?;
         let mut body = resp.bytes_stream();
         let mut size = if append { have } else { 0 };
-        while let Some(chunk) = body.next().await {
+        loop {
+            let next = match idle {
+                Some(d) => tokio::time::timeout(d, body.next())
+                    .await
+                    .map_err(|_| format!("no data for {}s (slow retrieval)", d.as_secs()))?,
+                None => body.next().await,
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| source::error_chain(&e))?;
             size += chunk.len() as u64;
             if let Some(m) = max.filter(|m| size > *m) {
@@ -594,7 +604,9 @@ impl Daemon {
         let verify: Option<SharedVerifier> = match &target {
             Some(t) => match trust::shared(t) {
                 Ok(v) => {
-                    image.reader = Box::pin(trust::HashingReader::new(image.reader, v.clone()));
+                    let idle = self.trust.as_ref().map(Trust::read_timeout);
+                    image.reader =
+                        Box::pin(trust::HashingReader::new(image.reader, v.clone(), idle));
                     image.len = Some(t.length);
                     Some(v)
                 }

@@ -3,6 +3,7 @@
 //! [`Trust::resolve`] before any byte is fetched, a [`HashingReader`] around the bytes going to
 //! SWUpdate, and [`finish`] in the install's `before_commit`.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -84,6 +85,7 @@ pub struct Trust {
     hwrevision_file: PathBuf,
     wait_for_sync: Option<(PathBuf, Duration)>,
     sync_waited: bool,
+    read_timeout: Duration,
 }
 
 impl Trust {
@@ -123,7 +125,13 @@ impl Trust {
                 .wait_for_time_sync
                 .then(|| (t.time_sync_file.clone(), t.time_sync_timeout)),
             sync_waited: false,
+            read_timeout: t.read_timeout,
         }))
+    }
+
+    /// `tuf.read_timeout`: the longest wait for the next bytes of a target, too.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
     }
 
     /// Refreshes the metadata (after waiting once for the clock, when configured).
@@ -283,15 +291,28 @@ pub fn finish(v: &SharedVerifier) -> Result<(), String> {
     }
 }
 
-/// Hashes what passes through; a read error as soon as more than the target's length came.
+/// Hashes what passes through; a read error as soon as more than the target's length came, or
+/// when the source has given nothing for `idle` (slow retrieval). The idle time counts only
+/// while the reader waits on its source, not while the caller is busy elsewhere.
 pub struct HashingReader {
     inner: Pin<Box<dyn AsyncRead + Send>>,
     verifier: SharedVerifier,
+    idle: Option<Duration>,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl HashingReader {
-    pub fn new(inner: Pin<Box<dyn AsyncRead + Send>>, verifier: SharedVerifier) -> HashingReader {
-        HashingReader { inner, verifier }
+    pub fn new(
+        inner: Pin<Box<dyn AsyncRead + Send>>,
+        verifier: SharedVerifier,
+        idle: Option<Duration>,
+    ) -> HashingReader {
+        HashingReader {
+            inner,
+            verifier,
+            idle,
+            waiting: None,
+        }
     }
 }
 
@@ -303,8 +324,23 @@ impl AsyncRead for HashingReader {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         match self.inner.as_mut().poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {}
-            other => return other,
+            Poll::Ready(Ok(())) => self.waiting = None,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let Some(idle) = self.idle else {
+                    return Poll::Pending;
+                };
+                let timer = self
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no data for {}s (slow retrieval)", idle.as_secs()),
+                    )));
+                }
+                return Poll::Pending;
+            }
         }
         let mut guard = self.verifier.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = guard.as_mut() {
@@ -414,7 +450,11 @@ mod tests {
             custom: Value::Null,
         };
         let v = shared(&info).unwrap();
-        let mut r = HashingReader::new(Box::pin(std::io::Cursor::new(data.clone())), v.clone());
+        let mut r = HashingReader::new(
+            Box::pin(std::io::Cursor::new(data.clone())),
+            v.clone(),
+            None,
+        );
         let mut out = Vec::new();
         r.read_to_end(&mut out).await.unwrap();
         finish(&v).unwrap();
@@ -424,15 +464,45 @@ mod tests {
         let mut r = HashingReader::new(
             Box::pin(std::io::Cursor::new(b"other img".to_vec())),
             v.clone(),
+            None,
         );
         r.read_to_end(&mut Vec::new()).await.unwrap();
         let e = finish(&v).unwrap_err();
         assert!(e.contains("sha256 is") && e.contains("f.swu"), "{e}");
 
         let v = shared(&info).unwrap();
-        let mut r = HashingReader::new(Box::pin(std::io::Cursor::new(vec![0u8; 100])), v.clone());
+        let mut r = HashingReader::new(
+            Box::pin(std::io::Cursor::new(vec![0u8; 100])),
+            v.clone(),
+            None,
+        );
         let e = r.read_to_end(&mut Vec::new()).await.unwrap_err();
         assert!(e.to_string().contains("more than its 9 bytes"), "{e}");
+    }
+
+    /// A source that stalls fails after the idle time instead of hanging.
+    #[tokio::test]
+    async fn a_stalled_source_times_out() {
+        use tokio::io::AsyncReadExt;
+        let info = TargetInfo {
+            path: "f.swu".into(),
+            length: 10,
+            hashes: [("sha256".to_owned(), "00".repeat(32))]
+                .into_iter()
+                .collect(),
+            custom: Value::Null,
+        };
+        let (_keep, rx) = tokio::io::duplex(64);
+        let mut r = HashingReader::new(
+            Box::pin(rx),
+            shared(&info).unwrap(),
+            Some(Duration::from_millis(200)),
+        );
+        let t = Instant::now();
+        let e = r.read_to_end(&mut Vec::new()).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("slow retrieval"), "{e}");
+        assert!(t.elapsed() >= Duration::from_millis(200));
     }
 
     #[test]

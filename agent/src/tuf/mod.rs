@@ -125,7 +125,13 @@ pub fn quote(s: &str) -> String {
 /// The file a target is stored under in a download directory (python-tuf's rule): its path
 /// percent-encoded as one name, `a/b/f.swu` -> `a%2Fb%2Ff.swu`.
 pub fn target_file_name(path: &str) -> String {
-    quote(path)
+    match quote(path).as_str() {
+        // Names that would mean a directory.
+        "" => "%00".to_owned(),
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        q => q.to_owned(),
+    }
 }
 
 /// A client of one repository.

@@ -757,5 +757,7 @@ fn target_url_and_file_names() {
         "http://h/t/a/b/f%201.swu"
     );
     assert_eq!(target_file_name("a/b/f 1.swu"), "a%2Fb%2Ff%201.swu");
+    assert_eq!(target_file_name(".."), "%2E%2E");
+    assert_eq!(target_file_name("../x"), "..%2Fx");
     assert_eq!(store::file_name("bins-0a"), "bins-0a.json");
 }
