@@ -67,6 +67,13 @@ pub struct Tuf {
     pub time_sync_file: PathBuf,
     #[serde(default = "default_time_sync_timeout", deserialize_with = "duration")]
     pub time_sync_timeout: Duration,
+    /// TUF-only mode (no `[wfx]`): how often the repository is polled for a newer version.
+    #[serde(default = "default_tuf_poll", deserialize_with = "duration")]
+    pub poll_interval: Duration,
+}
+
+fn default_tuf_poll() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_tuf_root() -> PathBuf {

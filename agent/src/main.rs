@@ -69,7 +69,8 @@ enum Command {
     /// Install a .swu from a file or an http(s) URL through the SWUpdate daemon.
     #[command(after_help = EXIT_CODES)]
     Install(InstallArgs),
-    /// Run as the daemon: take update jobs from wfx (the [wfx] section) and carry them through.
+    /// Run as the daemon: take update jobs from wfx (the [wfx] section) and carry them through;
+    /// without [wfx] but with [tuf], install the newest TUF target for this device (TUF-only mode).
     Run,
     /// Show the client-id, the running version, the job in hand and the last result.
     Status {
@@ -191,6 +192,19 @@ fn show_status(config: &Config, json: bool) -> u8 {
 }
 
 async fn run_daemon(config: &Config) -> u8 {
+    // TUF-only mode: no wfx, the TUF repository says what to install.
+    if config.wfx.is_none() && config.tuf.is_some() {
+        return match cip_update_agent::tuf::only::TufOnly::new(config) {
+            Ok(t) => {
+                t.run(interrupted()).await;
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::CONFIG
+            }
+        };
+    }
     match Daemon::new(config) {
         Ok(d) => {
             tracing::info!("cip-update-agent {} running", env!("CARGO_PKG_VERSION"));

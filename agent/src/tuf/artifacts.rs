@@ -18,6 +18,9 @@ use super::{Clock, HttpFetcher, TargetInfo, TargetVerifier, TufError, Updater, s
 use crate::config::Config;
 use crate::job::Artifact;
 
+/// Delegated roles read at most to list every target (RS-TUF: 256 bins and a few more).
+const MAX_ROLES: usize = 4200;
+
 /// Why an artifact cannot be installed now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -170,6 +173,20 @@ impl Trust {
             }
             Err(e) => Err(refusal("TUF metadata", e)),
         }
+    }
+
+    /// Refreshes, then lists every target the metadata vouches for (TUF-only mode).
+    pub async fn all_targets(&mut self) -> Result<Vec<TargetInfo>, Refusal> {
+        self.refresh().await?;
+        self.updater
+            .all_targets(MAX_ROLES)
+            .await
+            .map_err(|e| refusal("TUF target list", e))
+    }
+
+    /// Where a target's bytes are (after a refresh).
+    pub fn target_url(&self, info: &TargetInfo) -> Result<String, TufError> {
+        self.updater.target_url(info)
     }
 
     /// Refreshes, then finds the artifact's target and checks its hardware. Nothing of the

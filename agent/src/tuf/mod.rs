@@ -20,6 +20,7 @@ pub mod error;
 pub mod fetch;
 pub mod keys;
 pub mod metadata;
+pub mod only;
 pub mod store;
 pub mod time;
 pub mod trusted;
@@ -409,6 +410,82 @@ impl<F: Fetcher> Updater<F> {
             );
         }
         Ok(None)
+    }
+
+    /// Every target the metadata vouches for (TUF-only mode looks for the newest one): all roles
+    /// listed in snapshot and reachable through the delegations are loaded (at most
+    /// `max_roles`), then each listed path goes through the normal search, so a target counts
+    /// only where the delegations give it to the role that lists it.
+    pub async fn all_targets(&mut self, max_roles: usize) -> Result<Vec<TargetInfo>, TufError> {
+        if self.trusted.is_none() {
+            self.refresh().await?;
+        }
+        let Some(mut set) = self.trusted.take() else {
+            return Err(TufError::invalid("targets", "not loaded"));
+        };
+        let r = self.walk_all(&mut set, max_roles).await;
+        self.trusted = Some(set);
+        r
+    }
+
+    async fn walk_all(
+        &self,
+        set: &mut TrustedSet,
+        max_roles: usize,
+    ) -> Result<Vec<TargetInfo>, TufError> {
+        let listed: BTreeSet<String> = set
+            .snapshot()
+            .map(|s| {
+                s.meta
+                    .keys()
+                    .filter_map(|k| k.strip_suffix(".json"))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut queue: Vec<(String, String)> = vec![("targets".into(), "root".into())];
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut paths: BTreeSet<String> = BTreeSet::new();
+        while let Some((role, parent)) = queue.pop() {
+            if !seen.insert(role.clone()) {
+                continue;
+            }
+            if seen.len() > max_roles {
+                return Err(TufError::invalid(
+                    &role,
+                    format!("more than {max_roles} roles to read for the list of targets"),
+                ));
+            }
+            self.load_targets(set, &role, &parent).await?;
+            let Some(t) = set.targets(&role) else {
+                continue;
+            };
+            paths.extend(t.targets.keys().cloned());
+            let Some(d) = &t.delegations else {
+                continue;
+            };
+            let children: Vec<String> = match (&d.roles, &d.succinct_roles) {
+                (Some(roles), _) => roles.iter().map(|r| r.name.clone()).collect(),
+                (None, Some(s)) => listed
+                    .iter()
+                    .filter(|n| delegation::is_bin(s, n))
+                    .cloned()
+                    .collect(),
+                (None, None) => Vec::new(),
+            };
+            for c in children {
+                if listed.contains(&c) {
+                    queue.push((c, role.clone()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for p in paths {
+            if let Some(info) = self.search(set, &p).await? {
+                out.push(info);
+            }
+        }
+        Ok(out)
     }
 
     /// Where the target's bytes are: with consistent snapshots

@@ -723,6 +723,40 @@ fn succinct_hash_bins() {
 }
 
 #[test]
+fn all_targets_only_where_the_delegations_allow() {
+    let mut r = Repo::new();
+    r.targets["delegations"] = delegations(
+        &r,
+        vec![
+            role("A", &["a/*"], true, &r.deleg),
+            role("B", &["*/*"], false, &r.deleg),
+        ],
+    );
+    for n in ["A", "B"] {
+        let mut t = common("targets", 1);
+        t["targets"] = json!({});
+        r.roles.insert(n.into(), t);
+    }
+    r.add_target(None, "top.swu", b"t");
+    r.add_target(Some("A"), "a/1.swu", b"a1");
+    // Outside A's paths: not trusted from A.
+    r.add_target(Some("A"), "b/2.swu", b"a2");
+    r.add_target(Some("B"), "b/3.swu", b"b3");
+    // A is terminating for a/*: B's a/4.swu is never reached.
+    r.add_target(Some("B"), "a/4.swu", b"b4");
+    r.publish();
+    let mut u = r.client();
+    let mut got: Vec<String> = block(u.all_targets(100))
+        .unwrap()
+        .into_iter()
+        .map(|t| t.path)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["a/1.swu", "b/3.swu", "top.swu"]);
+    assert!(block(r.updater().all_targets(2)).is_err());
+}
+
+#[test]
 fn expired_delegated_role_is_expired() {
     let mut r = Repo::new();
     r.targets["delegations"] = delegations(&r, vec![role("A", &["*"], false, &r.deleg)]);
