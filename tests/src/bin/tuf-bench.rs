@@ -24,6 +24,9 @@ use serde_json::json;
 
 const TARGET: &str = "qemu-amd64/cip-core-1.5.swu";
 
+/// A client's command line up to `--metadata-dir DIR`.
+type Client<'a> = (&'a str, Box<dyn Fn(&Path) -> Command + 'a>);
+
 #[derive(Clone, Copy)]
 struct Sample {
     secs: f64,
@@ -80,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     println!("{runs} run(s) each, interleaved, median reported\n");
 
     let work = tempfile::Builder::new().prefix("tuf-bench-").tempdir()?;
-    let clients: [(&str, Box<dyn Fn(&Path) -> Command>); 2] = [
+    let clients: [Client; 2] = [
         (
             "cip-update-agent tuf-client",
             Box::new(|dir: &Path| {
@@ -110,7 +113,7 @@ fn main() -> anyhow::Result<()> {
             init.arg("init").arg(repo.initial_root());
             let st = init.status().context("init")?;
             ensure!(st.success(), "{name}: init failed");
-            for case in 0..2 {
+            for case in samples[i].iter_mut() {
                 let mut c = base(&meta);
                 c.arg("--metadata-url")
                     .arg(nginx.url("metadata"))
@@ -121,7 +124,7 @@ fn main() -> anyhow::Result<()> {
                     .arg("--target-dir")
                     .arg(&targets)
                     .arg("download");
-                samples[i][case].push(timed(&dir, c).with_context(|| name.to_string())?);
+                case.push(timed(&dir, c).with_context(|| name.to_string())?);
                 let got = fs::read(targets.join(TARGET.replace('/', "%2F")))?;
                 ensure!(got == image, "{name}: the target downloaded differs");
             }
