@@ -81,6 +81,20 @@ def generate(key_type):
     raise ValueError(f"unknown key type {key_type}")
 
 
+class Store(dict):
+    """The builder's metadata by role, read on first use (a repository has hundreds of bins and
+    an operation touches a few); `Repo.save` writes back those read."""
+
+    def __init__(self, md_dir):
+        super().__init__()
+        self.md_dir = md_dir
+
+    def __missing__(self, role):
+        md = Metadata.from_file(os.path.join(self.md_dir, role + ".json"))
+        self[role] = md
+        return md
+
+
 class Repo:
     def __init__(self, workdir):
         self.workdir = workdir
@@ -88,14 +102,12 @@ class Repo:
         self.meta_dir = os.path.join(workdir, "www", "metadata")
         self.targets_dir = os.path.join(workdir, "www", "targets")
         self.state = {}
-        self.md = {}
+        self.md = Store(os.path.join(self.work, "md"))
         self.signers = {}
         state_file = os.path.join(self.work, "state.json")
         if os.path.exists(state_file):
             with open(state_file) as f:
                 self.state = json.load(f)
-            for role in self.state["roles"]:
-                self.md[role] = Metadata.from_file(os.path.join(self.work, "md", role + ".json"))
             for role, keys in self.state["keys"].items():
                 self.signers[role] = [self.load_signer(k) for k in keys]
 
@@ -172,6 +184,7 @@ class Repo:
     def write(self, role, md, extra_signers=()):
         d = self.sign(role, md, extra_signers)
         name = "timestamp.json" if role == "timestamp" else f"{md.signed.version}.{role}.json"
+        self.state["versions"][role] = md.signed.version
         os.makedirs(self.meta_dir, exist_ok=True)
         data = json.dumps(d, indent=1, sort_keys=True).encode() + b"\n"
         with open(os.path.join(self.meta_dir, name), "wb") as f:
@@ -194,6 +207,7 @@ class Repo:
             "dirty": [],
             "targets": {},
             "old_root_keys": [],
+            "versions": {},
         }
         root = Root(expires=expires, consistent_snapshot=True)
         for role in TOP:
@@ -418,7 +432,7 @@ class Repo:
 
     def op_info(self, op):
         return {
-            "roles": {role: md.signed.version for role, md in self.md.items()},
+            "roles": self.state["versions"],
             "targets": self.state.get("targets", {}),
         }
 
