@@ -302,3 +302,86 @@ async fn wrong_hardware_is_terminated_before_any_byte_is_fetched() {
     assert!(!f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER));
     assert!(fs::read(&swu.images[0].target).unwrap().is_empty());
 }
+
+/// The job's current state and message (one GET).
+async fn state(f: &Fleet, id: &str) -> (String, String) {
+    let r = f
+        .http
+        .get(format!("{}/jobs/{id}", f.wfx.north_url()))
+        .send()
+        .await
+        .unwrap();
+    let j: Value = r.json().await.unwrap_or_default();
+    (
+        j["status"]["state"].as_str().unwrap_or("").to_string(),
+        message(&j),
+    )
+}
+
+/// Expired metadata (a frozen repository, or a device clock behind) is not the job's fault: the
+/// job waits in INSTALLING naming the expiry, nothing is fetched or installed; once the
+/// repository publishes fresh metadata the same job goes on to ACTIVATED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_metadata_makes_the_job_wait_then_it_goes_on() {
+    let mut f = Fleet::new();
+    let (swu, data, bytes) = f.swu("good", 1);
+    let url = f.publish(IMAGE, &bytes, &bytes, custom("1.0"));
+    f.repo
+        .ops(json!([{"op": "expire", "role": "timestamp"}, {"op": "publish"}]))
+        .unwrap();
+    f.start_agent();
+    let id = f
+        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, msg) = state(&f, &id).await;
+        assert!(s != "TERMINATED" && s != "ACTIVATED", "{s}: {msg}");
+        if msg.contains("expired") {
+            assert_eq!(s, "INSTALLING", "{msg}");
+            assert!(msg.contains("timestamp"), "{msg}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}: {msg}\n{}", f.agent_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(f.fetches(&url), 0);
+    assert!(!f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER));
+    f.repo
+        .ops(json!([{"op": "expire", "role": "timestamp", "past": false}, {"op": "publish"}]))
+        .unwrap();
+    let j = f.finished(&id).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    assert_eq!(fs::read(&swu.images[0].target).unwrap(), data);
+}
+
+/// After the device trusted a timestamp, the server answers an older one (rollback): the next
+/// job ends TERMINATED naming the rollback, and nothing of it is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_timestamp_terminates_the_next_job() {
+    let mut f = Fleet::new();
+    let (_, _, first) = f.swu("first", 1);
+    let old_timestamp = f.repo.metadata_bytes("timestamp.json").unwrap();
+    let url = f.publish(IMAGE, &first, &first, custom("1.0"));
+    f.start_agent();
+    let id = f
+        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
+        .await;
+    assert_eq!(f.finished(&id).await["status"]["state"], "ACTIVATED");
+
+    let (second, _, bytes) = f.swu("second", 2);
+    let url = f.publish("qemu-amd64/cip-core-1.6.swu", &bytes, &bytes, custom("1.0"));
+    fs::write(f.repo.metadata("timestamp.json"), &old_timestamp).unwrap();
+    let id = f
+        .create_job(json!({"name": "qemu-amd64/cip-core-1.6.swu", "version": "1.6", "uri": url}))
+        .await;
+    let j = f.finished(&id).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let msg = message(&j);
+    assert!(
+        msg.contains("timestamp") && msg.contains("rollback"),
+        "{msg}"
+    );
+    assert_eq!(f.fetches(&url), 0);
+    assert!(fs::read(&second.images[0].target).unwrap().is_empty());
+}
