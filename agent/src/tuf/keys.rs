@@ -37,6 +37,9 @@ fn scheme(key: &Key) -> Option<&'static dyn VerificationAlgorithm> {
 /// or hex of the raw key as older tools wrote ECDSA keys.
 fn public_bytes(key: &Key) -> Option<Vec<u8>> {
     let p = key.keyval.public.trim();
+    if p.is_empty() {
+        return None;
+    }
     if p.starts_with("-----BEGIN") {
         return SubjectPublicKeyInfoDer::from_pem_slice(p.as_bytes())
             .ok()

@@ -49,6 +49,9 @@ pub struct Key {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct KeyVal {
+    /// Absent for key types this client cannot use (such a key never verifies, but the
+    /// metadata listing it still parses, as in python-tuf).
+    #[serde(default)]
     pub public: String,
 }
 

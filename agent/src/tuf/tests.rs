@@ -756,6 +756,25 @@ fn all_targets_only_where_the_delegations_allow() {
     assert!(block(r.updater().all_targets(2)).is_err());
 }
 
+/// A key this client cannot use (another keytype, no `public`) does not stop the metadata
+/// listing it from parsing; it just never counts.
+#[test]
+fn unusable_keys_are_listed_but_never_count() {
+    let mut r = Repo::new();
+    r.root["keys"]["odd"] = json!({"keytype": "sigstore-oidc", "scheme": "Fulcio",
+        "keyval": {"identity": "a@b", "issuer": "https://x"}});
+    r.root["roles"]["targets"]["keyids"] = json!(["odd", r.tgt.id]);
+    r.publish();
+    block(r.client().refresh()).unwrap();
+    r.root["roles"]["targets"]["threshold"] = json!(2);
+    r.updater().init(&r.root_bytes()).unwrap();
+    let e = block(r.updater().refresh()).unwrap_err();
+    assert!(
+        matches!(&e, TufError::Threshold { role, valid: 1, threshold: 2 } if role == "targets"),
+        "{e}"
+    );
+}
+
 #[test]
 fn expired_delegated_role_is_expired() {
     let mut r = Repo::new();
