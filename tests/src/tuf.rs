@@ -599,3 +599,52 @@ macro_rules! tuf_tests {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A raw GET of `path`: the bytes read until the server closes, at most `max`, or until
+    /// nothing came for 1 s.
+    fn get(server: &AttackServer, path: &str, max: usize) -> Vec<u8> {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port)).expect("connect");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+        s.set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while out.len() < max {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn attack_server_serves_attacks_and_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("plain"), b"plain body").expect("write");
+        fs::write(dir.path().join("endless"), b"start").expect("write");
+        fs::write(dir.path().join("stall"), b"never sent").expect("write");
+        let server = AttackServer::start(
+            dir.path(),
+            &[("/endless", Attack::Endless), ("/stall", Attack::Stall)],
+        )
+        .expect("start");
+        let plain = get(&server, "/plain", 1 << 20);
+        assert!(plain.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(plain.ends_with(b"\r\n\r\nplain body"));
+        assert!(get(&server, "/missing", 1 << 20).starts_with(b"HTTP/1.1 404"));
+        let endless = get(&server, "/endless", 1 << 20);
+        assert!(endless.len() >= 1 << 20, "{}", endless.len());
+        let stalled = get(&server, "/stall", 1 << 20);
+        assert!(stalled.starts_with(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n"));
+        assert!(stalled.ends_with(b"\r\n\r\n"), "{stalled:?}");
+        assert_eq!(
+            server.requests(),
+            vec!["/plain", "/missing", "/endless", "/stall"]
+        );
+    }
+}
