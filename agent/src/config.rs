@@ -32,6 +32,114 @@ pub struct Config {
     pub mqtt: Option<crate::mqtt::MqttConfig>,
     /// How a device without `device.client_id` obtains one.
     pub onboarding: Onboarding,
+    /// Absent: artifacts are not verified (development only; logged loudly at start).
+    pub tuf: Option<Tuf>,
+}
+
+/// The device's TUF repository: every artifact must be one of its targets.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tuf {
+    /// The root of trust shipped in the image.
+    #[serde(default = "default_tuf_root")]
+    pub root: PathBuf,
+    /// Base URL of the metadata (`N.root.json`, `timestamp.json`, ...).
+    pub metadata_url: HttpUrl,
+    /// Base URL of the targets; an artifact without `name` is named by its `uri` below it.
+    pub targets_url: HttpUrl,
+    /// Largest metadata accepted, in bytes (endless-data protection).
+    #[serde(default = "default_root_size")]
+    pub max_root_size: u64,
+    #[serde(default = "default_timestamp_size")]
+    pub max_timestamp_size: u64,
+    #[serde(default = "default_snapshot_size")]
+    pub max_snapshot_size: u64,
+    #[serde(default = "default_targets_size")]
+    pub max_targets_size: u64,
+    #[serde(default = "default_tuf_connect", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// No byte for this long: a metadata fetch or an artifact download fails (slow retrieval).
+    #[serde(default = "default_tuf_read", deserialize_with = "duration")]
+    pub read_timeout: Duration,
+    /// Whole-file limit of a metadata fetch.
+    #[serde(default = "default_tuf_metadata", deserialize_with = "duration")]
+    pub metadata_timeout: Duration,
+    /// Wait (once, before the first refresh) until `time_sync_file` exists.
+    #[serde(default)]
+    pub wait_for_time_sync: bool,
+    #[serde(default = "default_time_sync_file")]
+    pub time_sync_file: PathBuf,
+    #[serde(default = "default_time_sync_timeout", deserialize_with = "duration")]
+    pub time_sync_timeout: Duration,
+    /// TUF-only mode (no `[wfx]`): how often the repository is polled for a newer version.
+    #[serde(default = "default_tuf_poll", deserialize_with = "duration")]
+    pub poll_interval: Duration,
+}
+
+fn default_tuf_poll() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_tuf_root() -> PathBuf {
+    PathBuf::from("/usr/share/cip-update-agent/root.json")
+}
+fn default_root_size() -> u64 {
+    512_000
+}
+fn default_timestamp_size() -> u64 {
+    16_384
+}
+fn default_snapshot_size() -> u64 {
+    2_000_000
+}
+fn default_targets_size() -> u64 {
+    5_000_000
+}
+fn default_tuf_connect() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_tuf_read() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_tuf_metadata() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_time_sync_file() -> PathBuf {
+    PathBuf::from("/run/systemd/timesync/synchronized")
+}
+fn default_time_sync_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+impl Tuf {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        for (key, v) in [
+            ("tuf.max_root_size", self.max_root_size),
+            ("tuf.max_timestamp_size", self.max_timestamp_size),
+            ("tuf.max_snapshot_size", self.max_snapshot_size),
+            ("tuf.max_targets_size", self.max_targets_size),
+        ] {
+            if v == 0 {
+                return Err((key, "must be more than 0 bytes".into()));
+            }
+        }
+        if self.root.as_os_str().is_empty() {
+            return Err(("tuf.root", "must name the trusted root file".into()));
+        }
+        Ok(())
+    }
+
+    /// The limits of the TUF client.
+    pub fn limits(&self) -> crate::tuf::Limits {
+        crate::tuf::Limits {
+            root_max: self.max_root_size,
+            timestamp_max: self.max_timestamp_size,
+            snapshot_max: self.max_snapshot_size,
+            targets_max: self.max_targets_size,
+            metadata_timeout: self.metadata_timeout,
+            ..crate::tuf::Limits::default()
+        }
+    }
 }
 
 /// Onboarding (see the `cip-onboarding` crate): used when `device.client_id` is absent.
@@ -227,6 +335,7 @@ impl Default for Config {
             proxy: Proxy::default(),
             mqtt: None,
             onboarding: Onboarding::default(),
+            tuf: None,
         }
     }
 }
@@ -426,6 +535,9 @@ impl Config {
         if let Some(m) = &self.onboarding.model {
             cip_onboarding::protocol::check_model(m)
                 .map_err(|e| ("onboarding.model", e.to_string()))?;
+        }
+        if let Some(t) = &self.tuf {
+            t.check()?;
         }
         match (&self.tls.client_cert, &self.tls.client_key) {
             (Some(_), None) => {
@@ -673,6 +785,18 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
             ),
             ("[onboarding]\nmodel = \"a\\nb\"", "onboarding.model: model"),
             ("[onboarding]\nkey = \"x\"", "unknown field `key`"),
+            (
+                "[tuf]\nmetadata_url = \"http://h/m\"",
+                "missing field `targets_url`",
+            ),
+            (
+                "[tuf]\nmetadata_url = \"http://h/m\"\ntargets_url = \"http://h/t\"\nmax_timestamp_size = 0",
+                "tuf.max_timestamp_size: must be more than 0",
+            ),
+            (
+                "[tuf]\nmetadata_url = \"http://h/m\"\ntargets_url = \"http://h/t\"\nread_timeout = \"x\"",
+                "not a duration",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();

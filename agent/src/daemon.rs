@@ -21,6 +21,7 @@ use crate::mqtt::Publisher;
 use crate::report::Reporter;
 use crate::source::{self, Opened, Source};
 use crate::swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType, Swupdate};
+use crate::tuf::artifacts::{self as trust, Refusal, SharedVerifier, Trust};
 use crate::wfx::backoff::{Backoff, jittered};
 use crate::wfx::{Job, JobStatus, WfxClient, WfxError};
 
@@ -45,6 +46,8 @@ pub enum RunError {
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Mqtt(#[from] crate::mqtt::MqttError),
+    #[error(transparent)]
+    Tuf(#[from] crate::tuf::artifacts::TrustSetupError),
 }
 
 /// What the device is, for the MQTT inventory.
@@ -81,6 +84,8 @@ pub struct Daemon {
     next_wake: Option<Instant>,
     /// When this process asked for a reboot: not again while the reboot is under way.
     reboot_issued: Option<Instant>,
+    /// `[tuf]`: every artifact must be a target; `None`: not verified (development).
+    trust: Option<Trust>,
 }
 
 /// How long a reboot may take before the agent, still running, asks again.
@@ -117,7 +122,14 @@ impl Daemon {
             }
             other => other?,
         };
+        let trust = Trust::new(config)?;
+        if trust.is_none() {
+            tracing::warn!(
+                "no [tuf] section: artifacts are NOT verified against TUF metadata (development mode only)"
+            );
+        }
         Ok(Daemon {
+            trust,
             wfx: WfxClient::new(&wfx_cfg.url.0, &client_id, http.clone()),
             wfx_cfg,
             http,
@@ -709,20 +721,34 @@ impl Daemon {
         let n = def.artifacts.len();
         for (i, a) in def.artifacts.iter().enumerate() {
             let path = self.staged_path(&view.id, i);
+            // TUF first: nothing is fetched for an artifact that is not a target.
+            let target = match self.trusted_target(view, a, "DOWNLOADING").await? {
+                Ok(t) => t,
+                Err(next) => return Ok(next),
+            };
             let gone = job_gone(
                 self.wfx.clone(),
                 self.deleted.clone(),
                 view.id.clone(),
                 GONE_CHECK,
             );
+            let max = target.as_ref().map(|t| t.length);
+            let idle = self.trust.as_ref().map(Trust::read_timeout);
             let fetched = tokio::select! {
-                r = self.fetch_to(&a.uri, &path) => r,
+                r = self.fetch_to(&a.uri, &path, max, idle) => r,
                 () = gone => {
                     tracing::info!(job = %view.id, "the job was deleted during the download: stopped");
                     self.forget(&view.id).await?;
                     return Ok(Next::Wait);
                 }
             };
+            let fetched = fetched.and_then(|()| match &target {
+                // The whole staged file, resumed parts included, against the target.
+                Some(t) => trust::verify_file(&path, t).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&path);
+                }),
+                None => Ok(()),
+            });
             if let Err(msg) = fetched {
                 let message = format!("download of {} failed: {msg}", a.uri);
                 self.record_mut(view).final_state = Some(Final {
@@ -749,17 +775,56 @@ impl Daemon {
         Ok(Next::Reload)
     }
 
-    async fn fetch_to(&self, uri: &str, path: &std::path::Path) -> Result<(), String> {
+    /// With `[tuf]`: the artifact's target (`Ok(Some)`), or the step's end: TERMINATED for an
+    /// untrusted artifact, a wait (reported in `state` with the reason) for expired metadata
+    /// or an unreachable repository. Without `[tuf]`: `Ok(None)`.
+    async fn trusted_target(
+        &mut self,
+        view: &JobView,
+        artifact: &crate::job::Artifact,
+        state: &str,
+    ) -> Result<Result<Option<crate::tuf::TargetInfo>, Next>, StepError> {
+        let Some(t) = self.trust.as_mut() else {
+            return Ok(Ok(None));
+        };
+        match t.resolve(artifact).await {
+            Ok(info) => Ok(Ok(Some(info))),
+            Err(Refusal::Terminate(message)) => {
+                tracing::warn!(job = %view.id, "{message}");
+                Ok(Err(self.terminate(view, &message, None).await?))
+            }
+            Err(Refusal::Wait(message)) => {
+                tracing::warn!(job = %view.id, "{message}");
+                self.report(view, state, None, &message, None).await?;
+                Ok(Err(Next::Wait))
+            }
+        }
+    }
+
+    /// Downloads `uri` to `path`, resuming a partial file; `max`: the most bytes the file may
+    /// have (the TUF target's length), checked while streaming; `idle`: the longest wait for
+    /// the next bytes (slow retrieval).
+    async fn fetch_to(
+        &self,
+        uri: &str,
+        path: &std::path::Path,
+        max: Option<u64>,
+        idle: Option<Duration>,
+    ) -> Result<(), String> {
         use futures_util::StreamExt;
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir)
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        let have = tokio::fs::metadata(path)
+        let mut have = tokio::fs::metadata(path)
             .await
             .map(|m| m.len())
             .unwrap_or(0);
+        if max.is_some_and(|m| have > m) {
+            let _ = tokio::fs::remove_file(path).await;
+            have = 0;
+        }
         let mut req = self.http.get(uri);
         if have > 0 {
             req = req.header("Range", format!("bytes={have}-"));
@@ -782,9 +847,25 @@ impl Daemon {
             .await
             .map_err(|e| e.to_string())?;
         let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
+        let mut size = if append { have } else { 0 };
+        loop {
+            let next = match idle {
+                Some(d) => tokio::time::timeout(d, body.next())
+                    .await
+                    .map_err(|_| format!("no data for {}s (slow retrieval)", d.as_secs()))?,
+                None => body.next().await,
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| source::error_chain(&e))?;
             crate::notify::beat();
+            size += chunk.len() as u64;
+            if let Some(m) = max.filter(|m| size > *m) {
+                drop(f);
+                let _ = tokio::fs::remove_file(path).await;
+                return Err(format!(
+                    "more than the {m} bytes of the TUF target arrived (endless data?)"
+                ));
+            }
             f.write_all(&chunk).await.map_err(|e| e.to_string())?;
         }
         f.sync_all().await.map_err(|e| e.to_string())
@@ -808,6 +889,11 @@ impl Daemon {
             .name
             .clone()
             .unwrap_or_else(|| artifact.uri.clone());
+        // TUF before any byte: an untrusted artifact ends the job here.
+        let target = match self.trusted_target(view, artifact, "INSTALLING").await? {
+            Ok(t) => t,
+            Err(next) => return Ok(next),
+        };
         self.report(
             view,
             "INSTALLING",
@@ -825,9 +911,23 @@ impl Daemon {
                 Err(e) => return self.terminate(view, &e, None).await,
             }
         };
-        let image: Opened = match source::open_with(&src, &self.http).await {
+        let mut image: Opened = match source::open_with(&src, &self.http).await {
             Ok(i) => i,
             Err(e) => return self.terminate(view, &e.to_string(), None).await,
+        };
+        // Hashed on the way into SWUpdate; judged before the commit.
+        let verify: Option<SharedVerifier> = match &target {
+            Some(t) => match trust::shared(t) {
+                Ok(v) => {
+                    let idle = self.trust.as_ref().map(Trust::read_timeout);
+                    image.reader =
+                        Box::pin(trust::HashingReader::new(image.reader, v.clone(), idle));
+                    image.len = Some(t.length);
+                    Some(v)
+                }
+                Err(e) => return self.terminate(view, &e.to_string(), None).await,
+            },
+            None => None,
         };
         let req = InstallRequest {
             run: if dry_run {
@@ -852,6 +952,7 @@ impl Daemon {
             sent_pct: None,
             reporter: &self.reporter,
             bytes: 0,
+            verify,
             commit: Some(CommitRecord {
                 journal: &mut self.journal,
                 store: &self.store,
@@ -1064,6 +1165,8 @@ struct WfxProgress<'a> {
     bytes: u64,
     /// The last percentage sent: the same one is not sent again.
     sent_pct: Option<u32>,
+    /// The TUF target's verifier, fed by the reader: no commit unless it says yes.
+    verify: Option<SharedVerifier>,
 }
 
 impl WfxProgress<'_> {
@@ -1127,6 +1230,9 @@ impl Observer for WfxProgress<'_> {
     }
 
     fn before_commit(&mut self) -> Result<(), String> {
+        if let Some(v) = &self.verify {
+            trust::finish(v)?;
+        }
         let Some(c) = self.commit.as_mut() else {
             return Ok(());
         };

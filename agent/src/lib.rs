@@ -20,5 +20,6 @@ pub mod source;
 pub mod status;
 pub mod swu;
 pub mod swupdate;
+pub mod tuf;
 pub mod view;
 pub mod wfx;

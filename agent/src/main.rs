@@ -71,7 +71,8 @@ enum Command {
     /// Install a .swu from a file or an http(s) URL through the SWUpdate daemon.
     #[command(after_help = EXIT_CODES)]
     Install(InstallArgs),
-    /// Run as the daemon: take update jobs from wfx (the [wfx] section) and carry them through.
+    /// Run as the daemon: take update jobs from wfx (the [wfx] section) and carry them through;
+    /// without [wfx] but with [tuf], install the newest TUF target for this device (TUF-only mode).
     Run,
     /// Obtain the client-id through the wfx onboarding workflow, store it, print it and exit
     /// (at once when the device has one). Exit code 12: the fleet rejected the device.
@@ -90,6 +91,8 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// TUF client (the tuf-conformance CLI): init, refresh, download. Exit 0 on success, 1 otherwise.
+    TufClient(cip_update_agent::tuf::cli::TufClientArgs),
 }
 
 #[derive(Args)]
@@ -165,6 +168,15 @@ fn main() -> ExitCode {
         Command::Status { json } => show_status(&config, json),
         Command::Confirm => confirm(&config),
         Command::Reboot { force } => rt.block_on(reboot(&config, force)),
+        Command::TufClient(args) => {
+            match rt.block_on(cip_update_agent::tuf::cli::run(args, &config)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit::FAILURE
+                }
+            }
+        }
     };
     // A read blocked in the blocking pool (a pipe that stays open after an interrupt) must not
     // hold the exit.
@@ -310,6 +322,19 @@ async fn run_daemon(config: &Config) -> u8 {
         }
     }
     let config = &config;
+    // TUF-only mode: no wfx, the TUF repository says what to install.
+    if config.wfx.is_none() && config.tuf.is_some() {
+        return match cip_update_agent::tuf::only::TufOnly::new(config) {
+            Ok(t) => {
+                t.run(interrupted()).await;
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::CONFIG
+            }
+        };
+    }
     match Daemon::new(config) {
         Ok(d) => {
             tracing::info!("cip-update-agent {} running", env!("CARGO_PKG_VERSION"));

@@ -25,6 +25,7 @@ pub mod replay;
 pub mod slow_http;
 pub mod swu;
 pub mod swupdate;
+pub mod tuf;
 pub mod wfx;
 
 use std::net::{Ipv4Addr, TcpListener};

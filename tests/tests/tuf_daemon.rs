@@ -1,0 +1,387 @@
+//! `cip-update-agent run` with `[tuf]`, end to end: DAU jobs on the wfx emulator, an RS-TUF-shaped
+//! repository (python-tuf, 16 succinct bins) whose targets are signed `.swu` files, served by
+//! nginx, installed by the real SWUpdate daemon into file targets.
+//!
+//! wfx is not trusted for content: a job naming an artifact that the TUF metadata does not vouch
+//! for ends TERMINATED, and SWUpdate is never asked to install it (its log shows no install
+//! request); wrong hardware ends TERMINATED before any byte is fetched (nginx's access log); a
+//! target whose served bytes differ from its hashes reaches SWUpdate only as an install that is
+//! abandoned before its commit (nothing written to the target); a trusted artifact is ACTIVATED.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cip_update_agent_tests::agent::agent_cmd;
+use cip_update_agent_tests::nginx::Nginx;
+use cip_update_agent_tests::pki::TestCert;
+use cip_update_agent_tests::process::GroupChild;
+use cip_update_agent_tests::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
+use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::tuf::TufRepo;
+use cip_update_agent_tests::wfx::WfxEmulator;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const CLIENT: &str = "dev-0042";
+const IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
+/// What SWUpdate logs when an install request arrives on its control socket (and nothing else
+/// does): its absence shows that SWUpdate received no install.
+const SWUPDATE_INSTALL_MARKER: &str = "Incoming network request";
+
+struct Fleet {
+    dir: TempDir,
+    cert: TestCert,
+    repo: TufRepo,
+    swupdate: SwupdateDaemon,
+    nginx: Nginx,
+    wfx: WfxEmulator,
+    http: reqwest::Client,
+    agent: Option<GroupChild>,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = TestCert::generate(dir.path()).unwrap();
+        let repo = TufRepo::rs_tuf(4).unwrap();
+        // SWUpdate is told `board:1.0` (DaemonOptions' default); the agent reads the same
+        // from its hwrevision file ("board revision").
+        fs::write(dir.path().join("hwrevision"), "board 1.0\n").unwrap();
+        Fleet {
+            swupdate: SwupdateDaemon::start(&DaemonOptions::new(&cert)).unwrap(),
+            nginx: Nginx::start(&repo.www()).unwrap(),
+            wfx: WfxEmulator::start_default().unwrap(),
+            http: reqwest::Client::new(),
+            repo,
+            dir,
+            cert,
+            agent: None,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A signed .swu of a random image writing `<name>.target`; its bytes.
+    fn swu(&self, name: &str, seed: u64) -> (BuiltSwu, Vec<u8>, Vec<u8>) {
+        let data = random_bytes(50_000, seed);
+        let file = self.path(&format!("{name}.swu"));
+        let swu = SwuBuilder::new()
+            .image(Image::raw(
+                "rootfs.img",
+                data.clone(),
+                self.path(&format!("{name}.target")),
+            ))
+            .build(&self.cert, &file)
+            .unwrap();
+        let bytes = fs::read(&file).unwrap();
+        (swu, data, bytes)
+    }
+
+    /// Lists `bytes` as target `path` with `custom`, serving `served` in its place; the URL.
+    fn publish(&self, path: &str, bytes: &[u8], served: &[u8], custom: Value) -> String {
+        let r = self
+            .repo
+            .ops(json!([
+                {"op": "add_target", "path": path, "data_hex": hex::encode(bytes),
+                 "served_hex": hex::encode(served), "custom": custom},
+                {"op": "publish"},
+            ]))
+            .unwrap();
+        self.nginx
+            .url(&format!("targets/{}", r[0]["stored"].as_str().unwrap()))
+    }
+
+    fn start_agent(&mut self) {
+        let cfg = self.path("agent.toml");
+        fs::write(
+            &cfg,
+            format!(
+                "state_dir = {state:?}\n\
+                 [device]\nclient_id = \"{CLIENT}\"\nhwrevision_file = {hw:?}\n\
+                 [wfx]\nurl = \"{wfx}\"\npoll_interval = \"2s\"\n\
+                 [swupdate]\ncontrol_socket = {ctl:?}\nprogress_socket = {prog:?}\n\
+                 [tuf]\nroot = {root:?}\nmetadata_url = \"{md}\"\ntargets_url = \"{tg}\"\n",
+                state = self.path("state"),
+                hw = self.path("hwrevision"),
+                wfx = self.wfx.south_url(),
+                ctl = self.swupdate.control_socket(),
+                prog = self.swupdate.progress_socket(),
+                root = self.repo.initial_root(),
+                md = self.nginx.url("metadata"),
+                tg = self.nginx.url("targets"),
+            ),
+        )
+        .unwrap();
+        let mut c: Command = agent_cmd().unwrap();
+        c.arg("--config").arg(&cfg).arg("run");
+        c.stdout(fs::File::create(self.path("agent.log")).unwrap());
+        c.stderr(fs::File::create(self.path("agent.err")).unwrap());
+        self.agent = Some(GroupChild::spawn(c, "cip-update-agent").unwrap());
+    }
+
+    fn agent_log(&self) -> String {
+        fs::read_to_string(self.path("agent.err")).unwrap_or_default()
+    }
+
+    async fn create_job(&self, artifact: Value) -> String {
+        let definition = json!({"version": "1.0", "type": ["firmware"], "artifacts": [artifact]});
+        let r = self
+            .http
+            .post(format!("{}/jobs", self.wfx.north_url()))
+            .json(
+                &json!({"clientId": CLIENT, "workflow": "wfx.workflow.dau.direct",
+                          "definition": definition}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Waits (60 s) until the job is ACTIVATED or TERMINATED; returns it.
+    async fn finished(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self
+                .http
+                .get(format!("{}/jobs/{id}", self.wfx.north_url()))
+                .send()
+                .await
+                .unwrap();
+            if r.status().is_success() {
+                let j: Value = r.json().await.unwrap();
+                let s = j["status"]["state"].as_str().unwrap_or("").to_owned();
+                if s == "ACTIVATED" || s == "TERMINATED" {
+                    eprintln!("job {id}: {s}: {}", j["status"]["message"]);
+                    eprintln!("SWUpdate's log:\n{}", self.swupdate.log());
+                    return j;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not end; agent log:\n{}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Requests nginx saw for `path` (e.g. `/targets/...`).
+    fn fetches(&self, url: &str) -> usize {
+        let path = url.splitn(4, '/').nth(3).unwrap_or("");
+        let needle = format!("GET /{path} ");
+        self.nginx.access_log().matches(&needle).count()
+    }
+}
+
+fn custom(hardware: &str) -> Value {
+    json!({"version": "1.5", "board": "board", "hardware": [hardware]})
+}
+
+fn message(j: &Value) -> String {
+    j["status"]["message"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_artifact_is_activated() {
+    let mut f = Fleet::new();
+    let (swu, data, bytes) = f.swu("good", 1);
+    let url = f.publish(IMAGE, &bytes, &bytes, custom("1.0"));
+    f.start_agent();
+    let id = f
+        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
+        .await;
+    let j = f.finished(&id).await;
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert_eq!(fs::read(&swu.images[0].target).unwrap(), data);
+    let log = f.swupdate.log();
+    assert!(log.contains(SWUPDATE_INSTALL_MARKER) && log.contains("SWUPDATE successful"));
+    assert_eq!(f.fetches(&url), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_that_is_not_a_target_is_terminated_and_swupdate_gets_nothing() {
+    let mut f = Fleet::new();
+    let (_, _, good) = f.swu("good", 1);
+    f.publish(IMAGE, &good, &good, custom("1.0"));
+    // A validly signed .swu that SWUpdate would install, served but not a target.
+    let (evil, _, evil_bytes) = f.swu("evil", 2);
+    let dir = f.repo.www().join("targets/qemu-amd64");
+    fs::write(dir.join("evil.swu"), &evil_bytes).unwrap();
+    let url = f.nginx.url("targets/qemu-amd64/evil.swu");
+    f.start_agent();
+    let id = f
+        .create_job(json!({"name": "qemu-amd64/evil.swu", "version": "6.6", "uri": url}))
+        .await;
+    let j = f.finished(&id).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let msg = message(&j);
+    assert!(
+        msg.contains("qemu-amd64/evil.swu") && msg.contains("not a target"),
+        "{msg}"
+    );
+    assert_eq!(f.fetches(&url), 0, "{}", f.nginx.access_log());
+    assert!(
+        !f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER),
+        "{}",
+        f.swupdate.log()
+    );
+    assert!(fs::read(&evil.images[0].target).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_named_by_uri_only_must_be_a_target_too() {
+    let mut f = Fleet::new();
+    let (_, _, good) = f.swu("good", 1);
+    f.publish(IMAGE, &good, &good, custom("1.0"));
+    let (evil, _, evil_bytes) = f.swu("evil", 2);
+    fs::write(f.repo.www().join("targets/evil.swu"), &evil_bytes).unwrap();
+    let url = f.nginx.url("targets/evil.swu");
+    f.start_agent();
+    let id = f
+        .create_job(json!({"name": "", "version": "6.6", "uri": url}))
+        .await;
+    let j = f.finished(&id).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    assert!(message(&j).contains("not a target"), "{}", message(&j));
+    assert_eq!(f.fetches(&url), 0);
+    assert!(!f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER));
+    assert!(fs::read(&evil.images[0].target).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_whose_bytes_differ_is_terminated_and_nothing_is_installed() {
+    let mut f = Fleet::new();
+    let (good, _, good_bytes) = f.swu("good", 1);
+    // Another validly signed .swu of the same length, served in the target's place.
+    let (evil, _, evil_bytes) = f.swu("evil", 2);
+    assert_eq!(good_bytes.len(), evil_bytes.len());
+    let url = f.publish(IMAGE, &good_bytes, &evil_bytes, custom("1.0"));
+    f.start_agent();
+    let id = f
+        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
+        .await;
+    let j = f.finished(&id).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let msg = message(&j);
+    assert!(msg.contains(IMAGE) && msg.contains("sha256"), "{msg}");
+    // SWUpdate saw an install that was cut before its end, and refused it.
+    let log = f.swupdate.log();
+    assert!(!log.contains("SWUPDATE successful"), "{log}");
+    assert!(fs::read(&evil.images[0].target).unwrap().is_empty());
+    assert!(fs::read(&good.images[0].target).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hardware_is_terminated_before_any_byte_is_fetched() {
+    let mut f = Fleet::new();
+    let (swu, _, bytes) = f.swu("other", 1);
+    let url = f.publish(IMAGE, &bytes, &bytes, custom("2.0"));
+    f.start_agent();
+    let id = f
+        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
+        .await;
+    let j = f.finished(&id).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let msg = message(&j);
+    assert!(msg.contains("hardware") && msg.contains(IMAGE), "{msg}");
+    assert_eq!(f.fetches(&url), 0, "{}", f.nginx.access_log());
+    assert!(!f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER));
+    assert!(fs::read(&swu.images[0].target).unwrap().is_empty());
+}
+
+/// The job's current state and message (one GET).
+async fn state(f: &Fleet, id: &str) -> (String, String) {
+    let r = f
+        .http
+        .get(format!("{}/jobs/{id}", f.wfx.north_url()))
+        .send()
+        .await
+        .unwrap();
+    let j: Value = r.json().await.unwrap_or_default();
+    (
+        j["status"]["state"].as_str().unwrap_or("").to_string(),
+        message(&j),
+    )
+}
+
+/// Expired metadata (a frozen repository, or a device clock behind) is not the job's fault: the
+/// job waits in INSTALLING naming the expiry, nothing is fetched or installed; once the
+/// repository publishes fresh metadata the same job goes on to ACTIVATED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_metadata_makes_the_job_wait_then_it_goes_on() {
+    let mut f = Fleet::new();
+    let (swu, data, bytes) = f.swu("good", 1);
+    let url = f.publish(IMAGE, &bytes, &bytes, custom("1.0"));
+    f.repo
+        .ops(json!([{"op": "expire", "role": "timestamp"}, {"op": "publish"}]))
+        .unwrap();
+    f.start_agent();
+    let id = f
+        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, msg) = state(&f, &id).await;
+        assert!(s != "TERMINATED" && s != "ACTIVATED", "{s}: {msg}");
+        if msg.contains("expired") {
+            assert_eq!(s, "INSTALLING", "{msg}");
+            assert!(msg.contains("timestamp"), "{msg}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}: {msg}\n{}", f.agent_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(f.fetches(&url), 0);
+    assert!(!f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER));
+    f.repo
+        .ops(json!([{"op": "expire", "role": "timestamp", "past": false}, {"op": "publish"}]))
+        .unwrap();
+    let j = f.finished(&id).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    assert_eq!(fs::read(&swu.images[0].target).unwrap(), data);
+}
+
+/// After the device trusted a timestamp, the server answers an older one (rollback): the next
+/// job ends TERMINATED naming the rollback, and nothing of it is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_timestamp_terminates_the_next_job() {
+    let mut f = Fleet::new();
+    let (_, _, first) = f.swu("first", 1);
+    let old_timestamp = f.repo.metadata_bytes("timestamp.json").unwrap();
+    let url = f.publish(IMAGE, &first, &first, custom("1.0"));
+    f.start_agent();
+    let id = f
+        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
+        .await;
+    assert_eq!(f.finished(&id).await["status"]["state"], "ACTIVATED");
+
+    let (second, _, bytes) = f.swu("second", 2);
+    let url = f.publish("qemu-amd64/cip-core-1.6.swu", &bytes, &bytes, custom("1.0"));
+    fs::write(f.repo.metadata("timestamp.json"), &old_timestamp).unwrap();
+    let id = f
+        .create_job(json!({"name": "qemu-amd64/cip-core-1.6.swu", "version": "1.6", "uri": url}))
+        .await;
+    let j = f.finished(&id).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let msg = message(&j);
+    assert!(
+        msg.contains("timestamp") && msg.contains("rollback"),
+        "{msg}"
+    );
+    assert_eq!(f.fetches(&url), 0);
+    assert!(fs::read(&second.images[0].target).unwrap().is_empty());
+}
