@@ -81,7 +81,21 @@ pub fn client(
             .no_proxy(reqwest::NoProxy::from_string(&proxy.no_proxy.join(",")));
         b = b.proxy(p);
     }
-    b.build().map_err(|e| HttpSetupError::Build(e.to_string()))
+    b.build().map_err(|e| HttpSetupError::Build(with_sources(&e)))
+}
+
+/// The error and its causes: reqwest's own message is only "builder error", the reason (e.g. no
+/// CA certificate in the system's trust store: a device without `ca-certificates`) is in its
+/// sources.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -91,6 +105,26 @@ mod tests {
     #[test]
     fn defaults_build() {
         client(&Tls::default(), &Proxy::default(), Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn causes_are_kept() {
+        let inner = std::io::Error::other("no CA certificates found");
+        let outer = std::io::Error::other(Wrapped(inner));
+        assert_eq!(with_sources(&outer), "wrapped: no CA certificates found");
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
     }
 
     #[test]
