@@ -81,7 +81,8 @@ pub fn client(
             .no_proxy(reqwest::NoProxy::from_string(&proxy.no_proxy.join(",")));
         b = b.proxy(p);
     }
-    b.build().map_err(|e| HttpSetupError::Build(with_sources(&e)))
+    b.build()
+        .map_err(|e| HttpSetupError::Build(with_sources(&e)))
 }
 
 /// The error and its causes: reqwest's own message is only "builder error", the reason (e.g. no
