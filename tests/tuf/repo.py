@@ -17,7 +17,7 @@ JSON), so that a client storing re-serialized metadata instead of the bytes it r
 Operations (fields other than `op` are optional unless said):
   init            bins_bits (int or null: no bins), key_type ("ed25519", "rsa", "ecdsa"),
                   expires_days (365)
-  add_target      path (required), data (text) or data_hex, custom (object), role (the role that
+  add_target      path (required), data (text) or data_hex or data_file (a path), custom (object), role (the role that
                   lists it; default: its bin, or `targets` without bins), hashes (["sha256"]),
                   served_hex (the bytes served instead of data), length (override),
                   hash_overrides ({"sha512": hex}: listed instead of the true hash), serve (true)
@@ -251,6 +251,9 @@ class Repo:
         path = op["path"]
         if "data_hex" in op:
             data = bytes.fromhex(op["data_hex"])
+        elif "data_file" in op:
+            with open(op["data_file"], "rb") as f:
+                data = f.read()
         else:
             data = op.get("data", path).encode()
         target = TargetFile.from_data(path, data, op.get("hashes", ["sha256"]))
