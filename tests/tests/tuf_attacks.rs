@@ -551,13 +551,25 @@ tuf_tests!(
 
 // Slow retrieval: the agent only (python-tuf's fetcher has a fixed 30 s socket timeout, too slow
 // for the suite). A server that sends the headers, then nothing: the client gives up after its
-// read timeout, exits 1 and names the timeout; it never hangs.
+// read timeout, exits 1 and names the timeout; it never hangs. A server that dribbles a byte at a
+// time: the whole-file timeout ends it.
 
 fn stalled(path_of: impl Fn(&Served) -> String) {
+    slow(path_of, Attack::Stall);
+}
+
+fn slow(path_of: impl Fn(&Served) -> String, attack: Attack) {
     let (s, c) = setup(ClientKind::Agent);
     let path = path_of(&s);
-    let c = c.options(&["--read-timeout", "2s", "--connect-timeout", "2s"]);
-    let server = AttackServer::start(&s.repo.www(), &[(&path, Attack::Stall)]).unwrap();
+    let c = c.options(&[
+        "--read-timeout",
+        "2s",
+        "--connect-timeout",
+        "2s",
+        "--metadata-timeout",
+        "4s",
+    ]);
+    let server = AttackServer::start(&s.repo.www(), &[(&path, attack)]).unwrap();
     let run = c
         .download(&server.url("metadata"), &server.url("targets"), &[IMAGE])
         .unwrap();
@@ -588,4 +600,11 @@ fn slow_retrieval_of_target() {
         let f = s.repo.target_file(IMAGE).unwrap();
         format!("/{}", f.strip_prefix(s.repo.www()).unwrap().display())
     });
+}
+
+/// A timestamp sent one byte every 500 ms (a read timeout never fires): the whole-file metadata
+/// timeout ends it.
+#[test]
+fn slow_retrieval_of_a_dribbled_timestamp() {
+    slow(|_| "/metadata/timestamp.json".to_string(), Attack::Dribble);
 }
