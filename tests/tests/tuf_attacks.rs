@@ -210,6 +210,33 @@ fn rollback_bin(kind: ClientKind) {
     assert_eq!(trusted(&c, &roles), before);
 }
 
+/// Fast-forward recovery: a timestamp pushed to version 1000 (as with a stolen timestamp key) is
+/// trusted; the repository then rotates the timestamp key in a new root and goes on at version
+/// 5. The client drops the timestamp signed by the old key and accepts the new one; without the
+/// rotation, version 5 after 1000 is a rollback.
+fn fast_forward_recovery_by_key_rotation(kind: ClientKind) {
+    let (s, c) = setup(kind);
+    s.repo
+        .op(json!({"op": "publish", "timestamp_version": 1000}))
+        .unwrap();
+    s.refresh(&c).unwrap().assert_ok();
+    assert_eq!(c.trusted_version("timestamp"), Some(1000));
+    s.repo
+        .op(json!({"op": "publish", "timestamp_version": 5}))
+        .unwrap();
+    s.refresh(&c).unwrap().assert_refused(VERSION_WORDS);
+    s.repo
+        .ops(json!([
+            {"op": "set_keys", "role": "timestamp"},
+            {"op": "publish", "timestamp_version": 6},
+        ]))
+        .unwrap();
+    s.download(&c, &[IMAGE]).unwrap().assert_ok();
+    assert_eq!(c.trusted_version("root"), Some(2));
+    assert_eq!(c.trusted_version("timestamp"), Some(6));
+    assert_eq!(c.target(IMAGE).as_deref(), Some(IMAGE_DATA));
+}
+
 // Freeze ------------------------------------------------------------------------------------
 
 fn freeze(kind: ClientKind, role: &str) {
@@ -525,6 +552,7 @@ tuf_tests!(
     rollback_snapshot,
     rollback_targets,
     rollback_bin,
+    fast_forward_recovery_by_key_rotation,
     freeze_root,
     freeze_timestamp,
     freeze_snapshot,
