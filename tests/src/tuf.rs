@@ -387,6 +387,8 @@ pub enum Attack {
     Endless,
     /// The status line and headers of the file, then nothing, the connection held open.
     Stall,
+    /// The file one byte every 500 ms: never silent long enough for a read timeout.
+    Dribble,
 }
 
 /// A static HTTP server of a directory on 127.0.0.1 that attacks chosen paths. GET only, one
@@ -507,6 +509,22 @@ fn serve(
                     break;
                 }
                 s.write_all(&spaces)?;
+            }
+            Ok(())
+        }
+        Some(Attack::Dribble) => {
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                data.len()
+            )?;
+            for byte in data.chunks(1) {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                s.write_all(byte)?;
+                s.flush()?;
+                thread::sleep(Duration::from_millis(500));
             }
             Ok(())
         }

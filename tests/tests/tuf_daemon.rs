@@ -7,6 +7,9 @@
 //! request); wrong hardware ends TERMINATED before any byte is fetched (nginx's access log); a
 //! target whose served bytes differ from its hashes reaches SWUpdate only as an install that is
 //! abandoned before its commit (nothing written to the target); a trusted artifact is ACTIVATED.
+//! Phased jobs verify the download whole before DOWNLOADED. Expired metadata makes a job wait;
+//! a rolled-back timestamp ends it. Without `[wfx]` (TUF-only mode) the agent installs the newest
+//! target for its hardware above the running version, once.
 
 use std::fs;
 use std::path::PathBuf;
@@ -96,18 +99,27 @@ impl Fleet {
     }
 
     fn start_agent(&mut self) {
+        let wfx = format!(
+            "[device]\nclient_id = \"{CLIENT}\"\nhwrevision_file = {hw:?}\n\
+             [wfx]\nurl = \"{wfx}\"\npoll_interval = \"2s\"\n",
+            hw = self.path("hwrevision"),
+            wfx = self.wfx.south_url(),
+        );
+        self.start_agent_with(&wfx, "");
+    }
+
+    /// The agent with `device_and_wfx` (the `[device]` and `[wfx]` sections) and `tuf_extra`
+    /// (more `[tuf]` keys).
+    fn start_agent_with(&mut self, device_and_wfx: &str, tuf_extra: &str) {
         let cfg = self.path("agent.toml");
         fs::write(
             &cfg,
             format!(
-                "state_dir = {state:?}\n\
-                 [device]\nclient_id = \"{CLIENT}\"\nhwrevision_file = {hw:?}\n\
-                 [wfx]\nurl = \"{wfx}\"\npoll_interval = \"2s\"\n\
+                "state_dir = {state:?}\n{device_and_wfx}\
                  [swupdate]\ncontrol_socket = {ctl:?}\nprogress_socket = {prog:?}\n\
-                 [tuf]\nroot = {root:?}\nmetadata_url = \"{md}\"\ntargets_url = \"{tg}\"\n",
+                 [tuf]\nroot = {root:?}\nmetadata_url = \"{md}\"\ntargets_url = \"{tg}\"\n\
+                 {tuf_extra}",
                 state = self.path("state"),
-                hw = self.path("hwrevision"),
-                wfx = self.wfx.south_url(),
                 ctl = self.swupdate.control_socket(),
                 prog = self.swupdate.progress_socket(),
                 root = self.repo.initial_root(),
@@ -128,14 +140,16 @@ impl Fleet {
     }
 
     async fn create_job(&self, artifact: Value) -> String {
+        self.create_job_in("wfx.workflow.dau.direct", artifact)
+            .await
+    }
+
+    async fn create_job_in(&self, workflow: &str, artifact: Value) -> String {
         let definition = json!({"version": "1.0", "type": ["firmware"], "artifacts": [artifact]});
         let r = self
             .http
             .post(format!("{}/jobs", self.wfx.north_url()))
-            .json(
-                &json!({"clientId": CLIENT, "workflow": "wfx.workflow.dau.direct",
-                          "definition": definition}),
-            )
+            .json(&json!({"clientId": CLIENT, "workflow": workflow, "definition": definition}))
             .send()
             .await
             .unwrap();
@@ -146,7 +160,8 @@ impl Fleet {
             .to_owned()
     }
 
-    /// Waits (60 s) until the job is ACTIVATED or TERMINATED; returns it.
+    /// Waits (60 s) until the job is ACTIVATED or TERMINATED, making the operator's moves of a
+    /// phased job at once (DOWNLOAD, INSTALL); returns it.
     async fn finished(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -159,6 +174,21 @@ impl Fleet {
             if r.status().is_success() {
                 let j: Value = r.json().await.unwrap();
                 let s = j["status"]["state"].as_str().unwrap_or("").to_owned();
+                let operator = match s.as_str() {
+                    "CREATED" => Some("DOWNLOAD"),
+                    "DOWNLOADED" => Some("INSTALL"),
+                    _ => None,
+                };
+                if let Some(next) = operator {
+                    let r = self
+                        .http
+                        .put(format!("{}/jobs/{id}/status", self.wfx.north_url()))
+                        .json(&json!({"state": next}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+                }
                 if s == "ACTIVATED" || s == "TERMINATED" {
                     eprintln!("job {id}: {s}: {}", j["status"]["message"]);
                     eprintln!("SWUpdate's log:\n{}", self.swupdate.log());
@@ -384,4 +414,147 @@ async fn a_rolled_back_timestamp_terminates_the_next_job() {
     );
     assert_eq!(f.fetches(&url), 0);
     assert!(fs::read(&second.images[0].target).unwrap().is_empty());
+}
+
+const PHASED: &str = "wfx.workflow.dau.phased";
+
+/// Files left under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phased_a_trusted_artifact_is_activated() {
+    let mut f = Fleet::new();
+    let (swu, data, bytes) = f.swu("good", 1);
+    let url = f.publish(IMAGE, &bytes, &bytes, custom("1.0"));
+    f.start_agent();
+    let id = f
+        .create_job_in(PHASED, json!({"name": IMAGE, "version": "1.5", "uri": url}))
+        .await;
+    let j = f.finished(&id).await;
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert_eq!(fs::read(&swu.images[0].target).unwrap(), data);
+    assert_eq!(f.fetches(&url), 1);
+}
+
+/// Phased: the download is verified whole before DOWNLOADED; other bytes end the job at the
+/// download, the staged file is removed, and SWUpdate is never asked to install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phased_a_target_whose_bytes_differ_is_terminated_at_download() {
+    let mut f = Fleet::new();
+    let (good, _, good_bytes) = f.swu("good", 1);
+    let (evil, _, evil_bytes) = f.swu("evil", 2);
+    let url = f.publish(IMAGE, &good_bytes, &evil_bytes, custom("1.0"));
+    f.start_agent();
+    let id = f
+        .create_job_in(PHASED, json!({"name": IMAGE, "version": "1.5", "uri": url}))
+        .await;
+    let j = f.finished(&id).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let msg = message(&j);
+    assert!(msg.contains("sha256") && msg.contains(IMAGE), "{msg}");
+    assert!(!f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER));
+    assert!(fs::read(&evil.images[0].target).unwrap().is_empty());
+    assert!(fs::read(&good.images[0].target).unwrap().is_empty());
+    let staged = files_under(&f.path("state/staging"));
+    assert!(staged.is_empty(), "{staged:?}");
+}
+
+/// Phased: a server sending more than the target's length is cut at that length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phased_a_target_longer_than_its_length_is_terminated_at_download() {
+    let mut f = Fleet::new();
+    let (_, _, bytes) = f.swu("good", 1);
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(&[0u8; 100_000]);
+    let url = f.publish(IMAGE, &bytes, &longer, custom("1.0"));
+    f.start_agent();
+    let id = f
+        .create_job_in(PHASED, json!({"name": IMAGE, "version": "1.5", "uri": url}))
+        .await;
+    let j = f.finished(&id).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let msg = message(&j);
+    assert!(msg.contains("more than"), "{msg}");
+    assert!(!f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER));
+}
+
+/// TUF-only mode (no `[wfx]`): the agent installs the newest target for its hardware above the
+/// running version (1.6 over 1.5; not 1.4, not 1.9 made for other hardware), once, over
+/// several polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuf_only_installs_the_newest_target_for_this_hardware_once() {
+    let mut f = Fleet::new();
+    let board =
+        |version: &str, hw: &str| json!({"version": version, "board": "board", "hardware": [hw]});
+    let (old, _, old_bytes) = f.swu("old", 3);
+    let (good, data, good_bytes) = f.swu("good", 1);
+    let (other, _, other_bytes) = f.swu("other", 2);
+    f.publish(
+        "qemu-amd64/cip-core-1.4.swu",
+        &old_bytes,
+        &old_bytes,
+        board("1.4", "1.0"),
+    );
+    f.publish(
+        "qemu-amd64/cip-core-1.6.swu",
+        &good_bytes,
+        &good_bytes,
+        board("1.6", "1.0"),
+    );
+    f.publish(
+        "qemu-amd64/cip-core-1.9.swu",
+        &other_bytes,
+        &other_bytes,
+        board("1.9", "2.0"),
+    );
+    fs::write(f.path("version"), "1.5\n").unwrap();
+    let device = format!(
+        "[device]\nhwrevision_file = {:?}\nversion_file = {:?}\n",
+        f.path("hwrevision"),
+        f.path("version")
+    );
+    f.start_agent_with(&device, "poll_interval = \"1s\"\n");
+    let record = f.path("state/tuf-only.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rec: Value = fs::read(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let done = rec["done"].as_array().cloned().unwrap_or_default();
+        let installed = done.iter().any(|d| {
+            d.as_str()
+                .is_some_and(|d| d.starts_with("qemu-amd64/cip-core-1.6.swu@"))
+        });
+        if installed && rec["pending"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rec}\n{}", f.agent_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(fs::read(&good.images[0].target).unwrap(), data);
+    // Several more polls: nothing else is installed, and 1.6 not again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(fs::read(&old.images[0].target).unwrap().is_empty());
+    assert!(fs::read(&other.images[0].target).unwrap().is_empty());
+    let log = f.swupdate.log();
+    assert_eq!(log.matches(SWUPDATE_INSTALL_MARKER).count(), 1, "{log}");
 }
