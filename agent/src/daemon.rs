@@ -911,10 +911,32 @@ impl Daemon {
                 Err(e) => return self.terminate(view, &e, None).await,
             }
         };
-        let mut image: Opened = match source::open_with(&src, &self.http).await {
-            Ok(i) => i,
-            Err(e) => return self.terminate(view, &e.to_string(), None).await,
+        // Delta (a zchunk companion, or a SWUpdate-native delta target) when the target has one.
+        let (mut target, mut src) = (target, src);
+        let mut rebuilt: Option<Opened> = None;
+        if let (Some(t), false) = (target.clone(), matches!(src, Source::File(_))) {
+            match self.delta_path(view, &t).await? {
+                DeltaPath::Full => {}
+                DeltaPath::Rebuilt(o) => rebuilt = Some(o),
+                DeltaPath::Native(info, url) => {
+                    target = Some(info);
+                    src = Source::Url(url);
+                }
+                DeltaPath::Ended(next) => return Ok(next),
+            }
+        }
+        let mut image: Opened = match rebuilt {
+            Some(o) => o,
+            None => match source::open_with(&src, &self.http).await {
+                Ok(i) => i,
+                Err(e) => return self.terminate(view, &e.to_string(), None).await,
+            },
         };
+        let keeper = (self.config.delta.cache_previous_swu && !dry_run)
+            .then(|| crate::delta::Keeper::new(&self.config.state_dir));
+        if let Some(k) = &keeper {
+            image.reader = k.wrap(image.reader);
+        }
         // Hashed on the way into SWUpdate; judged before the commit.
         let verify: Option<SharedVerifier> = match &target {
             Some(t) => match trust::shared(t) {
@@ -973,6 +995,9 @@ impl Daemon {
         )
         .await;
         obs.flush().await;
+        if let (Some(k), false) = (&keeper, result.as_ref().is_ok_and(|o| o.succeeded())) {
+            k.abandon();
+        }
         // The inventory says which wire the daemon speaks once an install showed it.
         if let Some(w) = result.as_ref().ok().and_then(|o| o.wire) {
             let w = w.to_string();
@@ -988,6 +1013,13 @@ impl Daemon {
                 Ok(Next::Wait)
             }
             Ok(o) if o.succeeded() => {
+                match &keeper {
+                    Some(k) => k.commit(target.as_ref().map(|t| t.length)),
+                    // Installed: the fetched chunks are of no use any more.
+                    None => crate::delta::ChunkCache::clear(
+                        &crate::delta::dir(&self.config.state_dir).join("chunks"),
+                    ),
+                }
                 let r = self.record_mut(view);
                 r.installed = index + 1;
                 r.committed = None;
@@ -1068,6 +1100,98 @@ impl Daemon {
         }
     }
 
+    /// How a trusted target is fetched: the full download, a delta rebuilt from the chunks on
+    /// the device (`custom.zchunk`), or a SWUpdate-native delta target for the running version
+    /// (`custom.deltas`). A delta failure falls back to the full download or, with
+    /// `delta.fallback = "fail"`, ends the job naming it. The job's status says which path.
+    async fn delta_path(
+        &mut self,
+        view: &JobView,
+        full: &crate::tuf::TargetInfo,
+    ) -> Result<DeltaPath, StepError> {
+        let cfg = self.config.delta.clone();
+        if !cfg.enabled {
+            return Ok(DeltaPath::Full);
+        }
+        let Some(trust) = self.trust.as_mut() else {
+            return Ok(DeltaPath::Full);
+        };
+        let running = crate::status::read_version(&self.config.device.version_file);
+        let native = if cfg.native {
+            crate::delta::native_delta(&full.custom, running.as_deref()).map(str::to_owned)
+        } else {
+            None
+        };
+        let companion = crate::delta::companion_path(&full.custom).map(str::to_owned);
+        let failure = if let Some(path) = native {
+            match trust.related(&path).await {
+                Ok((info, url)) => {
+                    let msg = format!(
+                        "delta: SWUpdate-native delta {path} for the running version {} ({} instead of {})",
+                        running.as_deref().unwrap_or("?"),
+                        crate::delta::human(info.length),
+                        crate::delta::human(full.length)
+                    );
+                    tracing::info!(job = %view.id, "{msg}");
+                    self.report(view, "INSTALLING", None, &msg, None).await?;
+                    return Ok(DeltaPath::Native(info, url));
+                }
+                Err(e) => format!("SWUpdate-native delta: {e}"),
+            }
+        } else if let Some(path) = companion {
+            let idle = trust.read_timeout();
+            let prepared = match trust.related(&path).await {
+                Ok((info, url)) => {
+                    crate::delta::prepare(
+                        &self.http,
+                        &cfg,
+                        &self.config.state_dir,
+                        &info,
+                        &url,
+                        full,
+                        idle,
+                    )
+                    .await
+                }
+                Err(e) => Err(crate::delta::DeltaError::Companion(e)),
+            };
+            match prepared {
+                Ok(p) => {
+                    let msg = p.stats.message();
+                    tracing::info!(job = %view.id, "{msg}");
+                    self.report(view, "INSTALLING", None, &msg, None).await?;
+                    return Ok(DeltaPath::Rebuilt(Opened {
+                        reader: p.reader,
+                        len: Some(full.length),
+                    }));
+                }
+                Err(e) => format!("delta failed: {e}"),
+            }
+        } else {
+            return Ok(DeltaPath::Full);
+        };
+        tracing::warn!(job = %view.id, "{failure}");
+        match cfg.fallback {
+            crate::config::DeltaFallback::Fail => Ok(DeltaPath::Ended(
+                self.terminate(
+                    view,
+                    &format!("{failure} (delta.fallback = \"fail\")"),
+                    None,
+                )
+                .await?,
+            )),
+            crate::config::DeltaFallback::Full => {
+                let msg = format!(
+                    "{failure}; full download of {} ({})",
+                    full.path,
+                    crate::delta::human(full.length)
+                );
+                self.report(view, "INSTALLING", None, &msg, None).await?;
+                Ok(DeltaPath::Full)
+            }
+        }
+    }
+
     async fn terminate(
         &mut self,
         view: &JobView,
@@ -1104,6 +1228,17 @@ enum BootStep {
     PendingReboot,
     /// Nothing to do now (a reboot is under way, or the bootloader cannot be read).
     Wait,
+}
+
+/// How a target's bytes are obtained ([`Daemon::delta_path`]).
+enum DeltaPath {
+    Full,
+    /// The .swu rebuilt from the device's chunks and the fetched ones.
+    Rebuilt(Opened),
+    /// Install this target (a SWUpdate-native delta .swu) from this URL instead.
+    Native(crate::tuf::TargetInfo, String),
+    /// The job ended (fallback = "fail").
+    Ended(Next),
 }
 
 /// After an action: ask wfx again, or wait for it.
