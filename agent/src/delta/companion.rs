@@ -9,8 +9,9 @@ use zchunk::{HashType, Header};
 use super::{DeltaError, Stats};
 use crate::tuf::TargetInfo;
 
-/// First request: enough for the lead and the header of a file of a few thousand chunks.
-const FIRST: u64 = 64 * 1024;
+/// First request: the lead (it says how long the header is); the second one gets the header.
+/// Guessing a larger first read would save a request but costs its excess on every delta.
+const FIRST: u64 = (zchunk::header::LEAD_PREFIX_MAX + 64) as u64;
 /// The largest header accepted (a 100 GiB image in 32 KiB chunks has ~150 MB of index: more
 /// than any device update; this bounds the memory a lying lead could ask for).
 const MAX_HEADER: u64 = 64 << 20;
@@ -91,6 +92,31 @@ pub(super) async fn get_range(
     Ok(out)
 }
 
+/// [`get_range`], asked again after a cut or a server error (`retries` times at most).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn get_range_retrying(
+    http: &reqwest::Client,
+    url: &str,
+    first: u64,
+    last: u64,
+    file_len: u64,
+    idle: Duration,
+    retries: u32,
+    stats: &mut Stats,
+) -> Result<Vec<u8>, DeltaError> {
+    let mut tries = 0;
+    loop {
+        match get_range(http, url, first, last, file_len, idle, stats).await {
+            Err(e) if e.is_retryable() && tries < retries => {
+                tries += 1;
+                tracing::info!("delta: {e}; asking again");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The companion's header, checked against its checksum and both TUF targets.
 pub(super) async fn fetch_header(
     http: &reqwest::Client,
@@ -98,6 +124,7 @@ pub(super) async fn fetch_header(
     companion: &TargetInfo,
     full: &TargetInfo,
     idle: Duration,
+    retries: u32,
     stats: &mut Stats,
 ) -> Result<Header, DeltaError> {
     let bad = |m: String| DeltaError::Companion(format!("{}: {m}", companion.path));
@@ -105,7 +132,17 @@ pub(super) async fn fetch_header(
         return Err(bad("empty target".into()));
     }
     let first = FIRST.min(companion.length);
-    let mut buf = get_range(http, url, 0, first - 1, companion.length, idle, stats).await?;
+    let mut buf = get_range_retrying(
+        http,
+        url,
+        0,
+        first - 1,
+        companion.length,
+        idle,
+        retries,
+        stats,
+    )
+    .await?;
     let lead = zchunk::Lead::parse(&buf).map_err(|e| bad(e.to_string()))?;
     let total = lead.total_len();
     if total > companion.length || total > MAX_HEADER {
@@ -115,13 +152,14 @@ pub(super) async fn fetch_header(
         )));
     }
     if (buf.len() as u64) < total {
-        let rest = get_range(
+        let rest = get_range_retrying(
             http,
             url,
             buf.len() as u64,
             total - 1,
             companion.length,
             idle,
+            retries,
             stats,
         )
         .await?;

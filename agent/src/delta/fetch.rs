@@ -8,7 +8,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use zchunk::{ChunkDecoder, Collector, Event, Header, Multipart, PlanOptions, Request, Want};
 
-use super::companion::get_range;
 use super::{ChunkCache, DeltaError, Stats};
 
 pub(super) struct Limits {
@@ -98,24 +97,17 @@ async fn decoder(
     let stored = match cache.get(&d.digest, d.comp_len) {
         Some(s) => s,
         None => {
-            let mut tries = 0;
-            loop {
-                match get_range(
-                    http,
-                    url,
-                    d.offset,
-                    d.end() - 1,
-                    limits.file_len,
-                    limits.idle,
-                    stats,
-                )
-                .await
-                {
-                    Ok(s) => break s,
-                    Err(e) if e.is_retryable() && tries < limits.max_retries => tries += 1,
-                    Err(e) => return Err(e),
-                }
-            }
+            super::companion::get_range_retrying(
+                http,
+                url,
+                d.offset,
+                d.end() - 1,
+                limits.file_len,
+                limits.idle,
+                limits.max_retries,
+                stats,
+            )
+            .await?
         }
     };
     let dict = ChunkDecoder::expand_dict(header, &stored).map_err(bad)?;

@@ -176,8 +176,16 @@ pub async fn prepare(
         full_len: full.length,
         ..Stats::default()
     };
-    let header =
-        companion::fetch_header(http, companion_url, companion, full, idle, &mut stats).await?;
+    let header = companion::fetch_header(
+        http,
+        companion_url,
+        companion,
+        full,
+        idle,
+        cfg.max_retries,
+        &mut stats,
+    )
+    .await?;
     let cache = ChunkCache::open(&dir(state_dir).join("chunks"), header.chunk_hash_type())?;
     let mut seed_paths = Vec::new();
     let previous = previous_swu(state_dir);
