@@ -37,6 +37,7 @@ const IMAGE_LEN: usize = 3 << 20;
 
 struct Fleet {
     dir: TempDir,
+    cert: TestCert,
     repo: TufRepo,
     swupdate: SwupdateDaemon,
     nginx: Nginx,
@@ -59,6 +60,7 @@ impl Fleet {
         let cert = TestCert::generate(dir.path()).unwrap();
         let repo = TufRepo::rs_tuf(2).unwrap();
         fs::write(dir.path().join("hwrevision"), "board 1.0\n").unwrap();
+        fs::write(dir.path().join("version"), "1.4\n").unwrap();
         let (old, new) = image_pair(IMAGE_LEN, changes, 11);
         let target = dir.path().join("rootfs.target");
         let p = |n: &str| dir.path().join(n);
@@ -83,6 +85,7 @@ impl Fleet {
             new_swu: p("new.swu"),
             old_zck: p("old.swu.zck"),
             new_zck: p("new.swu.zck"),
+            cert,
             dir,
         }
     }
@@ -118,6 +121,7 @@ impl Fleet {
             format!(
                 "state_dir = {state:?}\n\
                  [device]\nclient_id = \"{CLIENT}\"\nhwrevision_file = {hw:?}\n\
+                 version_file = {version:?}\n\
                  [wfx]\nurl = \"{wfx}\"\npoll_interval = \"2s\"\n\
                  [swupdate]\ncontrol_socket = {ctl:?}\nprogress_socket = {prog:?}\n\
                  [tuf]\nroot = {root:?}\nmetadata_url = \"{md}\"\ntargets_url = \"{targets_url}\"\n\
@@ -125,6 +129,7 @@ impl Fleet {
                  [delta]\nseeds = [{seed:?}]\n{delta}\n",
                 state = self.path("state"),
                 hw = self.path("hwrevision"),
+                version = self.path("version"),
                 wfx = self.wfx.south_url(),
                 ctl = self.swupdate.control_socket(),
                 prog = self.swupdate.progress_socket(),
@@ -473,4 +478,127 @@ async fn with_fallback_fail_a_delta_failure_terminates_the_job() {
     let (_, (swu_requests, _)) = f.served();
     assert_eq!(swu_requests, 0, "a metered link fetches no full image");
     assert!(fs::read(&f.target).unwrap_or_default().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_chunks_survive_a_restart() {
+    let mut f = Fleet::new(8);
+    let zck = fs::read(&f.new_zck).unwrap();
+    let url = f.publish(&zck);
+    let header_len = companion_header_len(&zck);
+    let header = zchunk::Header::parse(&zck[..header_len as usize]).unwrap();
+    // The second chunk request is cut: the first one's chunks are verified and cached by then.
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let proxy = CutProxy::start(
+        f.nginx.port(),
+        1,
+        7,
+        Arc::new(move |req: &str| {
+            let chunk_request = req.contains(".swu.zck")
+                && req
+                    .split("bytes=")
+                    .nth(1)
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|start| start >= header_len);
+            chunk_request && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1
+        }),
+    )
+    .unwrap();
+    // No retry, no fallback: the cut ends the first job.
+    let delta = "max_ranges_per_request = 2\nmax_retries = 0\nfallback = \"fail\"";
+    f.start_agent(&proxy.url("targets"), delta);
+    let id = f.create_job(&url).await;
+    let j = f.finished(&id).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    assert!(
+        j["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("delta failed"),
+        "{j:#}"
+    );
+    f.agent = None; // stopped
+    let cached = fs::read_dir(f.path("state/delta/chunks")).unwrap().count();
+    assert!(cached > 0, "nothing cached before the cut");
+
+    f.start_agent(&proxy.url("targets"), delta);
+    let id = f.create_job(&url).await;
+    let j = f.finished(&id).await;
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert!(
+        fs::read(&f.target).unwrap() == f.new_image,
+        "installed bytes differ"
+    );
+    let ex = proxy.exchanges();
+    for x in &ex {
+        eprintln!("{:?} cut={} {} bytes", x.range, x.cut, x.response.len());
+    }
+    assert_eq!(ex.iter().filter(|x| x.cut).count(), 1);
+    let got = delivered_chunks(&ex, &header);
+    let mut once = std::collections::HashSet::new();
+    let twice: Vec<usize> = got.iter().copied().filter(|c| !once.insert(*c)).collect();
+    assert!(twice.is_empty(), "chunks delivered twice: {twice:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swupdate_native_delta_for_the_running_version_is_installed_instead() {
+    let mut f = Fleet::new(3);
+    // The delta .swu for 1.4 -> 1.5: here any signed .swu that yields the new image (what the
+    // agent must do is pick it, verify it as a target and install it).
+    let delta_path = "qemu-amd64/cip-core-1.4-1.5.delta.swu";
+    // Its own bytes (another sw-description version), so that only its own hashes fit it.
+    let delta_swu = f.path("delta.swu");
+    SwuBuilder::new()
+        .version("1.5-from-1.4")
+        .image(Image::raw(
+            "rootfs.img",
+            f.new_image.clone(),
+            f.target.clone(),
+        ))
+        .build(&f.cert, &delta_swu)
+        .unwrap();
+    let delta = fs::read(&delta_swu).unwrap();
+    let swu = fs::read(&f.new_swu).unwrap();
+    assert_ne!(delta, swu);
+    let r = f
+        .repo
+        .ops(json!([
+            {"op": "add_target", "path": delta_path, "data_hex": hex::encode(&delta),
+             "served_hex": hex::encode(&delta), "custom": {"version": "1.5"}},
+            {"op": "add_target", "path": IMAGE, "data_hex": hex::encode(&swu),
+             "served_hex": hex::encode(&swu),
+             "custom": {"version": "1.5", "hardware": ["1.0"],
+                        "deltas": {"1.3": "qemu-amd64/nope.swu", "1.4": delta_path}}},
+            {"op": "publish"},
+        ]))
+        .unwrap();
+    let url = f
+        .nginx
+        .url(&format!("targets/{}", r[1]["stored"].as_str().unwrap()));
+    let targets = f.nginx.url("targets");
+    f.start_agent(&targets, "");
+    let id = f.create_job(&url).await;
+    let j = f.finished(&id).await;
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert!(fs::read(&f.target).unwrap() == f.new_image);
+    let log = f.nginx.access_log();
+    assert_eq!(served(&log, ".delta.swu").0, 1, "{log}");
+    assert_eq!(served(&log, "cip-core-1.5.swu").0, 0, "{log}");
+    let msgs = messages(&j);
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("SWUpdate-native delta") && m.contains("1.4")),
+        "{msgs:#?}"
+    );
 }
