@@ -734,8 +734,24 @@ impl Daemon {
             );
             let max = target.as_ref().map(|t| t.length);
             let idle = self.trust.as_ref().map(Trust::read_timeout);
+            // A zchunk delta is rebuilt into the staged file (a native delta target is not
+            // staged: the install step verifies the staged file against the full target).
+            let mut rebuilt = None;
+            if let (Some(t), false) = (target.clone(), path.exists()) {
+                match self.delta_path(view, &t, "DOWNLOADING", false).await? {
+                    DeltaPath::Rebuilt(o) => rebuilt = Some(o),
+                    DeltaPath::Ended(next) => return Ok(next),
+                    DeltaPath::Full | DeltaPath::Native(..) => {}
+                }
+            }
+            let fetch = async {
+                match rebuilt {
+                    Some(o) => write_staged(o, &path).await,
+                    None => self.fetch_to(&a.uri, &path, max, idle).await,
+                }
+            };
             let fetched = tokio::select! {
-                r = self.fetch_to(&a.uri, &path, max, idle) => r,
+                r = fetch => r,
                 () = gone => {
                     tracing::info!(job = %view.id, "the job was deleted during the download: stopped");
                     self.forget(&view.id).await?;
@@ -915,7 +931,7 @@ impl Daemon {
         let (mut target, mut src) = (target, src);
         let mut rebuilt: Option<Opened> = None;
         if let (Some(t), false) = (target.clone(), matches!(src, Source::File(_))) {
-            match self.delta_path(view, &t).await? {
+            match self.delta_path(view, &t, "INSTALLING", true).await? {
                 DeltaPath::Full => {}
                 DeltaPath::Rebuilt(o) => rebuilt = Some(o),
                 DeltaPath::Native(info, url) => {
@@ -1108,6 +1124,8 @@ impl Daemon {
         &mut self,
         view: &JobView,
         full: &crate::tuf::TargetInfo,
+        state: &str,
+        allow_native: bool,
     ) -> Result<DeltaPath, StepError> {
         let cfg = self.config.delta.clone();
         if !cfg.enabled {
@@ -1117,7 +1135,7 @@ impl Daemon {
             return Ok(DeltaPath::Full);
         };
         let running = crate::status::read_version(&self.config.device.version_file);
-        let native = if cfg.native {
+        let native = if cfg.native && allow_native {
             crate::delta::native_delta(&full.custom, running.as_deref()).map(str::to_owned)
         } else {
             None
@@ -1133,7 +1151,7 @@ impl Daemon {
                         crate::delta::human(full.length)
                     );
                     tracing::info!(job = %view.id, "{msg}");
-                    self.report(view, "INSTALLING", None, &msg, None).await?;
+                    self.report(view, state, None, &msg, None).await?;
                     return Ok(DeltaPath::Native(info, url));
                 }
                 Err(e) => format!("SWUpdate-native delta: {e}"),
@@ -1159,7 +1177,7 @@ impl Daemon {
                 Ok(p) => {
                     let msg = p.stats.message();
                     tracing::info!(job = %view.id, "{msg}");
-                    self.report(view, "INSTALLING", None, &msg, None).await?;
+                    self.report(view, state, None, &msg, None).await?;
                     return Ok(DeltaPath::Rebuilt(Opened {
                         reader: p.reader,
                         len: Some(full.length),
@@ -1186,7 +1204,7 @@ impl Daemon {
                     full.path,
                     crate::delta::human(full.length)
                 );
-                self.report(view, "INSTALLING", None, &msg, None).await?;
+                self.report(view, state, None, &msg, None).await?;
                 Ok(DeltaPath::Full)
             }
         }
@@ -1228,6 +1246,27 @@ enum BootStep {
     PendingReboot,
     /// Nothing to do now (a reboot is under way, or the bootloader cannot be read).
     Wait,
+}
+
+/// Writes a rebuilt .swu to the staging file (then verified against its target like a download).
+async fn write_staged(image: Opened, path: &std::path::Path) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let part = path.with_extension("delta-part");
+    let mut f = tokio::fs::File::create(&part)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut reader = image.reader;
+    tokio::io::copy(&mut reader, &mut f)
+        .await
+        .map_err(|e| format!("delta rebuild: {e}"))?;
+    f.sync_all().await.map_err(|e| e.to_string())?;
+    tokio::fs::rename(&part, path)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// How a target's bytes are obtained ([`Daemon::delta_path`]).

@@ -152,15 +152,17 @@ impl Fleet {
     }
 
     async fn create_job(&self, url: &str) -> String {
+        self.create_job_in("wfx.workflow.dau.direct", url).await
+    }
+
+    async fn create_job_in(&self, workflow: &str, url: &str) -> String {
         let definition = json!({"version": "1.0", "type": ["firmware"],
                                 "artifacts": [{"name": IMAGE, "version": "1.5", "uri": url}]});
         let r = self
             .http
             .post(format!("{}/jobs", self.wfx.north_url()))
-            .json(
-                &json!({"clientId": CLIENT, "workflow": "wfx.workflow.dau.direct",
-                          "definition": definition}),
-            )
+            .json(&json!({"clientId": CLIENT, "workflow": workflow,
+                          "definition": definition}))
             .send()
             .await
             .unwrap();
@@ -169,6 +171,43 @@ impl Fleet {
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// The operator moves a phased job on.
+    async fn advance(&self, id: &str, state: &str) {
+        let r = self
+            .http
+            .put(format!("{}/jobs/{id}/status", self.wfx.north_url()))
+            .json(&json!({"state": state}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+
+    /// Waits (90 s) until the job is in one of `states`; returns it with its history.
+    async fn reached(&self, id: &str, states: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let r = self
+                .http
+                .get(format!("{}/jobs/{id}?history=true", self.wfx.north_url()))
+                .send()
+                .await
+                .unwrap();
+            if r.status().is_success() {
+                let j: Value = r.json().await.unwrap();
+                if states.contains(&j["status"]["state"].as_str().unwrap_or("")) {
+                    return j;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not reach {states:?}; agent log:\n{}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits (90 s) until the job is ACTIVATED or TERMINATED; returns it with its history.
@@ -601,4 +640,43 @@ async fn a_swupdate_native_delta_for_the_running_version_is_installed_instead() 
             .any(|m| m.contains("SWUpdate-native delta") && m.contains("1.4")),
         "{msgs:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phased_job_stages_the_rebuilt_swu() {
+    let mut f = Fleet::new(3);
+    let zck = fs::read(&f.new_zck).unwrap();
+    let url = f.publish(&zck);
+    let targets = f.nginx.url("targets");
+    f.start_agent(&targets, "");
+    let id = f.create_job_in("wfx.workflow.dau.phased", &url).await;
+    f.reached(&id, &["CREATED"]).await;
+    f.advance(&id, "DOWNLOAD").await;
+    let j = f.reached(&id, &["DOWNLOADED", "TERMINATED"]).await;
+    assert_eq!(
+        j["status"]["state"],
+        "DOWNLOADED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert!(
+        messages(&j).iter().any(|m| m.starts_with("delta: fetched")),
+        "{:#?}",
+        messages(&j)
+    );
+    f.advance(&id, "INSTALL").await;
+    let j = f.finished(&id).await;
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert!(
+        fs::read(&f.target).unwrap() == f.new_image,
+        "installed bytes differ"
+    );
+    let ((zck_requests, _), (swu_requests, _)) = f.served();
+    assert_eq!(swu_requests, 0, "{}", f.nginx.access_log());
+    assert!(zck_requests >= 3);
 }
