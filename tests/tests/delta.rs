@@ -680,3 +680,137 @@ async fn a_phased_job_stages_the_rebuilt_swu() {
     assert_eq!(swu_requests, 0, "{}", f.nginx.access_log());
     assert!(zck_requests >= 3);
 }
+
+/// The delta path alone (`delta::prepare`, what `run` calls) against a server: the rebuilt bytes
+/// and the figures.
+async fn prepare_from(
+    url: &str,
+    companion: &std::path::Path,
+    full: &std::path::Path,
+    seed: &std::path::Path,
+    state: &std::path::Path,
+    max_ranges: usize,
+) -> Result<(Vec<u8>, cip_update_agent::delta::Stats), String> {
+    use cip_update_agent_tests::swu::sha256_file;
+    use tokio::io::AsyncReadExt;
+    let info = |p: &std::path::Path| cip_update_agent::tuf::TargetInfo {
+        path: p.file_name().unwrap().to_string_lossy().into_owned(),
+        length: fs::metadata(p).unwrap().len(),
+        hashes: [("sha256".to_owned(), sha256_file(p).unwrap())]
+            .into_iter()
+            .collect(),
+        custom: Value::Null,
+    };
+    let cfg = cip_update_agent::config::Delta {
+        seeds: vec![seed.to_string_lossy().into_owned()],
+        max_ranges_per_request: max_ranges,
+        max_retries: 1,
+        ..Default::default()
+    };
+    let p = cip_update_agent::delta::prepare(
+        &reqwest::Client::new(),
+        &cfg,
+        state,
+        &info(companion),
+        url,
+        &info(full),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut r = p.reader;
+    r.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    Ok((out, p.stats))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_range_answers_and_whole_file_answers_are_taken_too() {
+    let f = Fleet::new(4);
+    let new_swu = fs::read(&f.new_swu).unwrap();
+    fs::copy(&f.new_zck, f.nginx.docroot().join("new.swu.zck")).unwrap();
+    // One range per request: nginx answers each with a plain 206 and Content-Range.
+    let (bytes, stats) = prepare_from(
+        &f.nginx.url("new.swu.zck"),
+        &f.new_zck,
+        &f.new_swu,
+        &f.old_swu,
+        &f.path("state1"),
+        1,
+    )
+    .await
+    .unwrap();
+    assert!(bytes == new_swu, "rebuilt bytes differ (single ranges)");
+    assert!(stats.ranges > 1, "{stats:?}");
+    assert_eq!(stats.chunk_requests, stats.ranges, "{stats:?}");
+    assert!(stats.fetched < new_swu.len() as u64 / 4, "{stats:?}");
+    let log = f.nginx.access_log();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("new.swu.zck"))
+            .all(|l| l.contains(" 206 ") && !l.contains(',')),
+        "{log}"
+    );
+
+    // A server without Range support answers 200 with the whole file: the chunks are taken
+    // from it and the rest is not read.
+    let plain = cip_update_agent_tests::slow_http::SlowServer::start(
+        f.new_zck.clone(),
+        64 * 1024,
+        Duration::ZERO,
+    )
+    .unwrap();
+    let (bytes, stats) = prepare_from(
+        &plain.url("new.swu.zck"),
+        &f.new_zck,
+        &f.new_swu,
+        &f.old_swu,
+        &f.path("state2"),
+        64,
+    )
+    .await
+    .unwrap();
+    assert!(bytes == new_swu, "rebuilt bytes differ (200 answers)");
+    assert!(stats.chunks_fetched > 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_companion_of_another_length_or_image_is_refused_before_any_chunk() {
+    let f = Fleet::new(2);
+    fs::copy(&f.new_zck, f.nginx.docroot().join("new.swu.zck")).unwrap();
+    // The companion of the OLD .swu named for the new target: it expands to another length.
+    fs::copy(&f.old_zck, f.nginx.docroot().join("old.swu.zck")).unwrap();
+    let e = prepare_from(
+        &f.nginx.url("old.swu.zck"),
+        &f.old_zck,
+        &f.new_swu,
+        &f.old_swu,
+        &f.path("state"),
+        64,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(e.contains("expands to") && e.contains("new.swu"), "{e}");
+    // A served file that is not the companion's TUF length.
+    let e = prepare_from(
+        &f.nginx.url("new.swu.zck"),
+        &f.old_zck,
+        &f.new_swu,
+        &f.old_swu,
+        &f.path("state"),
+        64,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(e.contains("TUF target"), "{e}");
+    let chunk_requests = f
+        .nginx
+        .access_log()
+        .lines()
+        .filter(|l| l.contains("range=\"bytes=") && !l.contains("bytes=0-88"))
+        .filter(|l| !l.contains("bytes=89-"))
+        .count();
+    assert_eq!(chunk_requests, 0, "{}", f.nginx.access_log());
+}
