@@ -930,6 +930,7 @@ impl Daemon {
         // Delta (a zchunk companion, or a SWUpdate-native delta target) when the target has one.
         let (mut target, mut src) = (target, src);
         let mut rebuilt: Option<Opened> = None;
+        let mut native = false;
         if let (Some(t), false) = (target.clone(), matches!(src, Source::File(_))) {
             match self.delta_path(view, &t, "INSTALLING", true).await? {
                 DeltaPath::Full => {}
@@ -937,6 +938,7 @@ impl Daemon {
                 DeltaPath::Native(info, url) => {
                     target = Some(info);
                     src = Source::Url(url);
+                    native = true;
                 }
                 DeltaPath::Ended(next) => return Ok(next),
             }
@@ -948,7 +950,8 @@ impl Daemon {
                 Err(e) => return self.terminate(view, &e.to_string(), None).await,
             },
         };
-        let keeper = (self.config.delta.cache_previous_swu && !dry_run)
+        // The full .swu is kept as the next seed (a native delta .swu is no seed of the image).
+        let keeper = (self.config.delta.cache_previous_swu && !dry_run && !native)
             .then(|| crate::delta::Keeper::new(&self.config.state_dir));
         if let Some(k) = &keeper {
             image.reader = k.wrap(image.reader);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use cip_update_agent_tests::agent::agent_cmd;
 use cip_update_agent_tests::cut_proxy::CutProxy;
-use cip_update_agent_tests::delta::{image_pair, served, zck, zck_delta_size};
+use cip_update_agent_tests::delta::{image_pair, served, zck, zck as zck_tool, zck_delta_size};
 use cip_update_agent_tests::nginx::Nginx;
 use cip_update_agent_tests::pki::TestCert;
 use cip_update_agent_tests::process::GroupChild;
@@ -98,14 +98,26 @@ impl Fleet {
     fn publish(&self, companion_served: &[u8]) -> String {
         let swu = fs::read(&self.new_swu).unwrap();
         let zck = fs::read(&self.new_zck).unwrap();
+        self.publish_as(IMAGE, COMPANION, &swu, &zck, companion_served)
+    }
+
+    /// Publishes `swu` as target `path` with its companion `zck` as `companion`; the .swu's URL.
+    fn publish_as(
+        &self,
+        path: &str,
+        companion: &str,
+        swu: &[u8],
+        zck: &[u8],
+        companion_served: &[u8],
+    ) -> String {
         let r = self
             .repo
             .ops(json!([
-                {"op": "add_target", "path": COMPANION, "data_hex": hex::encode(&zck),
+                {"op": "add_target", "path": companion, "data_hex": hex::encode(zck),
                  "served_hex": hex::encode(companion_served), "custom": {}},
-                {"op": "add_target", "path": IMAGE, "data_hex": hex::encode(&swu),
-                 "served_hex": hex::encode(&swu),
-                 "custom": {"version": "1.5", "hardware": ["1.0"], "zchunk": COMPANION}},
+                {"op": "add_target", "path": path, "data_hex": hex::encode(swu),
+                 "served_hex": hex::encode(swu),
+                 "custom": {"version": "1.5", "hardware": ["1.0"], "zchunk": companion}},
                 {"op": "publish"},
             ]))
             .unwrap();
@@ -152,12 +164,13 @@ impl Fleet {
     }
 
     async fn create_job(&self, url: &str) -> String {
-        self.create_job_in("wfx.workflow.dau.direct", url).await
+        self.create_job_in("wfx.workflow.dau.direct", IMAGE, url)
+            .await
     }
 
-    async fn create_job_in(&self, workflow: &str, url: &str) -> String {
+    async fn create_job_in(&self, workflow: &str, name: &str, url: &str) -> String {
         let definition = json!({"version": "1.0", "type": ["firmware"],
-                                "artifacts": [{"name": IMAGE, "version": "1.5", "uri": url}]});
+                                "artifacts": [{"name": name, "version": "1.5", "uri": url}]});
         let r = self
             .http
             .post(format!("{}/jobs", self.wfx.north_url()))
@@ -318,6 +331,60 @@ async fn a_delta_install_fetches_only_the_missing_chunks_and_installs_the_new_im
     let state = f.path("state/delta");
     assert!(fs::read(state.join("previous.swu")).unwrap() == fs::read(&f.new_swu).unwrap());
     assert!(!state.join("chunks").exists());
+
+    // The next update (two more regions changed) is a delta from the installed .swu: it costs
+    // what new -> newer costs, not what old (the configured seed) -> newer does.
+    let mut newer = f.new_image.clone();
+    for at in [IMAGE_LEN / 8, IMAGE_LEN * 7 / 8] {
+        newer[at..at + 8192]
+            .copy_from_slice(&cip_update_agent_tests::swu::random_bytes(8192, at as u64));
+    }
+    let newer_swu = f.path("newer.swu");
+    SwuBuilder::new()
+        .image(Image::raw("rootfs.img", newer.clone(), f.target.clone()))
+        .build(&f.cert, &newer_swu)
+        .unwrap();
+    let newer_zck = f.path("newer.swu.zck");
+    zck_tool(&newer_swu, &newer_zck).unwrap();
+    let z = fs::read(&newer_zck).unwrap();
+    let url = f.publish_as(
+        "qemu-amd64/cip-core-1.6.swu",
+        "qemu-amd64/cip-core-1.6.swu.zck",
+        &fs::read(&newer_swu).unwrap(),
+        &z,
+        &z,
+    );
+    let id = f
+        .create_job_in(
+            "wfx.workflow.dau.direct",
+            "qemu-amd64/cip-core-1.6.swu",
+            &url,
+        )
+        .await;
+    let j = f.finished(&id).await;
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert!(
+        fs::read(&f.target).unwrap() == newer,
+        "installed bytes differ (1.6)"
+    );
+    let (_, sent) = served(&f.nginx.access_log(), "1.6.swu.zck");
+    let (from_new, _) = zck_delta_size(&f.new_zck, &newer_zck).unwrap();
+    let (from_old, _) = zck_delta_size(&f.old_zck, &newer_zck).unwrap();
+    let header = companion_header_len(&z);
+    eprintln!("1.6: sent {sent}; zck_delta_size from 1.5 {from_new}, from the old seed {from_old}");
+    assert!(
+        from_new as f64 * 1.3 < from_old as f64,
+        "the test does not tell the seeds apart"
+    );
+    assert!(
+        sent as f64 <= (from_new + header) as f64 * 1.02 + 2048.0,
+        "{sent} > {from_new} + {header} + 2 %: the previous .swu was not used"
+    );
 }
 
 /// Chunks (by stored range) whose bytes fully reached the client in `exchanges`, one entry per
@@ -631,6 +698,8 @@ async fn a_swupdate_native_delta_for_the_running_version_is_installed_instead() 
         f.agent_log()
     );
     assert!(fs::read(&f.target).unwrap() == f.new_image);
+    // The delta .swu is not kept as a seed of the next delta (it holds no image).
+    assert!(!f.path("state/delta/previous.swu").exists());
     let log = f.nginx.access_log();
     assert_eq!(served(&log, ".delta.swu").0, 1, "{log}");
     assert_eq!(served(&log, "cip-core-1.5.swu").0, 0, "{log}");
@@ -649,7 +718,9 @@ async fn a_phased_job_stages_the_rebuilt_swu() {
     let url = f.publish(&zck);
     let targets = f.nginx.url("targets");
     f.start_agent(&targets, "");
-    let id = f.create_job_in("wfx.workflow.dau.phased", &url).await;
+    let id = f
+        .create_job_in("wfx.workflow.dau.phased", IMAGE, &url)
+        .await;
     f.reached(&id, &["CREATED"]).await;
     f.advance(&id, "DOWNLOAD").await;
     let j = f.reached(&id, &["DOWNLOADED", "TERMINATED"]).await;
