@@ -738,7 +738,21 @@ impl Daemon {
             // staged: the install step verifies the staged file against the full target).
             let mut rebuilt = None;
             if let (Some(t), false) = (target.clone(), path.exists()) {
-                match self.delta_path(view, &t, "DOWNLOADING", false).await? {
+                let gone = job_gone(
+                    self.wfx.clone(),
+                    self.deleted.clone(),
+                    view.id.clone(),
+                    GONE_CHECK,
+                );
+                let path = tokio::select! {
+                    r = self.delta_path(view, &t, "DOWNLOADING", false) => r?,
+                    () = gone => {
+                        tracing::info!(job = %view.id, "the job was deleted during the delta download: stopped");
+                        self.forget(&view.id).await?;
+                        return Ok(Next::Wait);
+                    }
+                };
+                match path {
                     DeltaPath::Rebuilt(o) => rebuilt = Some(o),
                     DeltaPath::Ended(next) => return Ok(next),
                     DeltaPath::Full | DeltaPath::Native(..) => {}
@@ -932,7 +946,21 @@ impl Daemon {
         let mut rebuilt: Option<Opened> = None;
         let mut native = false;
         if let (Some(t), false) = (target.clone(), matches!(src, Source::File(_))) {
-            match self.delta_path(view, &t, "INSTALLING", true).await? {
+            let gone = job_gone(
+                self.wfx.clone(),
+                self.deleted.clone(),
+                view.id.clone(),
+                GONE_CHECK,
+            );
+            let path = tokio::select! {
+                r = self.delta_path(view, &t, "INSTALLING", true) => r?,
+                () = gone => {
+                    tracing::info!(job = %view.id, "the job was deleted during the delta download: stopped");
+                    self.forget(&view.id).await?;
+                    return Ok(Next::Wait);
+                }
+            };
+            match path {
                 DeltaPath::Full => {}
                 DeltaPath::Rebuilt(o) => rebuilt = Some(o),
                 DeltaPath::Native(info, url) => {
