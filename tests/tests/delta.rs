@@ -752,18 +752,16 @@ async fn a_phased_job_stages_the_rebuilt_swu() {
     assert!(zck_requests >= 3);
 }
 
-/// The delta path alone (`delta::prepare`, what `run` calls) against a server: the rebuilt bytes
-/// and the figures.
-async fn prepare_from(
+/// The delta path alone (`delta::prepare`, what `run` calls) against a server.
+async fn prepare_only(
     url: &str,
     companion: &std::path::Path,
     full: &std::path::Path,
     seed: &std::path::Path,
     state: &std::path::Path,
     max_ranges: usize,
-) -> Result<(Vec<u8>, cip_update_agent::delta::Stats), String> {
+) -> Result<cip_update_agent::delta::Prepared, String> {
     use cip_update_agent_tests::swu::sha256_file;
-    use tokio::io::AsyncReadExt;
     let info = |p: &std::path::Path| cip_update_agent::tuf::TargetInfo {
         path: p.file_name().unwrap().to_string_lossy().into_owned(),
         length: fs::metadata(p).unwrap().len(),
@@ -778,7 +776,7 @@ async fn prepare_from(
         max_retries: 1,
         ..Default::default()
     };
-    let p = cip_update_agent::delta::prepare(
+    cip_update_agent::delta::prepare(
         &reqwest::Client::new(),
         &cfg,
         state,
@@ -788,11 +786,53 @@ async fn prepare_from(
         Duration::from_secs(10),
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())
+}
+
+/// [`prepare_only`], then the rebuilt bytes and the figures.
+async fn prepare_from(
+    url: &str,
+    companion: &std::path::Path,
+    full: &std::path::Path,
+    seed: &std::path::Path,
+    state: &std::path::Path,
+    max_ranges: usize,
+) -> Result<(Vec<u8>, cip_update_agent::delta::Stats), String> {
+    use tokio::io::AsyncReadExt;
+    let p = prepare_only(url, companion, full, seed, state, max_ranges).await?;
     let mut out = Vec::new();
     let mut r = p.reader;
     r.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
     Ok((out, p.stats))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_changed_after_the_scan_fails_the_rebuild_stream() {
+    use tokio::io::AsyncReadExt;
+    let f = Fleet::new(2);
+    fs::copy(&f.new_zck, f.nginx.docroot().join("new.swu.zck")).unwrap();
+    let seed = f.path("seed.swu");
+    fs::copy(&f.old_swu, &seed).unwrap();
+    let p = prepare_only(
+        &f.nginx.url("new.swu.zck"),
+        &f.new_zck,
+        &f.new_swu,
+        &seed,
+        &f.path("state"),
+        64,
+    )
+    .await
+    .unwrap();
+    assert!(p.stats.from_seeds > 0);
+    // The seed is rewritten before the rebuild reads it.
+    let mut bytes = fs::read(&seed).unwrap();
+    for b in &mut bytes[..] {
+        *b = !*b;
+    }
+    fs::write(&seed, &bytes).unwrap();
+    let mut r = p.reader;
+    let e = r.read_to_end(&mut Vec::new()).await.unwrap_err();
+    assert!(e.to_string().contains("changed on the device"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,13 @@
 //!   told to commit an image that differs from the signed target. A forged header or seed thus
 //!   costs bandwidth (or ends in the fallback), never a wrong install.
 //!
+//! # Failures
+//! Everything that can fail before the first byte goes to SWUpdate (the companion, the seeds,
+//! the chunk fetches) ends in `delta.fallback`: the full download, or the job's end. A chunk that
+//! changes on the device between the seed scan and the rebuild (a seed file rewritten meanwhile)
+//! is caught by its checksum while streaming: that install is abandoned before its commit and the
+//! job ends TERMINATED naming the chunk (the next job starts afresh).
+//!
 //! # What survives a restart
 //! Every fetched chunk is verified and stored under `state_dir/delta/chunks/<hash>-<hex>` as it
 //! arrives, so a cut connection or a restart resumes with the chunks still missing: a verified

@@ -37,6 +37,9 @@ fn produce(
     let mut files: Vec<Option<std::fs::File>> = sources.seeds.iter().map(|_| None).collect();
     let hash = header.chunk_hash_type();
     for (chunk, place) in header.data_chunks().iter().zip(&sources.places) {
+        if chunk.len == 0 {
+            continue;
+        }
         let digest = chunk.uncomp_digest.ok_or_else(|| {
             std::io::Error::other(format!("chunk {} has no checksum", chunk.index))
         })?;
