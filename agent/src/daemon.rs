@@ -1172,7 +1172,9 @@ impl Daemon {
             None
         };
         let companion = crate::delta::companion_path(&full.custom).map(str::to_owned);
-        let failure = if let Some(path) = native {
+        // The native delta first (smallest), then the zchunk companion; the full target last.
+        let mut failures = Vec::new();
+        if let Some(path) = native {
             match trust.related(&path).await {
                 Ok((info, url)) => {
                     let msg = format!(
@@ -1185,9 +1187,14 @@ impl Daemon {
                     self.report(view, state, None, &msg, None).await?;
                     return Ok(DeltaPath::Native(info, url));
                 }
-                Err(e) => format!("SWUpdate-native delta: {e}"),
+                Err(e) => {
+                    let m = format!("SWUpdate-native delta: {e}");
+                    tracing::warn!(job = %view.id, "{m}");
+                    failures.push(m);
+                }
             }
-        } else if let Some(path) = companion {
+        }
+        if let Some(path) = companion {
             let idle = trust.read_timeout();
             let prepared = match trust.related(&path).await {
                 Ok((info, url)) => {
@@ -1214,12 +1221,17 @@ impl Daemon {
                         len: Some(full.length),
                     }));
                 }
-                Err(e) => format!("delta failed: {e}"),
+                Err(e) => {
+                    let m = format!("delta failed: {e}");
+                    tracing::warn!(job = %view.id, "{m}");
+                    failures.push(m);
+                }
             }
-        } else {
+        }
+        if failures.is_empty() {
             return Ok(DeltaPath::Full);
-        };
-        tracing::warn!(job = %view.id, "{failure}");
+        }
+        let failure = failures.join("; ");
         match cfg.fallback {
             crate::config::DeltaFallback::Fail => Ok(DeltaPath::Ended(
                 self.terminate(

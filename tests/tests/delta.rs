@@ -925,3 +925,51 @@ async fn a_companion_of_another_length_or_image_is_refused_before_any_chunk() {
         .count();
     assert_eq!(chunk_requests, 0, "{}", f.nginx.access_log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_delta_that_is_not_a_target_gives_way_to_the_zchunk_delta() {
+    let mut f = Fleet::new(3);
+    let swu = fs::read(&f.new_swu).unwrap();
+    let zck = fs::read(&f.new_zck).unwrap();
+    // "deltas" names a .swu for the running 1.4 that the repository does not vouch for.
+    let r = f
+        .repo
+        .ops(json!([
+            {"op": "add_target", "path": COMPANION, "data_hex": hex::encode(&zck),
+             "served_hex": hex::encode(&zck), "custom": {}},
+            {"op": "add_target", "path": IMAGE, "data_hex": hex::encode(&swu),
+             "served_hex": hex::encode(&swu),
+             "custom": {"version": "1.5", "hardware": ["1.0"], "zchunk": COMPANION,
+                        "deltas": {"1.4": "qemu-amd64/unlisted.delta.swu"}}},
+            {"op": "publish"},
+        ]))
+        .unwrap();
+    let url = f
+        .nginx
+        .url(&format!("targets/{}", r[1]["stored"].as_str().unwrap()));
+    let targets = f.nginx.url("targets");
+    f.start_agent(&targets, "");
+    let id = f.create_job(&url).await;
+    let j = f.finished(&id).await;
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert!(fs::read(&f.target).unwrap() == f.new_image);
+    let ((zck_requests, _), (swu_requests, _)) = f.served();
+    assert!(zck_requests >= 3);
+    assert_eq!(swu_requests, 0, "{}", f.nginx.access_log());
+    assert_eq!(served(&f.nginx.access_log(), ".delta.swu").0, 0);
+    assert!(
+        f.agent_log().contains("unlisted.delta.swu is not a target"),
+        "{}",
+        f.agent_log()
+    );
+    assert!(
+        messages(&j).iter().any(|m| m.starts_with("delta: fetched")),
+        "{:#?}",
+        messages(&j)
+    );
+}
