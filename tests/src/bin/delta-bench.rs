@@ -175,10 +175,20 @@ async fn main() -> anyhow::Result<()> {
         "  zck_delta_size old.img.zck new.img.zck: {izds} of {izds_total} bytes, header {img_header} (in the .swu)"
     );
     if !ok {
-        let tail: Vec<&str> = run.log.lines().rev().take(15).collect();
+        let keep = std::env::temp_dir().join("delta-bench-swupdate.log");
+        fs::write(&keep, &run.log)?;
+        let errors: Vec<&str> = run
+            .log
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .take(10)
+            .collect();
         println!(
-            "  its log (last lines, newest first):\n    {}",
-            tail.join("\n    ")
+            "  success reported: {}; installed bytes right: {}; its errors and warnings:\n    {}\n  (whole log: {})",
+            run.reports_success(),
+            installed.get(..new.len()) == Some(&new[..]),
+            errors.join("\n    "),
+            keep.display()
         );
     }
     println!(
