@@ -17,6 +17,8 @@
 pub mod ab;
 pub mod agent;
 pub mod cpio;
+pub mod cut_proxy;
+pub mod delta;
 pub mod mosquitto;
 pub mod nginx;
 pub mod pki;
