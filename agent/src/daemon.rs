@@ -349,8 +349,8 @@ impl Daemon {
             ..Default::default()
         };
         let id = view.id.as_str();
-        self.wfx.put_status(id, &status).await?;
-        self.reporter.job_state(view, state, progress, message);
+        // The device's own result is recorded first: `status` never lags behind what wfx shows
+        // (if wfx cannot be told now, the job's final state is reported again later).
         if matches!(state, "ACTIVATED" | "TERMINATED") {
             self.journal.last = Some(LastResult {
                 job_id: id.to_owned(),
@@ -359,6 +359,8 @@ impl Daemon {
             });
             self.save()?;
         }
+        self.wfx.put_status(id, &status).await?;
+        self.reporter.job_state(view, state, progress, message);
         Ok(())
     }
 

@@ -514,7 +514,7 @@ fn report(
 
 fn daemon_code(e: &ClientError) -> u8 {
     match e {
-        ClientError::Busy(_) => exit::BUSY,
+        ClientError::Busy(_) | ClientError::NoAnswer { .. } => exit::BUSY,
         ClientError::NoSocket(_)
         | ClientError::NotListening(_)
         | ClientError::Permission(_)
