@@ -17,6 +17,7 @@
 pub mod ab;
 pub mod agent;
 pub mod cpio;
+pub mod fleet;
 pub mod mosquitto;
 pub mod nginx;
 pub mod pki;
