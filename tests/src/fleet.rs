@@ -388,46 +388,73 @@ impl Fleet {
         .await;
     }
 
-    /// Waits until the job is in one of `states`; returns the job.
-    pub async fn wait_for(&self, id: &str, states: &[&str]) -> Value {
+    /// Polls the job (every 100 ms, 60 s at the most) until `cond` holds for it; returns it.
+    /// With `operate`, makes the operator's moves of a phased job at once (see
+    /// [`Fleet::operate`]).
+    pub async fn until_job(
+        &self,
+        id: &str,
+        what: &str,
+        operate: bool,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let j = self.job(id).await;
-            let s = j["status"]["state"].as_str().unwrap_or("").to_owned();
-            if states.contains(&s.as_str()) {
+            if operate {
+                self.operate(&j).await;
+            }
+            if cond(&j) {
                 return j;
             }
             assert!(
                 Instant::now() < deadline,
-                "job {id} stuck in {s}; agent log:\n{}",
+                "{what}: job {id} stuck in {}: {j:#}\nagent log:\n{}",
+                j["status"]["state"],
                 self.agent_log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
+    /// Waits until the job is in one of `states`; returns the job.
+    pub async fn wait_for(&self, id: &str, states: &[&str]) -> Value {
+        let what = format!("job {id} to reach {states:?}");
+        self.until_job(id, &what, false, |j| {
+            states.contains(&j["status"]["state"].as_str().unwrap_or(""))
+        })
+        .await
+    }
+
     /// Waits until the job is ACTIVATED or TERMINATED, making the operator's moves of a phased
     /// job at once (DOWNLOAD, INSTALL); returns it.
     pub async fn finish(&self, id: &str) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let j = self.job(id).await;
-            self.operate(&j).await;
-            let s = j["status"]["state"].as_str().unwrap_or("");
-            if s == "ACTIVATED" || s == "TERMINATED" {
-                eprintln!("job {id}: {s}: {}", j["status"]["message"]);
-                if let Some(sw) = &self.swupdate {
-                    eprintln!("SWUpdate's log:\n{}", sw.log());
-                }
-                return j;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} did not end; agent log:\n{}",
-                self.agent_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let j = self
+            .until_job(id, "the job's end", true, |j| {
+                matches!(
+                    j["status"]["state"].as_str(),
+                    Some("ACTIVATED" | "TERMINATED")
+                )
+            })
+            .await;
+        eprintln!(
+            "job {id}: {}: {}",
+            j["status"]["state"], j["status"]["message"]
+        );
+        if let Some(sw) = &self.swupdate {
+            eprintln!("SWUpdate's log:\n{}", sw.log());
         }
+        j
+    }
+
+    /// How many installs SWUpdate carried through (one line each: "[INFO ] : SWUPDATE
+    /// successful ! SWUPDATE successful !").
+    pub fn successful_installs(&self) -> usize {
+        self.swupdate()
+            .log()
+            .lines()
+            .filter(|l| l.contains("SWUPDATE successful"))
+            .count()
     }
 
     /// A direct firmware job for a fresh image, carried to its end: ACTIVATED, image installed.
@@ -460,6 +487,25 @@ pub fn firmware(url: &str) -> Value {
 /// Whether the image's (first) target holds `data`.
 pub fn installed(swu: &BuiltSwu, data: &[u8]) -> bool {
     fs::read(&swu.images[0].target).expect("the image's target") == data
+}
+
+/// `impl Deref<Target = Fleet>` (and `DerefMut`) for a test's own fixture `$t` that holds the
+/// fleet in its field `f`, so that the test uses the fleet's methods on it directly.
+#[macro_export]
+macro_rules! deref_to_fleet {
+    ($t:ty) => {
+        impl ::std::ops::Deref for $t {
+            type Target = $crate::fleet::Fleet;
+            fn deref(&self) -> &$crate::fleet::Fleet {
+                &self.f
+            }
+        }
+        impl ::std::ops::DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut $crate::fleet::Fleet {
+                &mut self.f
+            }
+        }
+    };
 }
 
 /// Polls `cond` every 50 ms until it holds; fails naming `what` and `context()` after `timeout`.

@@ -4,7 +4,6 @@
 //! SWUpdate daemon and nginx.
 
 use std::fs;
-use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -26,18 +25,7 @@ struct World {
     f: Fleet,
 }
 
-impl Deref for World {
-    type Target = Fleet;
-    fn deref(&self) -> &Fleet {
-        &self.f
-    }
-}
-
-impl DerefMut for World {
-    fn deref_mut(&mut self) -> &mut Fleet {
-        &mut self.f
-    }
-}
+cip_update_agent_tests::deref_to_fleet!(World);
 
 impl World {
     /// wfx only: onboarding needs neither SWUpdate nor nginx.
@@ -132,25 +120,8 @@ impl World {
         l["content"].as_array().and_then(|a| a.first()).cloned()
     }
 
-    /// Waits until `cond` holds for the job (60 s).
-    async fn until_job(&self, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let j = self.job(id).await;
-            if cond(&j) {
-                return j;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: job {j:#}\nagent log:\n{}",
-                self.agent_log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     async fn until_state(&self, id: &str, state: &str) -> Value {
-        self.until_job(id, &format!("state {state}"), |j| {
+        self.until_job(id, &format!("state {state}"), false, |j| {
             j["status"]["state"] == state
         })
         .await
@@ -473,7 +444,7 @@ async fn forged_foreign_replayed_and_malformed_answers_are_refused() {
         )
         .await;
         let j = w
-            .until_job(&id, what, |j| {
+            .until_job(&id, what, false, |j| {
                 // The refusal of this very definition (wfx's hash of it).
                 j["status"]["state"] == "APPROVED"
                     && j["status"]["context"]["refusedDefinitionHash"]

@@ -7,7 +7,6 @@
 //! read back with the tools.
 
 use std::fs;
-use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use cip_update_agent_tests::ab::{Device, Loader};
@@ -27,18 +26,7 @@ struct Rig {
     swupdate_marks: bool,
 }
 
-impl Deref for Rig {
-    type Target = Fleet;
-    fn deref(&self) -> &Fleet {
-        &self.f
-    }
-}
-
-impl DerefMut for Rig {
-    fn deref_mut(&mut self) -> &mut Fleet {
-        &mut self.f
-    }
-}
+cip_update_agent_tests::deref_to_fleet!(Rig);
 
 impl Rig {
     fn new(loader: Loader) -> Rig {

@@ -12,7 +12,6 @@
 //! target for its hardware above the running version, once.
 
 use std::fs;
-use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -32,18 +31,7 @@ struct TufFleet {
     repo: TufRepo,
 }
 
-impl Deref for TufFleet {
-    type Target = Fleet;
-    fn deref(&self) -> &Fleet {
-        &self.f
-    }
-}
-
-impl DerefMut for TufFleet {
-    fn deref_mut(&mut self) -> &mut Fleet {
-        &mut self.f
-    }
-}
+cip_update_agent_tests::deref_to_fleet!(TufFleet);
 
 impl TufFleet {
     fn new() -> TufFleet {
@@ -136,12 +124,12 @@ fn message(j: &Value) -> String {
     j["status"]["message"].as_str().unwrap_or("").to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trusted_artifact_is_activated() {
+/// A trusted artifact in `workflow` is ACTIVATED, its target fetched once; the fleet.
+async fn a_trusted_artifact_in(workflow: &str) -> TufFleet {
     let mut f = TufFleet::new();
     let (swu, data, bytes) = f.swu("good", 1);
     let url = f.publish(IMAGE, &bytes, &bytes, custom("1.0"));
-    let j = f.run_image_job(DIRECT, &url).await;
+    let j = f.run_image_job(workflow, &url).await;
     assert_eq!(
         j["status"]["state"],
         "ACTIVATED",
@@ -149,9 +137,33 @@ async fn a_trusted_artifact_is_activated() {
         f.agent_log()
     );
     assert_eq!(fs::read(&swu.images[0].target).unwrap(), data);
+    assert_eq!(f.fetches(&url), 1);
+    f
+}
+
+/// A target served with other bytes (another validly signed .swu of the same length) in
+/// `workflow`: TERMINATED naming the target's hash, nothing written to either image's target;
+/// the fleet.
+async fn a_target_whose_bytes_differ_in(workflow: &str) -> TufFleet {
+    let mut f = TufFleet::new();
+    let (good, _, good_bytes) = f.swu("good", 1);
+    let (evil, _, evil_bytes) = f.swu("evil", 2);
+    assert_eq!(good_bytes.len(), evil_bytes.len());
+    let url = f.publish(IMAGE, &good_bytes, &evil_bytes, custom("1.0"));
+    let j = f.run_image_job(workflow, &url).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let msg = message(&j);
+    assert!(msg.contains(IMAGE) && msg.contains("sha256"), "{msg}");
+    assert!(fs::read(&evil.images[0].target).unwrap().is_empty());
+    assert!(fs::read(&good.images[0].target).unwrap().is_empty());
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_artifact_is_activated() {
+    let f = a_trusted_artifact_in(DIRECT).await;
     let log = f.swupdate().log();
     assert!(log.contains(SWUPDATE_INSTALL_MARKER) && log.contains("SWUPDATE successful"));
-    assert_eq!(f.fetches(&url), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,21 +221,10 @@ async fn an_artifact_named_by_uri_only_must_be_a_target_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_whose_bytes_differ_is_terminated_and_nothing_is_installed() {
-    let mut f = TufFleet::new();
-    let (good, _, good_bytes) = f.swu("good", 1);
-    // Another validly signed .swu of the same length, served in the target's place.
-    let (evil, _, evil_bytes) = f.swu("evil", 2);
-    assert_eq!(good_bytes.len(), evil_bytes.len());
-    let url = f.publish(IMAGE, &good_bytes, &evil_bytes, custom("1.0"));
-    let j = f.run_image_job(DIRECT, &url).await;
-    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
-    let msg = message(&j);
-    assert!(msg.contains(IMAGE) && msg.contains("sha256"), "{msg}");
+    let f = a_target_whose_bytes_differ_in(DIRECT).await;
     // SWUpdate saw an install that was cut before its end, and refused it.
     let log = f.swupdate().log();
     assert!(!log.contains("SWUPDATE successful"), "{log}");
-    assert!(fs::read(&evil.images[0].target).unwrap().is_empty());
-    assert!(fs::read(&good.images[0].target).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,35 +335,15 @@ fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phased_a_trusted_artifact_is_activated() {
-    let mut f = TufFleet::new();
-    let (swu, data, bytes) = f.swu("good", 1);
-    let url = f.publish(IMAGE, &bytes, &bytes, custom("1.0"));
-    let j = f.run_image_job(PHASED, &url).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
-    assert_eq!(fs::read(&swu.images[0].target).unwrap(), data);
-    assert_eq!(f.fetches(&url), 1);
+    a_trusted_artifact_in(PHASED).await;
 }
 
 /// Phased: the download is verified whole before DOWNLOADED; other bytes end the job at the
 /// download, the staged file is removed, and SWUpdate is never asked to install.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phased_a_target_whose_bytes_differ_is_terminated_at_download() {
-    let mut f = TufFleet::new();
-    let (good, _, good_bytes) = f.swu("good", 1);
-    let (evil, _, evil_bytes) = f.swu("evil", 2);
-    let url = f.publish(IMAGE, &good_bytes, &evil_bytes, custom("1.0"));
-    let j = f.run_image_job(PHASED, &url).await;
-    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
-    let msg = message(&j);
-    assert!(msg.contains("sha256") && msg.contains(IMAGE), "{msg}");
+    let f = a_target_whose_bytes_differ_in(PHASED).await;
     assert!(!f.swupdate().log().contains(SWUPDATE_INSTALL_MARKER));
-    assert!(fs::read(&evil.images[0].target).unwrap().is_empty());
-    assert!(fs::read(&good.images[0].target).unwrap().is_empty());
     let staged = files_under(&f.path("state/staging"));
     assert!(staged.is_empty(), "{staged:?}");
 }
