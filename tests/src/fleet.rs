@@ -409,9 +409,10 @@ impl Fleet {
             }
             assert!(
                 Instant::now() < deadline,
-                "{what}: job {id} stuck in {}: {j:#}\nagent log:\n{}",
+                "{what}: job {id} stuck in {}: {j:#}\nagent log:\n{}\nSWUpdate's log:\n{}",
                 j["status"]["state"],
-                self.agent_log()
+                self.agent_log(),
+                self.swupdate.as_ref().map(|s| s.log()).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
