@@ -22,7 +22,7 @@ use crate::report::Reporter;
 use crate::source::{self, Opened, Source};
 use crate::swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType, Swupdate};
 use crate::tuf::artifacts::{self as trust, Refusal, SharedVerifier, Trust};
-use crate::wfx::backoff::{Backoff, jittered};
+use crate::wfx::backoff::jittered;
 use crate::wfx::{Job, JobStatus, WfxClient, WfxError};
 
 /// How often a running download or install asks wfx whether its job still exists (besides
@@ -1525,35 +1525,19 @@ async fn job_gone(wfx: WfxClient, deleted: Arc<Deleted>, id: String, every: Dura
     }
 }
 
-/// Follows the event stream, waking the main loop on every event and after every (re)connect
-/// (events are not guaranteed: a reconnect means a reconcile).
+/// Follows the event stream, waking the main loop on every event and after every (re)connect,
+/// and noting deleted jobs.
 async fn follow_events(wfx: WfxClient, wake: Arc<Notify>, deleted: Arc<Deleted>) {
-    let backoff = Backoff::default();
-    let mut failures = 0u32;
-    loop {
-        match wfx.events().await {
-            Ok(mut s) => {
-                failures = 0;
-                wake.notify_one();
-                while let Some(ev) = s.next().await {
-                    match ev {
-                        Ok(ev) => {
-                            tracing::debug!(action = %ev.action, job = %ev.job.id, "wfx event");
-                            if ev.action == "DELETE" {
-                                deleted.add(&ev.job.id);
-                            }
-                            wake.notify_one();
-                        }
-                        Err(e) => {
-                            tracing::info!("event stream: {e}");
-                            break;
-                        }
-                    }
-                }
+    crate::wfx::follow::follow_events(
+        wfx,
+        wake,
+        |ev| {
+            tracing::debug!(action = %ev.action, job = %ev.job.id, "wfx event");
+            if ev.action == "DELETE" {
+                deleted.add(&ev.job.id);
             }
-            Err(e) => tracing::info!("event stream: {e}"),
-        }
-        failures += 1;
-        tokio::time::sleep(backoff.delay(failures.saturating_sub(1), fastrand::f64())).await;
-    }
+        },
+        |e| tracing::info!("event stream: {e}"),
+    )
+    .await;
 }

@@ -187,8 +187,12 @@ class Repo:
         self.state["versions"][role] = md.signed.version
         os.makedirs(self.meta_dir, exist_ok=True)
         data = json.dumps(d, indent=1, sort_keys=True).encode() + b"\n"
-        with open(os.path.join(self.meta_dir, name), "wb") as f:
+        # Atomically (as a real repository publishes): a client polling while the repository
+        # publishes must never read a half-written timestamp.json.
+        path = os.path.join(self.meta_dir, name)
+        with open(path + ".tmp", "wb") as f:
             f.write(data)
+        os.replace(path + ".tmp", path)
         return name
 
     # Operations -------------------------------------------------------------------------------
