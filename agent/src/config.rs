@@ -34,6 +34,75 @@ pub struct Config {
     pub onboarding: Onboarding,
     /// Absent: artifacts are not verified (development only; logged loudly at start).
     pub tuf: Option<Tuf>,
+    /// Delta downloads (zchunk companions, SWUpdate-native delta targets).
+    pub delta: Delta,
+}
+
+/// `[delta]`: how a target with a zchunk companion (`custom.zchunk`) or a SWUpdate-native delta
+/// (`custom.deltas`) is fetched. Deltas need `[tuf]` (the companion is a TUF target).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delta {
+    /// Use deltas at all.
+    pub enabled: bool,
+    /// Where chunks already on the device are looked for: `@rootfs` (the block device holding
+    /// the running root file system) or file/device paths.
+    pub seeds: Vec<String>,
+    /// Keep the last installed .swu in `state_dir/delta/` as a seed for the next delta.
+    pub cache_previous_swu: bool,
+    /// On a delta failure: download the full target, or fail the job.
+    pub fallback: DeltaFallback,
+    /// Most ranges in one HTTP request.
+    pub max_ranges_per_request: usize,
+    /// Gaps up to this many bytes between missing chunks are fetched to save a range.
+    pub max_gap: u64,
+    /// Consecutive failed chunk requests (without a new verified chunk) before giving up.
+    pub max_retries: u32,
+    /// Install a SWUpdate-native delta target (`custom.deltas` for the running version).
+    pub native: bool,
+}
+
+impl Default for Delta {
+    fn default() -> Self {
+        Delta {
+            enabled: true,
+            seeds: vec!["@rootfs".into()],
+            cache_previous_swu: true,
+            fallback: DeltaFallback::Full,
+            max_ranges_per_request: 64,
+            max_gap: 128,
+            max_retries: 5,
+            native: true,
+        }
+    }
+}
+
+/// `delta.fallback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeltaFallback {
+    Full,
+    Fail,
+}
+
+impl Delta {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=1000).contains(&self.max_ranges_per_request) {
+            return Err((
+                "delta.max_ranges_per_request",
+                "must be between 1 and 1000".into(),
+            ));
+        }
+        for s in &self.seeds {
+            if s != "@rootfs" && !Path::new(s).is_absolute() {
+                return Err((
+                    "delta.seeds",
+                    format!("`{s}` is neither @rootfs nor an absolute path"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The device's TUF repository: every artifact must be one of its targets.
@@ -336,6 +405,7 @@ impl Default for Config {
             mqtt: None,
             onboarding: Onboarding::default(),
             tuf: None,
+            delta: Delta::default(),
         }
     }
 }
@@ -539,6 +609,7 @@ impl Config {
         if let Some(t) = &self.tuf {
             t.check()?;
         }
+        self.delta.check()?;
         match (&self.tls.client_cert, &self.tls.client_key) {
             (Some(_), None) => {
                 return Err(("tls.client_key", "is needed with tls.client_cert".into()));
@@ -756,6 +827,12 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
                 "tls.client_key: is needed",
             ),
             ("[proxy]\nno_proxy = [\"a/b\"]", "proxy.no_proxy"),
+            ("[delta]\nfallback = \"maybe\"", "unknown variant `maybe`"),
+            (
+                "[delta]\nmax_ranges_per_request = 0",
+                "delta.max_ranges_per_request: must be between",
+            ),
+            ("[delta]\nseeds = [\"old.swu\"]", "delta.seeds: `old.swu`"),
             ("state_dir = 3", "invalid type"),
             ("[boot]\nbackend = \"grub\"", "unknown variant `grub`"),
             (

@@ -22,7 +22,7 @@ use crate::report::Reporter;
 use crate::source::{self, Opened, Source};
 use crate::swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType, Swupdate};
 use crate::tuf::artifacts::{self as trust, Refusal, SharedVerifier, Trust};
-use crate::wfx::backoff::{Backoff, jittered};
+use crate::wfx::backoff::jittered;
 use crate::wfx::{Job, JobStatus, WfxClient, WfxError};
 
 /// How often a running download or install asks wfx whether its job still exists (besides
@@ -349,8 +349,8 @@ impl Daemon {
             ..Default::default()
         };
         let id = view.id.as_str();
-        self.wfx.put_status(id, &status).await?;
-        self.reporter.job_state(view, state, progress, message);
+        // The device's own result is recorded first: `status` never lags behind what wfx shows
+        // (if wfx cannot be told now, the job's final state is reported again later).
         if matches!(state, "ACTIVATED" | "TERMINATED") {
             self.journal.last = Some(LastResult {
                 job_id: id.to_owned(),
@@ -359,6 +359,8 @@ impl Daemon {
             });
             self.save()?;
         }
+        self.wfx.put_status(id, &status).await?;
+        self.reporter.job_state(view, state, progress, message);
         Ok(())
     }
 
@@ -734,8 +736,38 @@ impl Daemon {
             );
             let max = target.as_ref().map(|t| t.length);
             let idle = self.trust.as_ref().map(Trust::read_timeout);
+            // A zchunk delta is rebuilt into the staged file (a native delta target is not
+            // staged: the install step verifies the staged file against the full target).
+            let mut rebuilt = None;
+            if let (Some(t), false) = (target.clone(), path.exists()) {
+                let gone = job_gone(
+                    self.wfx.clone(),
+                    self.deleted.clone(),
+                    view.id.clone(),
+                    GONE_CHECK,
+                );
+                let path = tokio::select! {
+                    r = self.delta_path(view, &t, "DOWNLOADING", false) => r?,
+                    () = gone => {
+                        tracing::info!(job = %view.id, "the job was deleted during the delta download: stopped");
+                        self.forget(&view.id).await?;
+                        return Ok(Next::Wait);
+                    }
+                };
+                match path {
+                    DeltaPath::Rebuilt(o) => rebuilt = Some(o),
+                    DeltaPath::Ended(next) => return Ok(next),
+                    DeltaPath::Full | DeltaPath::Native(..) => {}
+                }
+            }
+            let fetch = async {
+                match rebuilt {
+                    Some(o) => write_staged(o, &path).await,
+                    None => self.fetch_to(&a.uri, &path, max, idle).await,
+                }
+            };
             let fetched = tokio::select! {
-                r = self.fetch_to(&a.uri, &path, max, idle) => r,
+                r = fetch => r,
                 () = gone => {
                     tracing::info!(job = %view.id, "the job was deleted during the download: stopped");
                     self.forget(&view.id).await?;
@@ -911,10 +943,49 @@ impl Daemon {
                 Err(e) => return self.terminate(view, &e, None).await,
             }
         };
-        let mut image: Opened = match source::open_with(&src, &self.http).await {
-            Ok(i) => i,
-            Err(e) => return self.terminate(view, &e.to_string(), None).await,
+        // Delta (a zchunk companion, or a SWUpdate-native delta target) when the target has one.
+        let (mut target, mut src) = (target, src);
+        let mut rebuilt: Option<Opened> = None;
+        let mut native = false;
+        if let (Some(t), false) = (target.clone(), matches!(src, Source::File(_))) {
+            let gone = job_gone(
+                self.wfx.clone(),
+                self.deleted.clone(),
+                view.id.clone(),
+                GONE_CHECK,
+            );
+            let path = tokio::select! {
+                r = self.delta_path(view, &t, "INSTALLING", true) => r?,
+                () = gone => {
+                    tracing::info!(job = %view.id, "the job was deleted during the delta download: stopped");
+                    self.forget(&view.id).await?;
+                    return Ok(Next::Wait);
+                }
+            };
+            match path {
+                DeltaPath::Full => {}
+                DeltaPath::Rebuilt(o) => rebuilt = Some(o),
+                DeltaPath::Native(info, url) => {
+                    target = Some(info);
+                    src = Source::Url(url);
+                    native = true;
+                }
+                DeltaPath::Ended(next) => return Ok(next),
+            }
+        }
+        let mut image: Opened = match rebuilt {
+            Some(o) => o,
+            None => match source::open_with(&src, &self.http).await {
+                Ok(i) => i,
+                Err(e) => return self.terminate(view, &e.to_string(), None).await,
+            },
         };
+        // The full .swu is kept as the next seed (a native delta .swu is no seed of the image).
+        let keeper = (self.config.delta.cache_previous_swu && !dry_run && !native)
+            .then(|| crate::delta::Keeper::new(&self.config.state_dir));
+        if let Some(k) = &keeper {
+            image.reader = k.wrap(image.reader);
+        }
         // Hashed on the way into SWUpdate; judged before the commit.
         let verify: Option<SharedVerifier> = match &target {
             Some(t) => match trust::shared(t) {
@@ -973,6 +1044,9 @@ impl Daemon {
         )
         .await;
         obs.flush().await;
+        if let (Some(k), false) = (&keeper, result.as_ref().is_ok_and(|o| o.succeeded())) {
+            k.abandon();
+        }
         // The inventory says which wire the daemon speaks once an install showed it.
         if let Some(w) = result.as_ref().ok().and_then(|o| o.wire) {
             let w = w.to_string();
@@ -988,6 +1062,13 @@ impl Daemon {
                 Ok(Next::Wait)
             }
             Ok(o) if o.succeeded() => {
+                match &keeper {
+                    Some(k) => k.commit(target.as_ref().map(|t| t.length)),
+                    // Installed: the fetched chunks are of no use any more.
+                    None => crate::delta::ChunkCache::clear(
+                        &crate::delta::dir(&self.config.state_dir).join("chunks"),
+                    ),
+                }
                 let r = self.record_mut(view);
                 r.installed = index + 1;
                 r.committed = None;
@@ -1068,6 +1149,112 @@ impl Daemon {
         }
     }
 
+    /// How a trusted target is fetched: the full download, a delta rebuilt from the chunks on
+    /// the device (`custom.zchunk`), or a SWUpdate-native delta target for the running version
+    /// (`custom.deltas`). A delta failure falls back to the full download or, with
+    /// `delta.fallback = "fail"`, ends the job naming it. The job's status says which path.
+    async fn delta_path(
+        &mut self,
+        view: &JobView,
+        full: &crate::tuf::TargetInfo,
+        state: &str,
+        allow_native: bool,
+    ) -> Result<DeltaPath, StepError> {
+        let cfg = self.config.delta.clone();
+        if !cfg.enabled {
+            return Ok(DeltaPath::Full);
+        }
+        let Some(trust) = self.trust.as_mut() else {
+            return Ok(DeltaPath::Full);
+        };
+        let running = crate::status::read_version(&self.config.device.version_file);
+        let native = if cfg.native && allow_native {
+            crate::delta::native_delta(&full.custom, running.as_deref()).map(str::to_owned)
+        } else {
+            None
+        };
+        let companion = crate::delta::companion_path(&full.custom).map(str::to_owned);
+        // The native delta first (smallest), then the zchunk companion; the full target last.
+        let mut failures = Vec::new();
+        if let Some(path) = native {
+            match trust.related(&path).await {
+                Ok((info, url)) => {
+                    let msg = format!(
+                        "delta: SWUpdate-native delta {path} for the running version {} ({} instead of {})",
+                        running.as_deref().unwrap_or("?"),
+                        crate::delta::human(info.length),
+                        crate::delta::human(full.length)
+                    );
+                    tracing::info!(job = %view.id, "{msg}");
+                    self.report(view, state, None, &msg, None).await?;
+                    return Ok(DeltaPath::Native(info, url));
+                }
+                Err(e) => {
+                    let m = format!("SWUpdate-native delta: {e}");
+                    tracing::warn!(job = %view.id, "{m}");
+                    failures.push(m);
+                }
+            }
+        }
+        if let Some(path) = companion {
+            let idle = trust.read_timeout();
+            let prepared = match trust.related(&path).await {
+                Ok((info, url)) => {
+                    crate::delta::prepare(
+                        &self.http,
+                        &cfg,
+                        &self.config.state_dir,
+                        &info,
+                        &url,
+                        full,
+                        idle,
+                    )
+                    .await
+                }
+                Err(e) => Err(crate::delta::DeltaError::Companion(e)),
+            };
+            match prepared {
+                Ok(p) => {
+                    let msg = p.stats.message();
+                    tracing::info!(job = %view.id, "{msg}");
+                    self.report(view, state, None, &msg, None).await?;
+                    return Ok(DeltaPath::Rebuilt(Opened {
+                        reader: p.reader,
+                        len: Some(full.length),
+                    }));
+                }
+                Err(e) => {
+                    let m = format!("delta failed: {e}");
+                    tracing::warn!(job = %view.id, "{m}");
+                    failures.push(m);
+                }
+            }
+        }
+        if failures.is_empty() {
+            return Ok(DeltaPath::Full);
+        }
+        let failure = failures.join("; ");
+        match cfg.fallback {
+            crate::config::DeltaFallback::Fail => Ok(DeltaPath::Ended(
+                self.terminate(
+                    view,
+                    &format!("{failure} (delta.fallback = \"fail\")"),
+                    None,
+                )
+                .await?,
+            )),
+            crate::config::DeltaFallback::Full => {
+                let msg = format!(
+                    "{failure}; full download of {} ({})",
+                    full.path,
+                    crate::delta::human(full.length)
+                );
+                self.report(view, state, None, &msg, None).await?;
+                Ok(DeltaPath::Full)
+            }
+        }
+    }
+
     async fn terminate(
         &mut self,
         view: &JobView,
@@ -1104,6 +1291,38 @@ enum BootStep {
     PendingReboot,
     /// Nothing to do now (a reboot is under way, or the bootloader cannot be read).
     Wait,
+}
+
+/// Writes a rebuilt .swu to the staging file (then verified against its target like a download).
+async fn write_staged(image: Opened, path: &std::path::Path) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let part = path.with_extension("delta-part");
+    let mut f = tokio::fs::File::create(&part)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut reader = image.reader;
+    tokio::io::copy(&mut reader, &mut f)
+        .await
+        .map_err(|e| format!("delta rebuild: {e}"))?;
+    f.sync_all().await.map_err(|e| e.to_string())?;
+    tokio::fs::rename(&part, path)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// How a target's bytes are obtained ([`Daemon::delta_path`]).
+enum DeltaPath {
+    Full,
+    /// The .swu rebuilt from the device's chunks and the fetched ones.
+    Rebuilt(Opened),
+    /// Install this target (a SWUpdate-native delta .swu) from this URL instead.
+    Native(crate::tuf::TargetInfo, String),
+    /// The job ended (fallback = "fail").
+    Ended(Next),
 }
 
 /// After an action: ask wfx again, or wait for it.
@@ -1306,35 +1525,19 @@ async fn job_gone(wfx: WfxClient, deleted: Arc<Deleted>, id: String, every: Dura
     }
 }
 
-/// Follows the event stream, waking the main loop on every event and after every (re)connect
-/// (events are not guaranteed: a reconnect means a reconcile).
+/// Follows the event stream, waking the main loop on every event and after every (re)connect,
+/// and noting deleted jobs.
 async fn follow_events(wfx: WfxClient, wake: Arc<Notify>, deleted: Arc<Deleted>) {
-    let backoff = Backoff::default();
-    let mut failures = 0u32;
-    loop {
-        match wfx.events().await {
-            Ok(mut s) => {
-                failures = 0;
-                wake.notify_one();
-                while let Some(ev) = s.next().await {
-                    match ev {
-                        Ok(ev) => {
-                            tracing::debug!(action = %ev.action, job = %ev.job.id, "wfx event");
-                            if ev.action == "DELETE" {
-                                deleted.add(&ev.job.id);
-                            }
-                            wake.notify_one();
-                        }
-                        Err(e) => {
-                            tracing::info!("event stream: {e}");
-                            break;
-                        }
-                    }
-                }
+    crate::wfx::follow::follow_events(
+        wfx,
+        wake,
+        |ev| {
+            tracing::debug!(action = %ev.action, job = %ev.job.id, "wfx event");
+            if ev.action == "DELETE" {
+                deleted.add(&ev.job.id);
             }
-            Err(e) => tracing::info!("event stream: {e}"),
-        }
-        failures += 1;
-        tokio::time::sleep(backoff.delay(failures.saturating_sub(1), fastrand::f64())).await;
-    }
+        },
+        |e| tracing::info!("event stream: {e}"),
+    )
+    .await;
 }

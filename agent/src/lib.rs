@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod config;
 pub mod daemon;
+pub mod delta;
 pub mod faults;
 pub mod health;
 pub mod http;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use cip_onboarding::signals::interrupted;
 use cip_update_agent::config::{self, Config};
 use cip_update_agent::daemon::Daemon;
 use cip_update_agent::install::{self, InstallError, Observer};
@@ -348,25 +349,6 @@ async fn run_daemon(config: &Config) -> u8 {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn interrupted() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut i), Ok(mut t)) => {
-            tokio::select! {
-                _ = i.recv() => {}
-                _ = t.recv() => {}
-            }
-        }
-        // Without signal handling the default action (exit) applies, and SWUpdate still fails
-        // the install when the socket closes.
-        _ => std::future::pending().await,
-    }
-}
-
 async fn run_install(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
     let src = match Source::parse(&args.image) {
         Ok(s) => s,
@@ -514,7 +496,7 @@ fn report(
 
 fn daemon_code(e: &ClientError) -> u8 {
     match e {
-        ClientError::Busy(_) => exit::BUSY,
+        ClientError::Busy(_) | ClientError::NoAnswer { .. } => exit::BUSY,
         ClientError::NoSocket(_)
         | ClientError::NotListening(_)
         | ClientError::Permission(_)

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::wfx::backoff::{Backoff, jittered};
+use crate::wfx::backoff::jittered;
 use crate::wfx::{JobStatus, WfxClient, WfxError};
 
 /// What a rejection does.
@@ -318,23 +318,11 @@ async fn step(
 /// Wakes the onboarding loop on every event of the bootstrap client-id and after every
 /// (re)connect (events are not guaranteed: the loop also polls).
 async fn follow_events(wfx: WfxClient, wake: Arc<Notify>) {
-    let backoff = Backoff::default();
-    let mut failures = 0u32;
-    loop {
-        match wfx.events().await {
-            Ok(mut s) => {
-                failures = 0;
-                wake.notify_one();
-                while let Some(ev) = s.next().await {
-                    if ev.is_err() {
-                        break;
-                    }
-                    wake.notify_one();
-                }
-            }
-            Err(e) => tracing::debug!("onboarding event stream: {e}"),
-        }
-        failures += 1;
-        tokio::time::sleep(backoff.delay(failures.saturating_sub(1), fastrand::f64())).await;
-    }
+    crate::wfx::follow::follow_events(
+        wfx,
+        wake,
+        |_| {},
+        |e| tracing::debug!("onboarding event stream: {e}"),
+    )
+    .await;
 }

@@ -8,7 +8,8 @@
 //! - [`device`]: the device's decision for a job (a plain function);
 //! - [`store`]: the stored outcome (the client-id), written atomically;
 //! - [`operator`]: the fleet's decisions (allow list, naming template, the signed answer);
-//! - [`northbound`]: the operator tool's wfx client (management API).
+//! - [`northbound`]: the operator tool's wfx client (management API);
+//! - [`signals`]: the stop request (SIGINT, SIGTERM) of the tool and the agent.
 //!
 //! The device side does no HTTP itself: the agent drives [`device::decide`] with its own wfx
 //! client, so that one client (retries, TLS, proxy, headers) talks to wfx.
@@ -22,4 +23,5 @@ pub mod keys;
 pub mod northbound;
 pub mod operator;
 pub mod protocol;
+pub mod signals;
 pub mod store;

@@ -369,7 +369,7 @@ async fn serve(
     let mut answered: HashSet<String> = HashSet::new();
     let mut warned: HashSet<String> = HashSet::new();
     tracing::info!("serving onboarding: {} serial(s) allowed", list.len());
-    let stop = stopped();
+    let stop = cip_onboarding::signals::interrupted();
     tokio::pin!(stop);
     loop {
         match read_allow(allow) {
@@ -475,21 +475,5 @@ async fn follow(north: North, wake: Arc<Notify>) {
             Err(e) => tracing::info!("event stream: {e}"),
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-async fn stopped() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut i), Ok(mut t)) => {
-            tokio::select! {
-                _ = i.recv() => {}
-                _ = t.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
     }
 }

@@ -17,10 +17,15 @@
 pub mod ab;
 pub mod agent;
 pub mod cpio;
+pub mod cut_proxy;
+pub mod delta;
+pub mod fleet;
+pub mod gnu_time;
 pub mod mosquitto;
 pub mod nginx;
 pub mod pki;
 pub mod process;
+pub mod raw_http;
 pub mod replay;
 pub mod slow_http;
 pub mod swu;

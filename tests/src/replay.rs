@@ -30,6 +30,16 @@ pub struct ReplayDaemon {
 impl ReplayDaemon {
     /// `version` as in the file names (`2025.12`), `run` `success` or `failure`.
     pub fn start(version: &str, run: &str) -> anyhow::Result<ReplayDaemon> {
+        Self::start_with(version, run, false)
+    }
+
+    /// As `start`, but the daemon stops reading the image at once and reports its run while
+    /// holding the stream open: what SWUpdate does when it rejects a stream it cannot parse.
+    pub fn start_stalling(version: &str, run: &str) -> anyhow::Result<ReplayDaemon> {
+        Self::start_with(version, run, true)
+    }
+
+    fn start_with(version: &str, run: &str, stall: bool) -> anyhow::Result<ReplayDaemon> {
         let frames = frames_dir();
         let progress = std::fs::read(frames.join(format!("progress-{version}-{run}.bin")))
             .context("recorded progress stream")?;
@@ -63,6 +73,20 @@ impl ReplayDaemon {
                 let mut m = [0u8; MSG];
                 s.read_exact(&mut m)?;
                 match u32::from_le_bytes(m[4..8].try_into()?) {
+                    0 if stall => {
+                        s.write_all(&ack)?;
+                        if let Some(tx) = start.take() {
+                            let _ = tx.send(());
+                        }
+                        // Never read, never close (for 30 s); other requests are answered.
+                        let done = installed_tx.clone();
+                        thread::spawn(move || {
+                            let mut one = [0u8; 1];
+                            thread::sleep(Duration::from_secs(30));
+                            let _ = s.read(&mut one);
+                            let _ = done.send(0);
+                        });
+                    }
                     0 => {
                         s.write_all(&ack)?;
                         // The daemon reads the image to its end, then reports.

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +31,7 @@ use tempfile::TempDir;
 
 use crate::agent::agent_bin;
 use crate::process::GroupChild;
+use crate::raw_http::{RawServer, read_head};
 
 /// Environment variable naming the venv with python-tuf (as in `scripts/deps`).
 pub const VENV_ENV: &str = "CIP_TUF_VENV";
@@ -387,13 +388,14 @@ pub enum Attack {
     Endless,
     /// The status line and headers of the file, then nothing, the connection held open.
     Stall,
+    /// The file one byte every 500 ms: never silent long enough for a read timeout.
+    Dribble,
 }
 
 /// A static HTTP server of a directory on 127.0.0.1 that attacks chosen paths. GET only, one
 /// request per connection. Requests are logged (paths) for the tests to check.
 pub struct AttackServer {
-    port: u16,
-    stop: Arc<AtomicBool>,
+    server: RawServer,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -401,50 +403,25 @@ impl AttackServer {
     /// Serves `root`; requests for a path in `attacks` (e.g. `/metadata/timestamp.json`) get
     /// that attack.
     pub fn start(root: &Path, attacks: &[(&str, Attack)]) -> anyhow::Result<AttackServer> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let port = listener.local_addr()?.port();
-        let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let attacks: Arc<HashMap<String, Attack>> =
-            Arc::new(attacks.iter().map(|(p, a)| (p.to_string(), *a)).collect());
+        let attacks: HashMap<String, Attack> =
+            attacks.iter().map(|(p, a)| (p.to_string(), *a)).collect();
         let root = root.to_path_buf();
-        let (stopped, logged) = (stop.clone(), log.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stopped.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(s) = conn else { continue };
-                let (root, attacks, stopped, logged) = (
-                    root.clone(),
-                    attacks.clone(),
-                    stopped.clone(),
-                    logged.clone(),
-                );
-                thread::spawn(move || {
-                    let _ = serve(s, &root, &attacks, &stopped, &logged);
-                });
-            }
-        });
-        Ok(AttackServer { port, stop, log })
+        let logged = log.clone();
+        let server = RawServer::start(move |s, stopped| {
+            let _ = serve(s, &root, &attacks, stopped, &logged);
+        })?;
+        Ok(AttackServer { server, log })
     }
 
     /// `http://127.0.0.1:<port>/<path>`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
+        self.server.url(path)
     }
 
     /// The paths requested so far.
     pub fn requests(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for AttackServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
     }
 }
 
@@ -455,15 +432,9 @@ fn serve(
     stop: &AtomicBool,
     log: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
-    let mut req = Vec::new();
-    let mut b = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut b)?;
-        if n == 0 {
-            return Ok(());
-        }
-        req.extend_from_slice(&b[..n]);
-    }
+    let Some(req) = read_head(&mut s)? else {
+        return Ok(());
+    };
     let head = String::from_utf8_lossy(&req);
     let path = head
         .split_whitespace()
@@ -510,6 +481,22 @@ fn serve(
             }
             Ok(())
         }
+        Some(Attack::Dribble) => {
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                data.len()
+            )?;
+            for byte in data.chunks(1) {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                s.write_all(byte)?;
+                s.flush()?;
+                thread::sleep(Duration::from_millis(500));
+            }
+            Ok(())
+        }
         Some(Attack::Stall) => {
             write!(
                 s,
@@ -520,6 +507,7 @@ fn serve(
             // Hold the connection, sending nothing, until the client gives up or the test ends.
             s.set_read_timeout(Some(Duration::from_millis(200)))?;
             let deadline = Instant::now() + CLIENT_LIMIT + Duration::from_secs(10);
+            let mut b = [0u8; 1024];
             while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
                 match s.read(&mut b) {
                     Ok(0) => break,
@@ -602,12 +590,15 @@ macro_rules! tuf_tests {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     /// A raw GET of `path`: the bytes read until the server closes, at most `max`, or until
     /// nothing came for 1 s.
     fn get(server: &AttackServer, path: &str, max: usize) -> Vec<u8> {
-        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port)).expect("connect");
+        let mut s =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, server.server.port())).expect("connect");
         write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
         s.set_read_timeout(Some(Duration::from_secs(1)))
             .expect("timeout");

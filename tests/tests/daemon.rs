@@ -2,247 +2,13 @@
 //! served by nginx, installed by the real SWUpdate daemon into file targets.
 
 use std::fs;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cip_update_agent_tests::agent::agent_cmd;
-use cip_update_agent_tests::nginx::Nginx;
-use cip_update_agent_tests::pki::TestCert;
-use cip_update_agent_tests::process::GroupChild;
+use cip_update_agent_tests::fleet::{CLIENT, Fleet, firmware, installed};
 use cip_update_agent_tests::slow_http::SlowServer;
-use cip_update_agent_tests::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::swu::BuiltSwu;
 use cip_update_agent_tests::wfx::{Options, WfxEmulator};
 use serde_json::{Value, json};
-use tempfile::TempDir;
-
-const CLIENT: &str = "dev-0042";
-
-struct Fleet {
-    dir: TempDir,
-    cert: TestCert,
-    swupdate: SwupdateDaemon,
-    nginx: Nginx,
-    wfx: WfxEmulator,
-    http: reqwest::Client,
-    agent: Option<GroupChild>,
-    /// Appended to the agent's configuration.
-    extra_config: String,
-    /// SWUpdate sockets the agent is told about instead of the daemon's.
-    sockets: Option<(PathBuf, PathBuf)>,
-}
-
-impl Fleet {
-    fn new() -> Fleet {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = TestCert::generate(dir.path()).unwrap();
-        let www = dir.path().join("www");
-        fs::create_dir(&www).unwrap();
-        Fleet {
-            swupdate: SwupdateDaemon::start(&DaemonOptions::new(&cert)).unwrap(),
-            nginx: Nginx::start(&www).unwrap(),
-            wfx: WfxEmulator::start_default().unwrap(),
-            http: reqwest::Client::new(),
-            dir,
-            cert,
-            agent: None,
-            extra_config: String::new(),
-            sockets: None,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A signed image served by nginx as `<name>.swu`, writing `<name>.target`.
-    fn image(&self, name: &str, len: usize, bad_hash: bool) -> (BuiltSwu, Vec<u8>, String) {
-        let data = random_bytes(len, len as u64 + bad_hash as u64);
-        let mut img = Image::raw(
-            "rootfs.img",
-            data.clone(),
-            self.path(&format!("{name}.target")),
-        );
-        if bad_hash {
-            img = img.sha256_override("cd".repeat(32));
-        }
-        let swu = SwuBuilder::new()
-            .image(img)
-            .build(&self.cert, &self.path(&format!("www/{name}.swu")))
-            .unwrap();
-        let url = self.nginx.url(&format!("{name}.swu"));
-        (swu, data, url)
-    }
-
-    fn start_agent(&mut self) {
-        self.start_agent_with(&[]);
-    }
-
-    fn start_agent_with(&mut self, env: &[(&str, String)]) {
-        let url = self.wfx.south_url();
-        self.start_agent_at(&url, "2s", env);
-    }
-
-    fn start_agent_at(&mut self, wfx_url: &str, poll: &str, env: &[(&str, String)]) {
-        let sockets = self.sockets.clone().unwrap_or_else(|| {
-            (
-                self.swupdate.control_socket(),
-                self.swupdate.progress_socket(),
-            )
-        });
-        let cfg = self.path("agent.toml");
-        fs::write(
-            &cfg,
-            format!(
-                "state_dir = {:?}\n[device]\nclient_id = \"{CLIENT}\"\n[wfx]\nurl = \"{wfx_url}\"\npoll_interval = \"{poll}\"\nprogress_interval = \"100ms\"\n[swupdate]\ncontrol_socket = {:?}\nprogress_socket = {:?}\n",
-                self.path("state"),
-                sockets.0,
-                sockets.1
-            ) + &self.extra_config,
-        )
-        .unwrap();
-        let mut c: Command = agent_cmd().unwrap();
-        c.arg("--config").arg(&cfg).arg("run");
-        c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        let log = |name: &str| {
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.path(name))
-                .unwrap()
-        };
-        c.stdout(log("agent.log"));
-        c.stderr(log("agent.err"));
-        self.agent = Some(GroupChild::spawn(c, "cip-update-agent").unwrap());
-    }
-
-    fn agent_log(&self) -> String {
-        fs::read_to_string(self.path("agent.err")).unwrap_or_default()
-    }
-
-    async fn create_job(&self, workflow: &str, definition: Value) -> String {
-        let r = self
-            .http
-            .post(format!("{}/jobs", self.wfx.north_url()))
-            .json(&json!({"clientId": CLIENT, "workflow": workflow, "definition": definition}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-        r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    /// The job as the operator sees it (retried through injected 5xx answers).
-    async fn job(&self, id: &str) -> Value {
-        for _ in 0..50 {
-            let r = self
-                .http
-                .get(format!("{}/jobs/{id}?history=true", self.wfx.north_url()))
-                .send()
-                .await
-                .unwrap();
-            if r.status().is_success() {
-                return r.json().await.unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("GET job {id} keeps failing");
-    }
-
-    /// The operator's move (northbound: WFX).
-    async fn advance(&self, id: &str, state: &str) {
-        let r = self
-            .http
-            .put(format!("{}/jobs/{id}/status", self.wfx.north_url()))
-            .json(&json!({"state": state}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    }
-
-    async fn delete(&self, id: &str) {
-        let r = self
-            .http
-            .delete(format!("{}/jobs/{id}", self.wfx.north_url()))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.status());
-    }
-
-    /// The agent's journal: job ids it holds.
-    fn journal_jobs(&self) -> Vec<String> {
-        let Ok(text) = fs::read(self.path("state/state.json")) else {
-            return Vec::new();
-        };
-        let v: Value = serde_json::from_slice(&text).unwrap();
-        v["jobs"]
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Waits until `cond` holds (60 s), with the agent's log in the failure.
-    async fn until(&self, what: &str, mut cond: impl FnMut(&Fleet) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !cond(self) {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: agent log:\n{}",
-                self.agent_log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// A direct firmware job for a fresh image, carried to its end: ACTIVATED, image installed.
-    async fn direct_job_succeeds(&self, name: &str) -> Value {
-        let (swu, data, url) = self.image(name, 100_000, false);
-        let id = self
-            .create_job("wfx.workflow.dau.direct", firmware(&url))
-            .await;
-        let j = self.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
-        assert_eq!(
-            j["status"]["state"],
-            "ACTIVATED",
-            "{j:#}\n{}",
-            self.agent_log()
-        );
-        assert!(installed(&swu, &data), "{name}: target");
-        j
-    }
-
-    /// Waits until the job is in one of `states`; returns the job.
-    async fn wait_for(&self, id: &str, states: &[&str]) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let j = self.job(id).await;
-            let s = j["status"]["state"].as_str().unwrap_or("").to_owned();
-            if states.contains(&s.as_str()) {
-                return j;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} stuck in {s}; agent log:\n{}",
-                self.agent_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn firmware(url: &str) -> Value {
-    json!({"version": "1.0", "type": ["firmware"], "artifacts": [{"name": "rootfs", "version": "1.1", "uri": url}]})
-}
-
-fn installed(swu: &BuiltSwu, data: &[u8]) -> bool {
-    fs::read(&swu.images[0].target).unwrap() == data
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_job_reaches_activated_with_the_image_installed() {
@@ -263,15 +29,7 @@ async fn a_direct_job_reaches_activated_with_the_image_installed() {
     // `status` tells the same, from the journal.
     f.until("the job is forgotten", |f| f.journal_jobs().is_empty())
         .await;
-    let o = agent_cmd()
-        .unwrap()
-        .arg("--config")
-        .arg(f.path("agent.toml"))
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
-    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let st = f.status_json();
     assert_eq!(st["client_id"], CLIENT);
     assert_eq!(st["current_job"], Value::Null);
     assert_eq!(st["last_result"]["job_id"], id.as_str());
@@ -357,15 +115,7 @@ async fn a_phased_job_waits_for_the_operator_between_stages() {
 
 /// The operator of a phased job: moves it on whenever it waits for WFX.
 async fn operate_phased(f: &Fleet, id: &str) {
-    let s = f.job(id).await["status"]["state"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    match s.as_str() {
-        "CREATED" => f.advance(id, "DOWNLOAD").await,
-        "DOWNLOADED" => f.advance(id, "INSTALL").await,
-        _ => {}
-    }
+    f.operate(&f.job(id).await).await;
 }
 
 /// Runs the job (as its operator, when phased) until it ends, or until the agent exits;
@@ -406,7 +156,7 @@ async fn power_cut_at_every_point(workflow: &str) {
         let mut f = Fleet::new();
         let (swu, data, url) = f.image("pc", 150_000, false);
         let id = f.create_job(workflow, firmware(&url)).await;
-        f.start_agent_with(&[("CIP_UPDATE_AGENT_CRASH_AT", n.to_string())]);
+        f.start_agent_with("run", &[("CIP_UPDATE_AGENT_CRASH_AT", &n.to_string())]);
         let crashed = run_until_end(&mut f, &id, phased, &format!("point {n}")).await;
         if crashed {
             assert!(
@@ -425,18 +175,11 @@ async fn power_cut_at_every_point(workflow: &str) {
             f.agent_log()
         );
         assert!(installed(&swu, &data), "point {n}: target");
-        // One line per install ("[INFO ] : SWUPDATE successful ! SWUPDATE successful !").
-        let successes = f
-            .swupdate
-            .log()
-            .lines()
-            .filter(|l| l.contains("SWUPDATE successful"))
-            .count();
         assert_eq!(
-            successes,
+            f.successful_installs(),
             1,
             "point {n}: installed exactly once\n{}",
-            f.swupdate.log()
+            f.swupdate().log()
         );
         if !crashed {
             break;
@@ -522,8 +265,9 @@ async fn wfx_down_at_start_then_up() {
     let mut f = Fleet::new();
     // The emulator of the fleet is replaced by one that starts later on a known port.
     let south = cip_update_agent_tests::free_port().unwrap();
-    let url = format!("http://127.0.0.1:{south}/api/wfx/v1");
-    f.start_agent_at(&url, "1s", &[]);
+    f.config.wfx_url = Some(format!("http://127.0.0.1:{south}/api/wfx/v1"));
+    f.config.poll_interval = "1s".into();
+    f.start_agent();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         f.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
@@ -560,8 +304,8 @@ async fn bursts_of_5xx_and_a_concurrent_modification_are_ridden_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_event_stream_reconnects_and_reconciles() {
     let mut f = Fleet::new();
-    let url = f.wfx.south_url();
-    f.start_agent_at(&url, "1h", &[]);
+    f.config.poll_interval = "1h".into();
+    f.start_agent();
     f.until("the agent subscribes", |f| f.wfx.event_subscribers() == 1)
         .await;
     f.wfx.cut_event_streams();
@@ -572,8 +316,8 @@ async fn a_cut_event_stream_reconnects_and_reconciles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_agent_sends_only_the_poll_and_the_event_stream() {
     let mut f = Fleet::new();
-    let url = f.wfx.south_url();
-    f.start_agent_at(&url, "1s", &[]);
+    f.config.poll_interval = "1s".into();
+    f.start_agent();
     f.until("the agent subscribes", |f| f.wfx.event_subscribers() == 1)
         .await;
     f.wfx.reset_request_counts();
@@ -655,7 +399,7 @@ async fn mqtt_state_follows_a_whole_update() {
     let mut f = Fleet::new();
     let broker = Mosquitto::start().unwrap();
     let sub = broker.subscribe("cip/devices/#").unwrap();
-    f.extra_config = format!(
+    f.config.extra = format!(
         "[mqtt]\nurl = \"{}\"\nprogress_interval = \"100ms\"\n",
         broker.url()
     );
@@ -716,7 +460,7 @@ async fn mqtt_broker_down_for_the_whole_update_then_last_will() {
     use cip_update_agent_tests::mosquitto::{Mosquitto, MosquittoOptions};
     let mut f = Fleet::new();
     let port = cip_update_agent_tests::free_port().unwrap();
-    f.extra_config = format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n");
+    f.config.extra = format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n");
     f.start_agent();
     let started = Instant::now();
     f.direct_job_succeeds("down").await;
@@ -777,7 +521,7 @@ async fn mqtt_broker_restarted_mid_update_loses_no_state_change() {
     let sub = broker
         .subscribe_persistent("cip/devices/+/state", "watcher")
         .unwrap();
-    f.extra_config = format!("[mqtt]\nurl = \"{}\"\n", broker.url());
+    f.config.extra = format!("[mqtt]\nurl = \"{}\"\n", broker.url());
     let (swu, data, server) = slow(&f, "restart", 2 << 20);
     f.start_agent();
     let id = f
@@ -824,11 +568,12 @@ async fn a_job_waits_while_swupdate_is_away() {
     let mut f = Fleet::new();
     let (swu, data, url) = f.image("away", 100_000, false);
     // An agent that looks for SWUpdate where there is none.
-    f.sockets = Some((
+    f.config.sockets = Some((
         "/nonexistent/sockinstctrl".into(),
         "/nonexistent/swupdateprog".into(),
     ));
-    f.start_agent_at(&f.wfx.south_url(), "1s", &[]);
+    f.config.poll_interval = "1s".into();
+    f.start_agent();
     let id = f
         .create_job("wfx.workflow.dau.direct", firmware(&url))
         .await;
@@ -848,8 +593,9 @@ async fn a_job_waits_while_swupdate_is_away() {
         .unwrap()
         .kill_group(Duration::from_secs(2))
         .unwrap();
-    f.sockets = None;
-    f.start_agent_at(&f.wfx.south_url(), "1s", &[]);
+    f.config.sockets = None;
+    f.config.poll_interval = "1s".into();
+    f.start_agent();
     let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
     assert_eq!(j["status"]["state"], "ACTIVATED", "{}", f.agent_log());
     assert!(installed(&swu, &data));

@@ -5,46 +5,42 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use cip_onboarding::ed25519_dalek::SigningKey;
 use cip_onboarding::protocol;
-use cip_update_agent_tests::agent::{agent_cmd, onboarding_cmd};
-use cip_update_agent_tests::nginx::Nginx;
-use cip_update_agent_tests::pki::TestCert;
+use cip_update_agent_tests::agent::onboarding_cmd;
+use cip_update_agent_tests::fleet::{DIRECT, Fleet};
 use cip_update_agent_tests::process::GroupChild;
 use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
-use cip_update_agent_tests::wfx::WfxEmulator;
-use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 const SERIAL: &str = "IPC227E-0042";
 const BOOT_ID: &str = "onboarding-IPC227E-0042";
 
+/// A fleet whose device has no client-id yet, with the operator tool's key pair.
 struct World {
-    dir: TempDir,
-    wfx: WfxEmulator,
-    http: reqwest::Client,
-    agent: Option<GroupChild>,
     serve: Option<GroupChild>,
-    /// SWUpdate's sockets, for the DAU part.
-    sockets: Option<(PathBuf, PathBuf)>,
+    f: Fleet,
 }
 
+cip_update_agent_tests::deref_to_fleet!(World);
+
 impl World {
+    /// wfx only: onboarding needs neither SWUpdate nor nginx.
     fn new() -> World {
-        let w = World {
-            dir: tempfile::tempdir().unwrap(),
-            wfx: WfxEmulator::start_default().unwrap(),
-            http: reqwest::Client::new(),
-            agent: None,
-            serve: None,
-            sockets: None,
-        };
+        World::on(Fleet::builder().without_swupdate().without_nginx().start())
+    }
+
+    fn on(mut f: Fleet) -> World {
+        f.config.client_id = None;
+        f.config.poll_interval = "1s".into();
+        f.config.extra = format!(
+            "[onboarding]\nfleet_key = {:?}\nserial = \"{SERIAL}\"\nmodel = \"SIMATIC IPC227E\"\n",
+            f.path("fleet.pub"),
+        );
+        let w = World { serve: None, f };
         let o = w.ops(&[
             "keygen",
             "--secret",
@@ -54,10 +50,6 @@ impl World {
         ]);
         assert!(o.status.success(), "{o:?}");
         w
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 
     fn fleet_key(&self) -> SigningKey {
@@ -71,55 +63,12 @@ impl World {
         c.output().unwrap()
     }
 
-    fn write_config(&self) -> PathBuf {
-        let cfg = self.path("agent.toml");
-        let mut text = format!(
-            "state_dir = {:?}\n[wfx]\nurl = \"{}\"\npoll_interval = \"1s\"\nprogress_interval = \"100ms\"\n\
-             [onboarding]\nfleet_key = {:?}\nserial = \"{SERIAL}\"\nmodel = \"SIMATIC IPC227E\"\n",
-            self.path("state"),
-            self.wfx.south_url(),
-            self.path("fleet.pub"),
-        );
-        if let Some((c, p)) = &self.sockets {
-            text += &format!("[swupdate]\ncontrol_socket = {c:?}\nprogress_socket = {p:?}\n");
-        }
-        fs::write(&cfg, text).unwrap();
-        cfg
-    }
-
-    /// Starts `cip-update-agent <command>` (`run` or `onboard`).
-    fn start_agent(&mut self, command: &str, env: &[(&str, String)]) {
-        let cfg = self.write_config();
-        let mut c: Command = agent_cmd().unwrap();
-        c.arg("--config").arg(&cfg).arg(command);
-        c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        let log = |name: &str| {
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.path(name))
-                .unwrap()
-        };
-        c.stdout(log("agent.out"));
-        c.stderr(log("agent.err"));
-        self.agent = Some(GroupChild::spawn(c, "cip-update-agent").unwrap());
-    }
-
-    /// Stops the agent as a power cut would (SIGKILL).
-    fn kill_agent(&mut self) {
-        if let Some(a) = self.agent.take() {
-            a.signal_group(Signal::SIGKILL).unwrap();
-            drop(a);
-        }
-    }
-
     /// Waits for the agent to exit by itself; its exit code (None: killed by a signal).
     fn agent_exit(&mut self) -> Option<i32> {
         let a = self.agent.as_mut().expect("agent started");
-        let status = a
-            .wait_timeout(Duration::from_secs(60))
-            .unwrap()
-            .unwrap_or_else(|| panic!("the agent did not exit; log:\n{}", self.log()));
+        let status = a.wait_timeout(Duration::from_secs(60)).unwrap();
+        let status =
+            status.unwrap_or_else(|| panic!("the agent did not exit; log:\n{}", self.agent_log()));
         self.agent = None;
         status.code()
     }
@@ -138,10 +87,6 @@ impl World {
         ]);
         c.stderr(fs::File::create(self.path("serve.err")).unwrap());
         self.serve = Some(GroupChild::spawn(c, "cip-onboarding serve").unwrap());
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.path("agent.err")).unwrap_or_default()
     }
 
     fn stored(&self) -> Option<Value> {
@@ -175,49 +120,18 @@ impl World {
         l["content"].as_array().and_then(|a| a.first()).cloned()
     }
 
-    async fn job(&self, id: &str) -> Value {
-        self.north(
-            reqwest::Method::GET,
-            &format!("/jobs/{id}?history=true"),
-            None,
-        )
-        .await
-    }
-
-    /// Waits until `cond` holds for the job (60 s).
-    async fn until_job(&self, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let j = self.job(id).await;
-            if cond(&j) {
-                return j;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: job {j:#}\nagent log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     async fn until_state(&self, id: &str, state: &str) -> Value {
-        self.until_job(id, &format!("state {state}"), |j| {
+        self.until_job(id, &format!("state {state}"), false, |j| {
             j["status"]["state"] == state
         })
         .await
     }
 
     async fn until_log(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.log().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "no `{text}` in the agent log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.until(&format!("`{text}` in the agent log"), |f| {
+            f.agent_log().contains(text)
+        })
+        .await;
     }
 
     /// Enrolls SERIAL with the operator tool; the job id.
@@ -264,14 +178,8 @@ fn states(job: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_device_is_enrolled_approved_by_serve_and_runs_a_dau_job() {
-    let mut w = World::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cert = TestCert::generate(dir.path()).unwrap();
-    let swupdate = SwupdateDaemon::start(&DaemonOptions::new(&cert)).unwrap();
-    let www = dir.path().join("www");
-    fs::create_dir(&www).unwrap();
-    let nginx = Nginx::start(&www).unwrap();
-    w.sockets = Some((swupdate.control_socket(), swupdate.progress_socket()));
+    // SWUpdate and nginx for the DAU part.
+    let mut w = World::on(Fleet::new());
 
     // The factory list goes in through a file.
     fs::write(w.path("factory.txt"), format!("# line 3\n{SERIAL}\n")).unwrap();
@@ -289,7 +197,7 @@ async fn a_fresh_device_is_enrolled_approved_by_serve_and_runs_a_dau_job() {
     let o = w.ops(&["enroll", "--serial", SERIAL]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("already enrolled"));
 
-    w.start_agent("run", &[]);
+    w.start_agent();
     let j = w.until_state(&id, "IDENTIFIED").await;
     let ctx = &j["status"]["context"];
     assert_eq!(ctx["serial"], SERIAL);
@@ -345,28 +253,12 @@ async fn a_fresh_device_is_enrolled_approved_by_serve_and_runs_a_dau_job() {
     let pid = w.agent.as_ref().unwrap().pid();
     let data = random_bytes(100_000, 7);
     let swu = SwuBuilder::new()
-        .image(Image::raw(
-            "rootfs.img",
-            data.clone(),
-            dir.path().join("t.target"),
-        ))
-        .build(&cert, &www.join("u.swu"))
+        .image(Image::raw("rootfs.img", data.clone(), w.path("t.target")))
+        .build(&w.cert, &w.path("www/u.swu"))
         .unwrap();
     let def = json!({"version": "1.0", "type": ["firmware"],
-                     "artifacts": [{"name": "rootfs", "version": "1.1", "uri": nginx.url("u.swu")}]});
-    let dau = w
-        .north(
-            reqwest::Method::POST,
-            "/jobs",
-            Some(
-                json!({"clientId": "dev-IPC227E-0042", "workflow": "wfx.workflow.dau.direct",
-                        "definition": def}),
-            ),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+                     "artifacts": [{"name": "rootfs", "version": "1.1", "uri": w.nginx().url("u.swu")}]});
+    let dau = w.create_job_for("dev-IPC227E-0042", DIRECT, def).await;
     let j = w.until_state(&dau, "ACTIVATED").await;
     assert_eq!(j["status"]["clientId"], "dev-IPC227E-0042");
     assert_eq!(fs::read(&swu.images[0].target).unwrap(), data);
@@ -375,14 +267,7 @@ async fn a_fresh_device_is_enrolled_approved_by_serve_and_runs_a_dau_job() {
     assert!(agent.try_wait().unwrap().is_none(), "the agent still runs");
 
     // `status` names the client-id obtained.
-    let o = agent_cmd()
-        .unwrap()
-        .arg("--config")
-        .arg(w.path("agent.toml"))
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let st = w.status_json();
     assert_eq!(st["client_id"], "dev-IPC227E-0042");
 }
 
@@ -390,16 +275,16 @@ async fn a_fresh_device_is_enrolled_approved_by_serve_and_runs_a_dau_job() {
 async fn a_restart_at_each_waiting_step_resumes() {
     let mut w = World::new();
     // Not enrolled yet: the device waits; killed there, it waits again after the restart.
-    w.start_agent("run", &[]);
+    w.start_agent();
     w.until_log("waiting to be enrolled").await;
     w.kill_agent();
     let id = w.enroll().await;
-    w.start_agent("run", &[]);
+    w.start_agent();
     w.until_state(&id, "IDENTIFIED").await;
     let key = w.device_key();
     // Killed while waiting for the fleet: the same key, no second identification.
     w.kill_agent();
-    w.start_agent("run", &[]);
+    w.start_agent();
     w.until_log("waiting for the fleet").await;
     assert_eq!(w.device_key(), key);
     // Approved while the device is off: it takes the answer when it is back.
@@ -414,7 +299,7 @@ async fn a_restart_at_each_waiting_step_resumes() {
         w.path("fleet.key").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{o:?}");
-    w.start_agent("run", &[]);
+    w.start_agent();
     let j = w.until_state(&id, "ONBOARDED").await;
     assert_eq!(
         states(&j),
@@ -433,7 +318,7 @@ async fn a_restart_at_each_waiting_step_resumes() {
     assert_eq!(w.stored().unwrap()["clientId"], "plant-a-IPC227E-0042");
     // Onboarded, a restart goes straight to DAU under the stored client-id.
     w.kill_agent();
-    w.start_agent("run", &[]);
+    w.start_agent();
     w.until_log("client-id plant-a-IPC227E-0042").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while w.wfx.event_subscribers() == 0 {
@@ -453,19 +338,19 @@ async fn a_power_cut_at_every_onboarding_step_resumes() {
         let mut w = World::new();
         let id = w.enroll().await;
         w.start_serve(&format!("{SERIAL} cut-{n}\n"));
-        w.start_agent("onboard", &[("CIP_UPDATE_AGENT_CRASH_AT", n.to_string())]);
+        w.start_agent_with("onboard", &[("CIP_UPDATE_AGENT_CRASH_AT", &n.to_string())]);
         let code = w.agent_exit();
         let crashed = code.is_none();
         if crashed {
             assert!(
-                w.log().contains(&format!("crashing at point {n}")),
+                w.agent_log().contains(&format!("crashing at point {n}")),
                 "{}",
-                w.log()
+                w.agent_log()
             );
-            w.start_agent("onboard", &[]);
-            assert_eq!(w.agent_exit(), Some(0), "point {n}: {}", w.log());
+            w.start_agent_with("onboard", &[]);
+            assert_eq!(w.agent_exit(), Some(0), "point {n}: {}", w.agent_log());
         } else {
-            assert_eq!(code, Some(0), "{}", w.log());
+            assert_eq!(code, Some(0), "{}", w.agent_log());
         }
         let out = fs::read_to_string(w.path("agent.out")).unwrap();
         assert_eq!(
@@ -501,7 +386,7 @@ async fn forged_foreign_replayed_and_malformed_answers_are_refused() {
         .as_str()
         .unwrap()
         .to_owned();
-    w.start_agent("onboard", &[]);
+    w.start_agent_with("onboard", &[]);
     w.until_state(&id, "IDENTIFIED").await;
     let me = w.device_key();
     let fleet = w.fleet_key();
@@ -559,7 +444,7 @@ async fn forged_foreign_replayed_and_malformed_answers_are_refused() {
         )
         .await;
         let j = w
-            .until_job(&id, what, |j| {
+            .until_job(&id, what, false, |j| {
                 // The refusal of this very definition (wfx's hash of it).
                 j["status"]["state"] == "APPROVED"
                     && j["status"]["context"]["refusedDefinitionHash"]
@@ -579,12 +464,12 @@ async fn forged_foreign_replayed_and_malformed_answers_are_refused() {
         // A clear log line for each (one more when the fleet's status update cleared the
         // refusal and the device looked again).
         assert!(
-            w.log().matches("onboarding answer refused").count() > i,
+            w.agent_log().matches("onboarding answer refused").count() > i,
             "{what}: {}",
-            w.log()
+            w.agent_log()
         );
         let line = w
-            .log()
+            .agent_log()
             .lines()
             .rev()
             .find(|l| l.contains("onboarding answer refused"))
@@ -603,7 +488,7 @@ async fn forged_foreign_replayed_and_malformed_answers_are_refused() {
     // The fleet's own answer still gets through afterwards: `serve` answers a device that
     // refused what was in its job.
     w.start_serve(&format!("{SERIAL} good-1\n"));
-    assert_eq!(w.agent_exit(), Some(0), "{}", w.log());
+    assert_eq!(w.agent_exit(), Some(0), "{}", w.agent_log());
     assert_eq!(w.stored().unwrap()["clientId"], "good-1");
     let j = w.job(&id).await;
     assert_eq!(j["status"]["state"], "ONBOARDED");
@@ -614,7 +499,7 @@ async fn forged_foreign_replayed_and_malformed_answers_are_refused() {
 async fn a_rejected_device_reports_it() {
     let mut w = World::new();
     let id = w.enroll().await;
-    w.start_agent("onboard", &[]);
+    w.start_agent_with("onboard", &[]);
     w.until_state(&id, "IDENTIFIED").await;
     let o = w.ops(&[
         "reject",
@@ -624,12 +509,12 @@ async fn a_rejected_device_reports_it() {
         "not in the factory list",
     ]);
     assert!(o.status.success(), "{o:?}");
-    assert_eq!(w.agent_exit(), Some(12), "{}", w.log());
+    assert_eq!(w.agent_exit(), Some(12), "{}", w.agent_log());
     assert!(
-        w.log()
+        w.agent_log()
             .contains("onboarding rejected by the fleet: not in the factory list"),
         "{}",
-        w.log()
+        w.agent_log()
     );
     let j = w.job(&id).await;
     assert_eq!(j["status"]["state"], "REJECTED");
@@ -643,7 +528,7 @@ async fn a_rejected_device_reports_it() {
     );
     assert!(w.stored().is_none());
     // Started again, it says so at once and does not report twice.
-    w.start_agent("onboard", &[]);
+    w.start_agent_with("onboard", &[]);
     assert_eq!(w.agent_exit(), Some(12));
     assert_eq!(
         states(&w.job(&id).await),
@@ -655,7 +540,7 @@ async fn a_rejected_device_reports_it() {
         "one acknowledgement"
     );
     // `run` waits after a rejection, and takes a new enrollment when the fleet opens one.
-    w.start_agent("run", &[]);
+    w.start_agent();
     w.until_log("waiting for a new enrollment").await;
     let again = w.enroll().await;
     assert_ne!(again, id);

@@ -83,3 +83,41 @@ fn a_fixed_wire_of_another_family_is_refused_before_installing() {
     assert!(err.contains("`wire = \"2023.12\"` is configured"), "{err}");
     assert_eq!(got, 0, "nothing streamed");
 }
+
+/// SWUpdate can fail an install while the image streams in (a stream it does not recognise) and
+/// stop reading without closing the socket: the agent sees the verdict on the progress socket
+/// and ends with it, instead of waiting on a write that never completes.
+#[test]
+fn a_daemon_that_fails_and_stops_reading_ends_the_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(dir.path()).unwrap();
+    // Far larger than the socket buffers: the write blocks once the daemon stops reading.
+    let swu = SwuBuilder::new()
+        .image(Image::rawfile(
+            "payload.bin",
+            random_bytes(8 << 20, 11),
+            dir.path().join("t"),
+        ))
+        .build(&cert, &dir.path().join("x.swu"))
+        .unwrap();
+    let daemon = ReplayDaemon::start_stalling("2022.12", "failure").unwrap();
+    let started = std::time::Instant::now();
+    let o = agent_cmd()
+        .unwrap()
+        .arg("install")
+        .arg(&swu.path)
+        .arg("--control-socket")
+        .arg(daemon.control_socket())
+        .arg("--progress-socket")
+        .arg(daemon.progress_socket())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // The stalled daemon holds the stream for 30 s: ending well before that is ending on the
+    // verdict.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the agent waited on the stalled stream: {stderr}"
+    );
+    assert_eq!(o.status.code(), Some(1), "FAILURE: {stderr}");
+}

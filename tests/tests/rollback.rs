@@ -7,32 +7,17 @@
 //! read back with the tools.
 
 use std::fs;
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cip_update_agent_tests::ab::{Device, Loader};
-use cip_update_agent_tests::agent::agent_cmd;
-use cip_update_agent_tests::nginx::Nginx;
-use cip_update_agent_tests::pki::TestCert;
-use cip_update_agent_tests::process::GroupChild;
+use cip_update_agent_tests::fleet::{DIRECT, Fleet, poll_until};
 use cip_update_agent_tests::swu::{Image, SwuBuilder};
-use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
-use cip_update_agent_tests::wfx::WfxEmulator;
-use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-const CLIENT: &str = "dev-0042";
-
+/// The fleet, with a simulated A/B device whose bootloader the agent drives.
 struct Rig {
-    dir: TempDir,
-    cert: TestCert,
-    swupdate: SwupdateDaemon,
-    nginx: Nginx,
-    wfx: WfxEmulator,
+    f: Fleet,
     dev: Device,
-    agent: Option<GroupChild>,
     /// The `[health]` section.
     health: String,
     /// More keys of `[reboot]`.
@@ -41,41 +26,28 @@ struct Rig {
     swupdate_marks: bool,
 }
 
+cip_update_agent_tests::deref_to_fleet!(Rig);
+
 impl Rig {
     fn new(loader: Loader) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = TestCert::generate(dir.path()).unwrap();
-        let www = dir.path().join("www");
-        fs::create_dir(&www).unwrap();
-        let mut dev = Device::new(&dir.path().join("device"), loader, "1.0").unwrap();
+        let mut f = Fleet::new();
+        let mut dev = Device::new(&f.path("device"), loader, "1.0").unwrap();
         dev.boot().unwrap();
+        f.config.device = format!("version_file = {:?}\n", dev.version_file());
+        f.config.poll_interval = "1s".into();
         Rig {
-            swupdate: SwupdateDaemon::start(&DaemonOptions::new(&cert)).unwrap(),
-            nginx: Nginx::start(&www).unwrap(),
-            wfx: WfxEmulator::start_default().unwrap(),
+            f,
             dev,
-            dir,
-            cert,
-            agent: None,
             health: "[health]\nsystemd = \"ignore\"\n".into(),
             reboot_extra: String::new(),
             swupdate_marks: false,
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn config(&self) -> PathBuf {
-        let cfg = self.path("agent.toml");
-        let text = format!(
-            "state_dir = {:?}\n[device]\nclient_id = \"{CLIENT}\"\nversion_file = {:?}\n[wfx]\nurl = \"{}\"\npoll_interval = \"1s\"\nprogress_interval = \"100ms\"\n[swupdate]\ncontrol_socket = {:?}\nprogress_socket = {:?}\n[reboot]\ncommand = [\"sh\", \"-c\", \"echo reboot >> {}\"]\n{}{}{}",
-            self.path("state"),
-            self.dev.version_file(),
-            self.wfx.south_url(),
-            self.swupdate.control_socket(),
-            self.swupdate.progress_socket(),
+    /// `cip-update-agent run` with the device's `[reboot]`, `[boot]` and `[health]`.
+    fn start_agent(&mut self, env: &[(&str, &str)]) {
+        self.f.config.extra = format!(
+            "[reboot]\ncommand = [\"sh\", \"-c\", \"echo reboot >> {}\"]\n{}{}{}",
             self.path("reboots").display(),
             self.reboot_extra,
             if self.swupdate_marks {
@@ -88,26 +60,7 @@ impl Rig {
             },
             self.health,
         );
-        fs::write(&cfg, text).unwrap();
-        cfg
-    }
-
-    fn start_agent(&mut self, env: &[(&str, &str)]) {
-        let cfg = self.config();
-        let mut c: Command = agent_cmd().unwrap();
-        c.arg("--config").arg(&cfg).arg("run");
-        c.envs(env.iter().copied());
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path("agent.err"))
-            .unwrap();
-        c.stdout(log.try_clone().unwrap()).stderr(log);
-        self.agent = Some(GroupChild::spawn(c, "cip-update-agent").unwrap());
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.path("agent.err")).unwrap_or_default()
+        self.f.start_agent_with("run", env);
     }
 
     /// A signed image of `version` for the inactive slot, served by nginx.
@@ -121,25 +74,15 @@ impl Rig {
             ))
             .build(&self.cert, &self.path(&format!("www/{name}")))
             .unwrap();
-        self.nginx.url(&name)
+        self.nginx().url(&name)
     }
 
     /// A direct firmware job of `version`.
-    async fn job(&self, version: &str) -> String {
+    async fn firmware_job(&self, version: &str) -> String {
         let url = self.image(version);
         let def = json!({"version": "1.0", "type": ["firmware"],
             "artifacts": [{"name": "os", "version": version, "uri": url}]});
-        let r = reqwest::Client::new()
-            .post(format!("{}/jobs", self.wfx.north_url()))
-            .json(&json!({"clientId": CLIENT, "workflow": "wfx.workflow.dau.direct", "definition": def}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.create_job(DIRECT, def).await
     }
 
     /// The job as wfx holds it (read from the emulator's store: no request, so it works while
@@ -165,16 +108,19 @@ impl Rig {
     }
 
     async fn until(&self, what: &str, mut cond: impl FnMut(&Rig) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(45);
-        while !cond(self) {
-            assert!(
-                Instant::now() < deadline,
-                "{what}\nbootloader: {}\nagent log:\n{}",
-                self.dev.describe(),
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll_until(
+            what,
+            Duration::from_secs(45),
+            || cond(self),
+            || {
+                format!(
+                    "bootloader: {}\nagent log:\n{}",
+                    self.dev.describe(),
+                    self.agent_log()
+                )
+            },
+        )
+        .await;
     }
 
     async fn wait_state(&self, id: &str, states: &[&str]) -> Value {
@@ -203,7 +149,7 @@ impl Rig {
             assert!(
                 st.success(),
                 "SIGTERM stops the agent cleanly: {st}\n{}",
-                self.log()
+                self.agent_log()
             );
         }
         self.dev.boot().unwrap()
@@ -211,37 +157,21 @@ impl Rig {
 
     /// A power cut or a watchdog reset: the agent dies where it is.
     fn power_cut(&mut self) -> usize {
-        if let Some(mut a) = self.agent.take() {
-            a.signal_group(Signal::SIGKILL).unwrap();
-            let _ = a.kill_group(Duration::from_secs(2));
-        }
+        self.kill_agent();
         self.dev.boot().unwrap()
-    }
-
-    fn status(&self) -> Value {
-        let o = agent_cmd()
-            .unwrap()
-            .arg("--config")
-            .arg(self.path("agent.toml"))
-            .args(["status", "--json"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
-        serde_json::from_slice(&o.stdout).unwrap()
     }
 
     /// Install and arm: the job runs until the agent asks for the reboot into slot B.
     async fn install_until_reboot(&mut self, version: &str) -> String {
         self.start_agent(&[]);
-        let id = self.job(version).await;
+        let id = self.firmware_job(version).await;
         self.wait_reboot_request(1).await;
         assert_eq!(self.state(&id), "ACTIVATING");
         let j = self.wfx_job(&id);
         let m = j["status"]["message"].as_str().unwrap_or("");
         assert!(m.contains("slot B armed") && m.contains(version), "{m}");
         // The journal holds the slot and the expected version before the reboot.
-        let journal: Value =
-            serde_json::from_slice(&fs::read(self.path("state/state.json")).unwrap()).unwrap();
+        let journal = self.journal();
         let boot = &journal["jobs"][&id]["boot"];
         assert_eq!(boot["slot"], "B", "{journal:#}");
         assert_eq!(boot["from"], "A");
@@ -326,28 +256,27 @@ async fn good_update_is_confirmed(loader: Loader) {
     let id = r.install_until_reboot("1.1").await;
     assert_eq!(r.reboot(), 1, "the new slot boots");
     // `status` (no agent running) shows the trial.
-    let st = r.status();
+    let st = r.status_json();
     assert_eq!(st["boot"]["booted"], "B", "{st:#}");
     assert_eq!(st["boot"]["trial"], true, "{st:#}");
     r.start_agent(&[]);
     let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}\n{}", r.log());
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        r.agent_log()
+    );
     let m = j["status"]["message"].as_str().unwrap();
     assert!(
         m.contains("slot B confirmed") && m.contains("version 1.1"),
         "{m}"
     );
     r.assert_confirmed_b();
-    let st = r.status();
+    let st = r.status_json();
     assert_eq!(st["boot"]["trial"], false, "{st:#}");
     assert_eq!(st["last_result"]["state"], "ACTIVATED");
-    let o = agent_cmd()
-        .unwrap()
-        .arg("--config")
-        .arg(r.path("agent.toml"))
-        .arg("status")
-        .output()
-        .unwrap();
+    let o = r.agent_cli(&["status"]);
     let text = String::from_utf8_lossy(&o.stdout);
     let want = match loader {
         Loader::Ebg => {
@@ -402,7 +331,7 @@ async fn hung_slot_rolls_back(loader: Loader) {
         Loader::Uboot => assert!(m.contains("bootcount 4 passed bootlimit 3"), "{m}"),
     }
     r.assert_rolled_back();
-    assert_eq!(r.status()["boot"]["booted"], "A");
+    assert_eq!(r.status_json()["boot"]["booted"], "A");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,7 +385,7 @@ async fn power_cut_before_confirmation(loader: Loader) {
     let id = r.install_until_reboot("1.1").await;
     r.reboot();
     r.start_agent(&[("CIP_UPDATE_AGENT_CRASH_AT", "before confirm")]);
-    r.until("the crash", |r| r.log().contains("crashing at point"))
+    r.until("the crash", |r| r.agent_log().contains("crashing at point"))
         .await;
     let booted = r.power_cut();
     r.start_agent(&[]);
@@ -499,7 +428,7 @@ async fn ebg_power_cut_right_after_the_confirmation_keeps_the_new_slot() {
     let id = r.install_until_reboot("1.1").await;
     r.reboot();
     r.start_agent(&[("CIP_UPDATE_AGENT_CRASH_AT", "after confirm")]);
-    r.until("the crash", |r| r.log().contains("crashing at point"))
+    r.until("the crash", |r| r.agent_log().contains("crashing at point"))
         .await;
     assert_eq!(
         r.dev.ebg_env(1).unwrap().ustate,
@@ -573,19 +502,11 @@ async fn manual_reboot_and_confirm_subcommands() {
     let mut r = Rig::new(Loader::Ebg);
     r.reboot_extra = "policy = \"manual\"\n".into();
     r.start_agent(&[]);
-    let id = r.job("1.1").await;
+    let id = r.firmware_job("1.1").await;
     r.until("armed", |r| r.state(&id) == "ACTIVATING").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(r.reboot_requests(), 0, "manual: the agent does not reboot");
-    let cli = |r: &Rig, what: &str| {
-        agent_cmd()
-            .unwrap()
-            .arg("--config")
-            .arg(r.path("agent.toml"))
-            .arg(what)
-            .output()
-            .unwrap()
-    };
+    let cli = |r: &Rig, what: &str| r.agent_cli(&[what]);
     let o = cli(&r, "reboot");
     assert!(o.status.success(), "{o:?}");
     assert!(
@@ -633,7 +554,7 @@ async fn reboot_waits_for_the_window_and_for_consent() {
     let later = format!("{}-{}", hhmm(now_min + 120), hhmm(now_min + 180));
     r.reboot_extra = format!("policy = \"window\"\nwindow = \"{later}\"\n");
     r.start_agent(&[("TZ", "UTC")]);
-    let id = r.job("1.1").await;
+    let id = r.firmware_job("1.1").await;
     r.until("armed", |r| r.state(&id) == "ACTIVATING").await;
     let m = r.wfx_job(&id)["status"]["message"]
         .as_str()
@@ -668,7 +589,7 @@ async fn nothing_armed_by_swupdate_is_terminated_with_the_setting_to_fix() {
     let mut r = Rig::new(Loader::Ebg);
     r.swupdate_marks = true;
     r.start_agent(&[]);
-    let id = r.job("1.1").await;
+    let id = r.firmware_job("1.1").await;
     let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     let m = j["status"]["message"].as_str().unwrap();

@@ -4,51 +4,47 @@
 
 use std::fs;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cip_update_agent_tests::agent::agent_cmd;
-use cip_update_agent_tests::pki::TestCert;
+use cip_update_agent_tests::fleet::{DIRECT, Fleet};
 use cip_update_agent_tests::process::GroupChild;
 use cip_update_agent_tests::slow_http::SlowServer;
 use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
 use cip_update_agent_tests::wfx::WfxEmulator;
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
+use serde_json::json;
 
-const CLIENT: &str = "dev-0042";
-
-fn config(dir: &Path, wfx: &WfxEmulator, sockets: Option<&SwupdateDaemon>) -> PathBuf {
-    let cfg = dir.join("agent.toml");
-    let mut text = format!(
-        "state_dir = {:?}\n[device]\nclient_id = \"{CLIENT}\"\n[wfx]\nurl = \"{}\"\npoll_interval = \"1s\"\n",
-        dir.join("state"),
-        wfx.south_url()
-    );
-    if let Some(s) = sockets {
-        text += &format!(
-            "[swupdate]\ncontrol_socket = {:?}\nprogress_socket = {:?}\n",
-            s.control_socket(),
-            s.progress_socket()
-        );
-    }
-    fs::write(&cfg, text).unwrap();
-    cfg
+/// A fleet for the agent as a service: wfx polled every second, SWUpdate only when `swupdate`.
+fn fleet(swupdate: bool) -> Fleet {
+    let b = Fleet::builder().without_nginx();
+    let mut f = if swupdate { b } else { b.without_swupdate() }.start();
+    f.config.poll_interval = "1s".into();
+    f.config.progress_interval = None;
+    f
 }
 
-fn agent(dir: &Path, cfg: &Path, env: &[(&str, String)]) -> GroupChild {
-    let mut c: Command = agent_cmd().unwrap();
-    c.arg("--config").arg(cfg).arg("run");
-    c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("agent.err"))
-        .unwrap();
-    c.stdout(log.try_clone().unwrap()).stderr(log);
-    GroupChild::spawn(c, "cip-update-agent").unwrap()
+/// The agent started as systemd starts a `Type=notify` service with `WatchdogSec=0.4`, with
+/// `env` besides; the socket its messages arrive on, and the time it was started.
+fn notified_agent(f: &mut Fleet, env: &[(&str, &str)]) -> (UnixDatagram, Instant, GroupChild) {
+    let path = f.path("notify");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let t0 = Instant::now();
+    let socket = path.display().to_string();
+    let mut all = vec![
+        ("NOTIFY_SOCKET", socket.as_str()),
+        ("WATCHDOG_USEC", "400000"),
+    ];
+    all.extend_from_slice(env);
+    f.start_agent_with("run", &all);
+    (sock, t0, f.agent.take().unwrap())
+}
+
+/// The arrival times of the WATCHDOG=1 pings among `msgs`.
+fn pings(msgs: &[(Duration, String)]) -> Vec<Duration> {
+    msgs.iter()
+        .filter(|(_, m)| m == "WATCHDOG=1")
+        .map(|(t, _)| *t)
+        .collect()
 }
 
 /// Messages received for `d`, each with its arrival time after `t0`.
@@ -74,29 +70,13 @@ fn listen(sock: &UnixDatagram, d: Duration, t0: Instant) -> Vec<(Duration, Strin
 
 #[test]
 fn ready_status_and_watchdog_pings_then_stopping() {
-    let dir = tempfile::tempdir().unwrap();
-    let wfx = WfxEmulator::start_default().unwrap();
-    let cfg = config(dir.path(), &wfx, None);
-    let path = dir.path().join("notify");
-    let sock = UnixDatagram::bind(&path).unwrap();
-    let t0 = Instant::now();
-    let mut a = agent(
-        dir.path(),
-        &cfg,
-        &[
-            ("NOTIFY_SOCKET", path.display().to_string()),
-            ("WATCHDOG_USEC", "400000".into()),
-        ],
-    );
+    let mut f = fleet(false);
+    let (sock, t0, mut a) = notified_agent(&mut f, &[]);
     let msgs = listen(&sock, Duration::from_secs(3), t0);
     let texts: Vec<&str> = msgs.iter().map(|(_, m)| m.as_str()).collect();
     assert_eq!(texts.first(), Some(&"READY=1"), "{texts:?}");
     assert!(texts.contains(&"STATUS=idle"), "{texts:?}");
-    let pings: Vec<Duration> = msgs
-        .iter()
-        .filter(|(_, m)| m == "WATCHDOG=1")
-        .map(|(t, _)| *t)
-        .collect();
+    let pings = pings(&msgs);
     // Every 200 ms (WATCHDOG_USEC / 2) for about 3 s.
     assert!(pings.len() >= 8, "{texts:?}");
     assert!(
@@ -116,28 +96,11 @@ fn ready_status_and_watchdog_pings_then_stopping() {
 /// systemd would restart the agent; the pinger itself still runs and says so in the log.
 #[test]
 fn a_blocked_main_loop_stops_the_watchdog_pings() {
-    let dir = tempfile::tempdir().unwrap();
-    let wfx = WfxEmulator::start_default().unwrap();
-    let cfg = config(dir.path(), &wfx, None);
-    let path = dir.path().join("notify");
-    let sock = UnixDatagram::bind(&path).unwrap();
-    let t0 = Instant::now();
-    let a = agent(
-        dir.path(),
-        &cfg,
-        &[
-            ("NOTIFY_SOCKET", path.display().to_string()),
-            ("WATCHDOG_USEC", "400000".into()),
-            ("CIP_UPDATE_AGENT_HANG_AFTER", "1500ms".into()),
-        ],
-    );
+    let mut f = fleet(false);
+    let (sock, t0, a) = notified_agent(&mut f, &[("CIP_UPDATE_AGENT_HANG_AFTER", "1500ms")]);
     let listened = Duration::from_secs(5);
     let msgs = listen(&sock, listened, t0);
-    let pings: Vec<Duration> = msgs
-        .iter()
-        .filter(|(_, m)| m == "WATCHDOG=1")
-        .map(|(t, _)| *t)
-        .collect();
+    let pings = pings(&msgs);
     assert!(pings.len() >= 3, "pings while the loop ran: {msgs:?}");
     // The loop blocks 1.5 s after the start; within one watchdog period the pings stop, and
     // stay stopped (at least the last 1.5 s of the 5 s listened had none).
@@ -146,7 +109,7 @@ fn a_blocked_main_loop_stops_the_watchdog_pings() {
         listened.saturating_sub(last) >= Duration::from_millis(1500),
         "pings went on: {pings:?}"
     );
-    let log = fs::read_to_string(dir.path().join("agent.err")).unwrap();
+    let log = f.agent_log();
     assert!(log.contains("the main loop blocks now"), "{log}");
     assert!(log.contains("no watchdog ping"), "{log}");
     // As systemd would: the stuck agent is killed.
@@ -157,42 +120,27 @@ fn a_blocked_main_loop_stops_the_watchdog_pings() {
 /// that reads back; started again, it finishes the job with exactly one successful install.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_install_stops_cleanly_and_the_job_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = TestCert::generate(dir.path()).unwrap();
-    let swupdate = SwupdateDaemon::start(&DaemonOptions::new(&cert)).unwrap();
-    let wfx = WfxEmulator::start_default().unwrap();
+    let mut f = fleet(true);
     let data = random_bytes(2 << 20, 7);
-    let target = dir.path().join("rootfs.target");
+    let target = f.path("rootfs.target");
     let swu = SwuBuilder::new()
         .image(Image::raw("rootfs.img", data.clone(), &target))
-        .build(&cert, &dir.path().join("img.swu"))
+        .build(&f.cert, &f.path("img.swu"))
         .unwrap();
     let server = SlowServer::start(swu.path.clone(), 64 * 1024, Duration::from_millis(50)).unwrap();
-    let cfg = config(dir.path(), &wfx, Some(&swupdate));
-    let http = reqwest::Client::new();
     let def = json!({"version": "1.0", "type": ["firmware"],
         "artifacts": [{"name": "os", "uri": server.url("img.swu")}]});
-    let r = http
-        .post(format!("{}/jobs", wfx.north_url()))
-        .json(
-            &json!({"clientId": CLIENT, "workflow": "wfx.workflow.dau.direct", "definition": def}),
-        )
-        .send()
-        .await
-        .unwrap();
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = f.create_job(DIRECT, def).await;
     let state = |wfx: &WfxEmulator| {
         wfx.store().job(&id).unwrap().to_json(false)["status"]["state"]
             .as_str()
             .unwrap_or("")
             .to_owned()
     };
-    let mut a = agent(dir.path(), &cfg, &[]);
+    f.start_agent();
+    let mut a = f.agent.take().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while state(&wfx) != "INSTALLING" {
+    while state(&f.wfx) != "INSTALLING" {
         assert!(Instant::now() < deadline, "never INSTALLING");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -206,22 +154,16 @@ async fn sigterm_mid_install_stops_cleanly_and_the_job_resumes() {
         "stopped at once: {:?}",
         t.elapsed()
     );
-    let journal: Value =
-        serde_json::from_slice(&fs::read(dir.path().join("state/state.json")).unwrap()).unwrap();
+    let journal = f.journal();
     assert!(journal["jobs"][&id].is_object(), "{journal:#}");
-    assert_eq!(state(&wfx), "INSTALLING");
-    let _b = agent(dir.path(), &cfg, &[]);
+    assert_eq!(state(&f.wfx), "INSTALLING");
+    f.start_agent();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(state(&wfx).as_str(), "ACTIVATED" | "TERMINATED") {
+    while !matches!(state(&f.wfx).as_str(), "ACTIVATED" | "TERMINATED") {
         assert!(Instant::now() < deadline, "never ended");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(state(&wfx), "ACTIVATED");
+    assert_eq!(state(&f.wfx), "ACTIVATED");
     assert_eq!(fs::read(&target).unwrap(), data);
-    let successes = swupdate
-        .log()
-        .lines()
-        .filter(|l| l.contains("SWUPDATE successful"))
-        .count();
-    assert_eq!(successes, 1, "{}", swupdate.log());
+    assert_eq!(f.successful_installs(), 1, "{}", f.swupdate().log());
 }

@@ -210,6 +210,33 @@ fn rollback_bin(kind: ClientKind) {
     assert_eq!(trusted(&c, &roles), before);
 }
 
+/// Fast-forward recovery: a timestamp pushed to version 1000 (as with a stolen timestamp key) is
+/// trusted; the repository then rotates the timestamp key in a new root and goes on at version
+/// 5. The client drops the timestamp signed by the old key and accepts the new one; without the
+/// rotation, version 5 after 1000 is a rollback.
+fn fast_forward_recovery_by_key_rotation(kind: ClientKind) {
+    let (s, c) = setup(kind);
+    s.repo
+        .op(json!({"op": "publish", "timestamp_version": 1000}))
+        .unwrap();
+    s.refresh(&c).unwrap().assert_ok();
+    assert_eq!(c.trusted_version("timestamp"), Some(1000));
+    s.repo
+        .op(json!({"op": "publish", "timestamp_version": 5}))
+        .unwrap();
+    s.refresh(&c).unwrap().assert_refused(VERSION_WORDS);
+    s.repo
+        .ops(json!([
+            {"op": "set_keys", "role": "timestamp"},
+            {"op": "publish", "timestamp_version": 6},
+        ]))
+        .unwrap();
+    s.download(&c, &[IMAGE]).unwrap().assert_ok();
+    assert_eq!(c.trusted_version("root"), Some(2));
+    assert_eq!(c.trusted_version("timestamp"), Some(6));
+    assert_eq!(c.target(IMAGE).as_deref(), Some(IMAGE_DATA));
+}
+
 // Freeze ------------------------------------------------------------------------------------
 
 fn freeze(kind: ClientKind, role: &str) {
@@ -525,6 +552,7 @@ tuf_tests!(
     rollback_snapshot,
     rollback_targets,
     rollback_bin,
+    fast_forward_recovery_by_key_rotation,
     freeze_root,
     freeze_timestamp,
     freeze_snapshot,
@@ -551,13 +579,25 @@ tuf_tests!(
 
 // Slow retrieval: the agent only (python-tuf's fetcher has a fixed 30 s socket timeout, too slow
 // for the suite). A server that sends the headers, then nothing: the client gives up after its
-// read timeout, exits 1 and names the timeout; it never hangs.
+// read timeout, exits 1 and names the timeout; it never hangs. A server that dribbles a byte at a
+// time: the whole-file timeout ends it.
 
 fn stalled(path_of: impl Fn(&Served) -> String) {
+    slow(path_of, Attack::Stall);
+}
+
+fn slow(path_of: impl Fn(&Served) -> String, attack: Attack) {
     let (s, c) = setup(ClientKind::Agent);
     let path = path_of(&s);
-    let c = c.options(&["--read-timeout", "2s", "--connect-timeout", "2s"]);
-    let server = AttackServer::start(&s.repo.www(), &[(&path, Attack::Stall)]).unwrap();
+    let c = c.options(&[
+        "--read-timeout",
+        "2s",
+        "--connect-timeout",
+        "2s",
+        "--metadata-timeout",
+        "4s",
+    ]);
+    let server = AttackServer::start(&s.repo.www(), &[(&path, attack)]).unwrap();
     let run = c
         .download(&server.url("metadata"), &server.url("targets"), &[IMAGE])
         .unwrap();
@@ -588,4 +628,11 @@ fn slow_retrieval_of_target() {
         let f = s.repo.target_file(IMAGE).unwrap();
         format!("/{}", f.strip_prefix(s.repo.www()).unwrap().display())
     });
+}
+
+/// A timestamp sent one byte every 500 ms (a read timeout never fires): the whole-file metadata
+/// timeout ends it.
+#[test]
+fn slow_retrieval_of_a_dribbled_timestamp() {
+    slow(|_| "/metadata/timestamp.json".to_string(), Attack::Dribble);
 }

@@ -7,62 +7,42 @@
 //! request); wrong hardware ends TERMINATED before any byte is fetched (nginx's access log); a
 //! target whose served bytes differ from its hashes reaches SWUpdate only as an install that is
 //! abandoned before its commit (nothing written to the target); a trusted artifact is ACTIVATED.
+//! Phased jobs verify the download whole before DOWNLOADED. Expired metadata makes a job wait;
+//! a rolled-back timestamp ends it. Without `[wfx]` (TUF-only mode) the agent installs the newest
+//! target for its hardware above the running version, once.
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cip_update_agent_tests::agent::agent_cmd;
-use cip_update_agent_tests::nginx::Nginx;
-use cip_update_agent_tests::pki::TestCert;
-use cip_update_agent_tests::process::GroupChild;
+use cip_update_agent_tests::fleet::{DIRECT, Fleet, PHASED};
 use cip_update_agent_tests::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
 use cip_update_agent_tests::tuf::TufRepo;
-use cip_update_agent_tests::wfx::WfxEmulator;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-const CLIENT: &str = "dev-0042";
 const IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
 /// What SWUpdate logs when an install request arrives on its control socket (and nothing else
 /// does): its absence shows that SWUpdate received no install.
 const SWUPDATE_INSTALL_MARKER: &str = "Incoming network request";
 
-struct Fleet {
-    dir: TempDir,
-    cert: TestCert,
+/// The fleet, with nginx serving a TUF repository and the agent configured with `[tuf]`.
+struct TufFleet {
+    f: Fleet,
     repo: TufRepo,
-    swupdate: SwupdateDaemon,
-    nginx: Nginx,
-    wfx: WfxEmulator,
-    http: reqwest::Client,
-    agent: Option<GroupChild>,
 }
 
-impl Fleet {
-    fn new() -> Fleet {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = TestCert::generate(dir.path()).unwrap();
+cip_update_agent_tests::deref_to_fleet!(TufFleet);
+
+impl TufFleet {
+    fn new() -> TufFleet {
         let repo = TufRepo::rs_tuf(4).unwrap();
+        let mut f = Fleet::builder().serve(&repo.www()).start();
         // SWUpdate is told `board:1.0` (DaemonOptions' default); the agent reads the same
         // from its hwrevision file ("board revision").
-        fs::write(dir.path().join("hwrevision"), "board 1.0\n").unwrap();
-        Fleet {
-            swupdate: SwupdateDaemon::start(&DaemonOptions::new(&cert)).unwrap(),
-            nginx: Nginx::start(&repo.www()).unwrap(),
-            wfx: WfxEmulator::start_default().unwrap(),
-            http: reqwest::Client::new(),
-            repo,
-            dir,
-            cert,
-            agent: None,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        fs::write(f.path("hwrevision"), "board 1.0\n").unwrap();
+        f.config.device = format!("hwrevision_file = {:?}\n", f.path("hwrevision"));
+        f.config.progress_interval = None;
+        TufFleet { f, repo }
     }
 
     /// A signed .swu of a random image writing `<name>.target`; its bytes.
@@ -91,95 +71,49 @@ impl Fleet {
                 {"op": "publish"},
             ]))
             .unwrap();
-        self.nginx
+        self.nginx()
             .url(&format!("targets/{}", r[0]["stored"].as_str().unwrap()))
     }
 
-    fn start_agent(&mut self) {
-        let cfg = self.path("agent.toml");
-        fs::write(
-            &cfg,
-            format!(
-                "state_dir = {state:?}\n\
-                 [device]\nclient_id = \"{CLIENT}\"\nhwrevision_file = {hw:?}\n\
-                 [wfx]\nurl = \"{wfx}\"\npoll_interval = \"2s\"\n\
-                 [swupdate]\ncontrol_socket = {ctl:?}\nprogress_socket = {prog:?}\n\
-                 [tuf]\nroot = {root:?}\nmetadata_url = \"{md}\"\ntargets_url = \"{tg}\"\n",
-                state = self.path("state"),
-                hw = self.path("hwrevision"),
-                wfx = self.wfx.south_url(),
-                ctl = self.swupdate.control_socket(),
-                prog = self.swupdate.progress_socket(),
-                root = self.repo.initial_root(),
-                md = self.nginx.url("metadata"),
-                tg = self.nginx.url("targets"),
-            ),
+    /// The `[tuf]` section, with `tuf_extra` (more `[tuf]` keys).
+    fn tuf_section(&self, tuf_extra: &str) -> String {
+        format!(
+            "[tuf]\nroot = {root:?}\nmetadata_url = \"{md}\"\ntargets_url = \"{tg}\"\n{tuf_extra}",
+            root = self.repo.initial_root(),
+            md = self.nginx().url("metadata"),
+            tg = self.nginx().url("targets"),
         )
-        .unwrap();
-        let mut c: Command = agent_cmd().unwrap();
-        c.arg("--config").arg(&cfg).arg("run");
-        c.stdout(fs::File::create(self.path("agent.log")).unwrap());
-        c.stderr(fs::File::create(self.path("agent.err")).unwrap());
-        self.agent = Some(GroupChild::spawn(c, "cip-update-agent").unwrap());
     }
 
-    fn agent_log(&self) -> String {
-        fs::read_to_string(self.path("agent.err")).unwrap_or_default()
+    /// The agent with wfx and `[tuf]`.
+    fn start_agent(&mut self) {
+        self.f.config.extra = self.tuf_section("");
+        self.f.start_agent();
     }
 
-    async fn create_job(&self, artifact: Value) -> String {
+    /// A DAU job in `workflow` with the one `artifact`.
+    async fn dau_job_in(&self, workflow: &str, artifact: Value) -> String {
         let definition = json!({"version": "1.0", "type": ["firmware"], "artifacts": [artifact]});
-        let r = self
-            .http
-            .post(format!("{}/jobs", self.wfx.north_url()))
-            .json(
-                &json!({"clientId": CLIENT, "workflow": "wfx.workflow.dau.direct",
-                          "definition": definition}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-        r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.create_job(workflow, definition).await
     }
 
-    /// Waits (60 s) until the job is ACTIVATED or TERMINATED; returns it.
-    async fn finished(&self, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let r = self
-                .http
-                .get(format!("{}/jobs/{id}", self.wfx.north_url()))
-                .send()
-                .await
-                .unwrap();
-            if r.status().is_success() {
-                let j: Value = r.json().await.unwrap();
-                let s = j["status"]["state"].as_str().unwrap_or("").to_owned();
-                if s == "ACTIVATED" || s == "TERMINATED" {
-                    eprintln!("job {id}: {s}: {}", j["status"]["message"]);
-                    eprintln!("SWUpdate's log:\n{}", self.swupdate.log());
-                    return j;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} did not end; agent log:\n{}",
-                self.agent_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    /// Starts the agent and runs a job in `workflow` for IMAGE (1.5) at `url` to its end.
+    async fn run_image_job(&mut self, workflow: &str, url: &str) -> Value {
+        self.start_agent();
+        let id = self.dau_job_in(workflow, image_artifact(url)).await;
+        self.finish(&id).await
     }
 
     /// Requests nginx saw for `path` (e.g. `/targets/...`).
     fn fetches(&self, url: &str) -> usize {
         let path = url.splitn(4, '/').nth(3).unwrap_or("");
         let needle = format!("GET /{path} ");
-        self.nginx.access_log().matches(&needle).count()
+        self.nginx().access_log().matches(&needle).count()
     }
+}
+
+fn image_artifact(url: &str) -> Value {
+    json!({"name": IMAGE, "version": "1.5", "uri": url})
 }
 
 fn custom(hardware: &str) -> Value {
@@ -190,16 +124,12 @@ fn message(j: &Value) -> String {
     j["status"]["message"].as_str().unwrap_or("").to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trusted_artifact_is_activated() {
-    let mut f = Fleet::new();
+/// A trusted artifact in `workflow` is ACTIVATED, its target fetched once; the fleet.
+async fn a_trusted_artifact_in(workflow: &str) -> TufFleet {
+    let mut f = TufFleet::new();
     let (swu, data, bytes) = f.swu("good", 1);
     let url = f.publish(IMAGE, &bytes, &bytes, custom("1.0"));
-    f.start_agent();
-    let id = f
-        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
-        .await;
-    let j = f.finished(&id).await;
+    let j = f.run_image_job(workflow, &url).await;
     assert_eq!(
         j["status"]["state"],
         "ACTIVATED",
@@ -207,111 +137,113 @@ async fn a_trusted_artifact_is_activated() {
         f.agent_log()
     );
     assert_eq!(fs::read(&swu.images[0].target).unwrap(), data);
-    let log = f.swupdate.log();
-    assert!(log.contains(SWUPDATE_INSTALL_MARKER) && log.contains("SWUPDATE successful"));
     assert_eq!(f.fetches(&url), 1);
+    f
+}
+
+/// A target served with other bytes (another validly signed .swu of the same length) in
+/// `workflow`: TERMINATED naming the target's hash, nothing written to either image's target;
+/// the fleet.
+async fn a_target_whose_bytes_differ_in(workflow: &str) -> TufFleet {
+    let mut f = TufFleet::new();
+    let (good, _, good_bytes) = f.swu("good", 1);
+    let (evil, _, evil_bytes) = f.swu("evil", 2);
+    assert_eq!(good_bytes.len(), evil_bytes.len());
+    let url = f.publish(IMAGE, &good_bytes, &evil_bytes, custom("1.0"));
+    let j = f.run_image_job(workflow, &url).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let msg = message(&j);
+    assert!(msg.contains(IMAGE) && msg.contains("sha256"), "{msg}");
+    assert!(fs::read(&evil.images[0].target).unwrap().is_empty());
+    assert!(fs::read(&good.images[0].target).unwrap().is_empty());
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_artifact_is_activated() {
+    let f = a_trusted_artifact_in(DIRECT).await;
+    let log = f.swupdate().log();
+    assert!(log.contains(SWUPDATE_INSTALL_MARKER) && log.contains("SWUPDATE successful"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_artifact_that_is_not_a_target_is_terminated_and_swupdate_gets_nothing() {
-    let mut f = Fleet::new();
+    let mut f = TufFleet::new();
     let (_, _, good) = f.swu("good", 1);
     f.publish(IMAGE, &good, &good, custom("1.0"));
     // A validly signed .swu that SWUpdate would install, served but not a target.
     let (evil, _, evil_bytes) = f.swu("evil", 2);
     let dir = f.repo.www().join("targets/qemu-amd64");
     fs::write(dir.join("evil.swu"), &evil_bytes).unwrap();
-    let url = f.nginx.url("targets/qemu-amd64/evil.swu");
+    let url = f.nginx().url("targets/qemu-amd64/evil.swu");
     f.start_agent();
     let id = f
-        .create_job(json!({"name": "qemu-amd64/evil.swu", "version": "6.6", "uri": url}))
+        .dau_job_in(
+            DIRECT,
+            json!({"name": "qemu-amd64/evil.swu", "version": "6.6", "uri": url}),
+        )
         .await;
-    let j = f.finished(&id).await;
+    let j = f.finish(&id).await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     let msg = message(&j);
     assert!(
         msg.contains("qemu-amd64/evil.swu") && msg.contains("not a target"),
         "{msg}"
     );
-    assert_eq!(f.fetches(&url), 0, "{}", f.nginx.access_log());
+    assert_eq!(f.fetches(&url), 0, "{}", f.nginx().access_log());
     assert!(
-        !f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER),
+        !f.swupdate().log().contains(SWUPDATE_INSTALL_MARKER),
         "{}",
-        f.swupdate.log()
+        f.swupdate().log()
     );
     assert!(fs::read(&evil.images[0].target).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_artifact_named_by_uri_only_must_be_a_target_too() {
-    let mut f = Fleet::new();
+    let mut f = TufFleet::new();
     let (_, _, good) = f.swu("good", 1);
     f.publish(IMAGE, &good, &good, custom("1.0"));
     let (evil, _, evil_bytes) = f.swu("evil", 2);
     fs::write(f.repo.www().join("targets/evil.swu"), &evil_bytes).unwrap();
-    let url = f.nginx.url("targets/evil.swu");
+    let url = f.nginx().url("targets/evil.swu");
     f.start_agent();
     let id = f
-        .create_job(json!({"name": "", "version": "6.6", "uri": url}))
+        .dau_job_in(DIRECT, json!({"name": "", "version": "6.6", "uri": url}))
         .await;
-    let j = f.finished(&id).await;
+    let j = f.finish(&id).await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     assert!(message(&j).contains("not a target"), "{}", message(&j));
     assert_eq!(f.fetches(&url), 0);
-    assert!(!f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER));
+    assert!(!f.swupdate().log().contains(SWUPDATE_INSTALL_MARKER));
     assert!(fs::read(&evil.images[0].target).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_whose_bytes_differ_is_terminated_and_nothing_is_installed() {
-    let mut f = Fleet::new();
-    let (good, _, good_bytes) = f.swu("good", 1);
-    // Another validly signed .swu of the same length, served in the target's place.
-    let (evil, _, evil_bytes) = f.swu("evil", 2);
-    assert_eq!(good_bytes.len(), evil_bytes.len());
-    let url = f.publish(IMAGE, &good_bytes, &evil_bytes, custom("1.0"));
-    f.start_agent();
-    let id = f
-        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
-        .await;
-    let j = f.finished(&id).await;
-    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
-    let msg = message(&j);
-    assert!(msg.contains(IMAGE) && msg.contains("sha256"), "{msg}");
+    let f = a_target_whose_bytes_differ_in(DIRECT).await;
     // SWUpdate saw an install that was cut before its end, and refused it.
-    let log = f.swupdate.log();
+    let log = f.swupdate().log();
     assert!(!log.contains("SWUPDATE successful"), "{log}");
-    assert!(fs::read(&evil.images[0].target).unwrap().is_empty());
-    assert!(fs::read(&good.images[0].target).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_hardware_is_terminated_before_any_byte_is_fetched() {
-    let mut f = Fleet::new();
+    let mut f = TufFleet::new();
     let (swu, _, bytes) = f.swu("other", 1);
     let url = f.publish(IMAGE, &bytes, &bytes, custom("2.0"));
-    f.start_agent();
-    let id = f
-        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
-        .await;
-    let j = f.finished(&id).await;
+    let j = f.run_image_job(DIRECT, &url).await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     let msg = message(&j);
     assert!(msg.contains("hardware") && msg.contains(IMAGE), "{msg}");
-    assert_eq!(f.fetches(&url), 0, "{}", f.nginx.access_log());
-    assert!(!f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER));
+    assert_eq!(f.fetches(&url), 0, "{}", f.nginx().access_log());
+    assert!(!f.swupdate().log().contains(SWUPDATE_INSTALL_MARKER));
     assert!(fs::read(&swu.images[0].target).unwrap().is_empty());
 }
 
-/// The job's current state and message (one GET).
+/// The job's current state and message.
 async fn state(f: &Fleet, id: &str) -> (String, String) {
-    let r = f
-        .http
-        .get(format!("{}/jobs/{id}", f.wfx.north_url()))
-        .send()
-        .await
-        .unwrap();
-    let j: Value = r.json().await.unwrap_or_default();
+    let j = f.job(id).await;
     (
         j["status"]["state"].as_str().unwrap_or("").to_string(),
         message(&j),
@@ -323,16 +255,14 @@ async fn state(f: &Fleet, id: &str) -> (String, String) {
 /// repository publishes fresh metadata the same job goes on to ACTIVATED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_metadata_makes_the_job_wait_then_it_goes_on() {
-    let mut f = Fleet::new();
+    let mut f = TufFleet::new();
     let (swu, data, bytes) = f.swu("good", 1);
     let url = f.publish(IMAGE, &bytes, &bytes, custom("1.0"));
     f.repo
         .ops(json!([{"op": "expire", "role": "timestamp"}, {"op": "publish"}]))
         .unwrap();
     f.start_agent();
-    let id = f
-        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
-        .await;
+    let id = f.dau_job_in(DIRECT, image_artifact(&url)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (s, msg) = state(&f, &id).await;
@@ -346,11 +276,11 @@ async fn expired_metadata_makes_the_job_wait_then_it_goes_on() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(f.fetches(&url), 0);
-    assert!(!f.swupdate.log().contains(SWUPDATE_INSTALL_MARKER));
+    assert!(!f.swupdate().log().contains(SWUPDATE_INSTALL_MARKER));
     f.repo
         .ops(json!([{"op": "expire", "role": "timestamp", "past": false}, {"op": "publish"}]))
         .unwrap();
-    let j = f.finished(&id).await;
+    let j = f.finish(&id).await;
     assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
     assert_eq!(fs::read(&swu.images[0].target).unwrap(), data);
 }
@@ -359,23 +289,24 @@ async fn expired_metadata_makes_the_job_wait_then_it_goes_on() {
 /// job ends TERMINATED naming the rollback, and nothing of it is fetched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_timestamp_terminates_the_next_job() {
-    let mut f = Fleet::new();
+    let mut f = TufFleet::new();
     let (_, _, first) = f.swu("first", 1);
     let old_timestamp = f.repo.metadata_bytes("timestamp.json").unwrap();
     let url = f.publish(IMAGE, &first, &first, custom("1.0"));
     f.start_agent();
-    let id = f
-        .create_job(json!({"name": IMAGE, "version": "1.5", "uri": url}))
-        .await;
-    assert_eq!(f.finished(&id).await["status"]["state"], "ACTIVATED");
+    let id = f.dau_job_in(DIRECT, image_artifact(&url)).await;
+    assert_eq!(f.finish(&id).await["status"]["state"], "ACTIVATED");
 
     let (second, _, bytes) = f.swu("second", 2);
     let url = f.publish("qemu-amd64/cip-core-1.6.swu", &bytes, &bytes, custom("1.0"));
     fs::write(f.repo.metadata("timestamp.json"), &old_timestamp).unwrap();
     let id = f
-        .create_job(json!({"name": "qemu-amd64/cip-core-1.6.swu", "version": "1.6", "uri": url}))
+        .dau_job_in(
+            DIRECT,
+            json!({"name": "qemu-amd64/cip-core-1.6.swu", "version": "1.6", "uri": url}),
+        )
         .await;
-    let j = f.finished(&id).await;
+    let j = f.finish(&id).await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     let msg = message(&j);
     assert!(
@@ -384,4 +315,113 @@ async fn a_rolled_back_timestamp_terminates_the_next_job() {
     );
     assert_eq!(f.fetches(&url), 0);
     assert!(fs::read(&second.images[0].target).unwrap().is_empty());
+}
+
+/// Files left under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phased_a_trusted_artifact_is_activated() {
+    a_trusted_artifact_in(PHASED).await;
+}
+
+/// Phased: the download is verified whole before DOWNLOADED; other bytes end the job at the
+/// download, the staged file is removed, and SWUpdate is never asked to install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phased_a_target_whose_bytes_differ_is_terminated_at_download() {
+    let f = a_target_whose_bytes_differ_in(PHASED).await;
+    assert!(!f.swupdate().log().contains(SWUPDATE_INSTALL_MARKER));
+    let staged = files_under(&f.path("state/staging"));
+    assert!(staged.is_empty(), "{staged:?}");
+}
+
+/// Phased: a server sending more than the target's length is cut at that length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phased_a_target_longer_than_its_length_is_terminated_at_download() {
+    let mut f = TufFleet::new();
+    let (_, _, bytes) = f.swu("good", 1);
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(&[0u8; 100_000]);
+    let url = f.publish(IMAGE, &bytes, &longer, custom("1.0"));
+    let j = f.run_image_job(PHASED, &url).await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let msg = message(&j);
+    assert!(msg.contains("more than"), "{msg}");
+    assert!(!f.swupdate().log().contains(SWUPDATE_INSTALL_MARKER));
+}
+
+/// TUF-only mode (no `[wfx]`): the agent installs the newest target for its hardware above the
+/// running version (1.6 over 1.5; not 1.4, not 1.9 made for other hardware), once, over
+/// several polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuf_only_installs_the_newest_target_for_this_hardware_once() {
+    let mut f = TufFleet::new();
+    let board =
+        |version: &str, hw: &str| json!({"version": version, "board": "board", "hardware": [hw]});
+    let (old, _, old_bytes) = f.swu("old", 3);
+    let (good, data, good_bytes) = f.swu("good", 1);
+    let (other, _, other_bytes) = f.swu("other", 2);
+    f.publish(
+        "qemu-amd64/cip-core-1.4.swu",
+        &old_bytes,
+        &old_bytes,
+        board("1.4", "1.0"),
+    );
+    f.publish(
+        "qemu-amd64/cip-core-1.6.swu",
+        &good_bytes,
+        &good_bytes,
+        board("1.6", "1.0"),
+    );
+    f.publish(
+        "qemu-amd64/cip-core-1.9.swu",
+        &other_bytes,
+        &other_bytes,
+        board("1.9", "2.0"),
+    );
+    fs::write(f.path("version"), "1.5\n").unwrap();
+    // TUF-only: no client-id, no `[wfx]`.
+    f.f.config.client_id = None;
+    f.f.config.wfx = false;
+    f.f.config.device += &format!("version_file = {:?}\n", f.path("version"));
+    f.f.config.extra = f.tuf_section("poll_interval = \"1s\"\n");
+    f.f.start_agent();
+    let record = f.path("state/tuf-only.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rec: Value = fs::read(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let done = rec["done"].as_array().cloned().unwrap_or_default();
+        let installed = done.iter().any(|d| {
+            d.as_str()
+                .is_some_and(|d| d.starts_with("qemu-amd64/cip-core-1.6.swu@"))
+        });
+        if installed && rec["pending"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rec}\n{}", f.agent_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(fs::read(&good.images[0].target).unwrap(), data);
+    // Several more polls: nothing else is installed, and 1.6 not again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(fs::read(&old.images[0].target).unwrap().is_empty());
+    assert!(fs::read(&other.images[0].target).unwrap().is_empty());
+    let log = f.swupdate().log();
+    assert_eq!(log.matches(SWUPDATE_INSTALL_MARKER).count(), 1, "{log}");
 }

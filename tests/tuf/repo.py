@@ -32,7 +32,7 @@ Operations (fields other than `op` are optional unless said):
   expire          role, past (true: expired a day ago; false: a year from now)
   touch           role: publish a new version of it
   publish         snapshot_meta ({"targets.json": version} overrides), timestamp_snapshot_version
-                  (override), roles (extra roles to bump)
+                  (override), timestamp_version (override), roles (extra roles to bump)
   bin_for         path -> {"role": the bin that lists path}
   info            -> {"roles": {role: version}, "targets": {path: stored file name}}
 """
@@ -187,8 +187,12 @@ class Repo:
         self.state["versions"][role] = md.signed.version
         os.makedirs(self.meta_dir, exist_ok=True)
         data = json.dumps(d, indent=1, sort_keys=True).encode() + b"\n"
-        with open(os.path.join(self.meta_dir, name), "wb") as f:
+        # Atomically (as a real repository publishes): a client polling while the repository
+        # publishes must never read a half-written timestamp.json.
+        path = os.path.join(self.meta_dir, name)
+        with open(path + ".tmp", "wb") as f:
             f.write(data)
+        os.replace(path + ".tmp", path)
         return name
 
     # Operations -------------------------------------------------------------------------------
@@ -424,7 +428,7 @@ class Repo:
             snapshot.meta[name] = MetaFile(version)
         written.append(self.write("snapshot", self.md["snapshot"]))
         timestamp = self.md["timestamp"].signed
-        timestamp.version += 1
+        timestamp.version = op.get("timestamp_version", timestamp.version + 1)
         timestamp.snapshot_meta = MetaFile(op.get("timestamp_snapshot_version", snapshot.version))
         written.append(self.write("timestamp", self.md["timestamp"]))
         self.state["dirty"] = []

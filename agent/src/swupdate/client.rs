@@ -33,6 +33,9 @@ const LOG_GRACE: Duration = Duration::from_millis(500);
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
 /// Lines of the daemon's log kept for the report of a failed install.
 const LOG_LINES: usize = 200;
+/// The daemon answers a request at once (ACK, NACK): silence this long means it is stuck, and the
+/// request is given up (nothing was installed) instead of waiting forever.
+const REPLY_WAIT: Duration = Duration::from_secs(20);
 
 /// What can go wrong talking to the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,8 @@ pub enum ClientError {
     ProgressClosed(PathBuf),
     #[error("the daemon answered {0} to a request that expects ACK")]
     Unexpected(MsgType),
+    #[error("SWUpdate did not answer on {path} within {}s (is the daemon stuck?)", .wait.as_secs())]
+    NoAnswer { path: PathBuf, wait: Duration },
 }
 
 impl ClientError {
@@ -80,7 +85,10 @@ impl ClientError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ClientError::NoSocket(_) | ClientError::NotListening(_) | ClientError::Busy(_)
+            ClientError::NoSocket(_)
+                | ClientError::NotListening(_)
+                | ClientError::Busy(_)
+                | ClientError::NoAnswer { .. }
         )
     }
 }
@@ -91,6 +99,7 @@ pub struct Swupdate {
     paths: SocketPaths,
     abi: Abi,
     wire: WireSetting,
+    reply_wait: Duration,
 }
 
 /// The final answer of an install.
@@ -153,7 +162,14 @@ impl Swupdate {
             paths,
             abi: Abi::native(),
             wire,
+            reply_wait: REPLY_WAIT,
         }
+    }
+
+    /// How long a request waits for the daemon's answer (default 20 s).
+    pub fn with_reply_wait(mut self, wait: Duration) -> Self {
+        self.reply_wait = wait;
+        self
     }
 
     pub fn paths(&self) -> &SocketPaths {
@@ -169,7 +185,13 @@ impl Swupdate {
 
     async fn read_reply(&self, s: &mut UnixStream) -> Result<Reply, ClientError> {
         let mut buf = vec![0u8; self.abi.message_size()];
-        s.read_exact(&mut buf).await.map_err(|e| self.io_err(e))?;
+        tokio::time::timeout(self.reply_wait, s.read_exact(&mut buf))
+            .await
+            .map_err(|_| ClientError::NoAnswer {
+                path: self.paths.control.clone(),
+                wait: self.reply_wait,
+            })?
+            .map_err(|e| self.io_err(e))?;
         Reply::decode(self.abi, &buf).map_err(|source| ClientError::Decode {
             path: self.paths.control.clone(),
             source,
@@ -553,6 +575,31 @@ impl Drop for Installation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon that accepts and never answers: the request ends with a clear, transient error
+    /// instead of waiting forever.
+    #[tokio::test]
+    async fn a_silent_daemon_is_given_up() {
+        let d = tempfile::tempdir().unwrap();
+        let control = d.path().join("sockinstctrl");
+        let listener = tokio::net::UnixListener::bind(&control).unwrap();
+        let held = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(s);
+        });
+        let paths = SocketPaths {
+            control: control.clone(),
+            progress: d.path().join("swupdateprog"),
+        };
+        let client =
+            Swupdate::new(paths, WireSetting::Auto).with_reply_wait(Duration::from_millis(200));
+        let e = client.status().await.unwrap_err();
+        assert!(matches!(e, ClientError::NoAnswer { .. }), "{e:?}");
+        assert!(e.is_transient());
+        assert!(e.to_string().contains("did not answer"), "{e}");
+        held.abort();
+    }
 
     #[test]
     fn log_buffer_keeps_this_install_only() {

@@ -215,6 +215,24 @@ impl Trust {
     }
 }
 
+impl Trust {
+    /// A target named by another target's (verified) custom metadata: a zchunk companion or a
+    /// SWUpdate-native delta. Looked up in the metadata of the last refresh ([`Trust::resolve`]
+    /// just made one); with its hardware checked; its URL.
+    pub async fn related(&mut self, path: &str) -> Result<(TargetInfo, String), String> {
+        let info = match self.updater.find_target(path).await {
+            Ok(Some(i)) => i,
+            Ok(None) => return Err(format!("{path} is not a target of the TUF repository")),
+            Err(e) => return Err(format!("TUF lookup of {path}: {e}")),
+        };
+        let hw = std::fs::read_to_string(&self.hwrevision_file).ok();
+        check_hardware(&info.custom, hw.as_deref()).map_err(|m| format!("target {path}: {m}"))?;
+        TargetVerifier::new(&info).map_err(|e| e.to_string())?;
+        let url = self.target_url(&info).map_err(|e| e.to_string())?;
+        Ok((info, url))
+    }
+}
+
 fn refusal(what: &str, e: TufError) -> Refusal {
     if e.is_retryable() {
         Refusal::Wait(format!("{what}: {e}; waiting to retry"))

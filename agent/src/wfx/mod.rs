@@ -2,6 +2,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod follow;
 pub mod model;
 pub mod sse;
 

@@ -2,16 +2,17 @@
 //! own downloader (`swupdate -d "-u URL"`), on the same image from the same nginx, in one run.
 //!
 //! `BENCH_MIB` sets the image size (default 512), `BENCH_RUNS` the repetitions (default 3, the
-//! median is reported). Wall time and peak RSS come from GNU time (`%e`, `%M`): for a pipeline it
-//! is the largest process of it. The image is written to a file target with
+//! median is reported). Wall time is measured around the process, peak RSS comes from GNU time
+//! (`%M`, see `cip_update_agent_tests::gnu_time`): for a pipeline it is the largest process of it. The image is written to a file target with
 //! `installed-directly`, so every method streams and nothing but the transport differs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use cip_update_agent_tests::agent::agent_bin;
+use cip_update_agent_tests::gnu_time::{self, Sample};
 use cip_update_agent_tests::nginx::Nginx;
 use cip_update_agent_tests::pki::TestCert;
 use cip_update_agent_tests::swu::{
@@ -21,12 +22,6 @@ use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
 
 /// How one method's command line is made.
 type Method<'a> = dyn Fn(&Bench, &Case) -> Command + 'a;
-
-#[derive(Clone, Copy)]
-struct Sample {
-    secs: f64,
-    rss_kib: u64,
-}
 
 struct Bench {
     dir: PathBuf,
@@ -178,27 +173,10 @@ impl Bench {
         fs::write(&case.target, b"")?; // raw does not create its device
         let synced = Command::new("sync").status().context("sync")?;
         ensure!(synced.success(), "sync failed");
-        let out = self.dir.join("time.out");
-        let mut c = Command::new("/usr/bin/time");
-        c.arg("-o")
-            .arg(&out)
-            .args(["-f", "%e %M"])
-            .arg(inner.get_program())
-            .args(inner.get_args())
-            .envs(
-                inner
-                    .get_envs()
-                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let o = c.output().context("running /usr/bin/time (package time)")?;
-        if !o.status.success() {
-            bail!("{:?} failed: {}", inner, String::from_utf8_lossy(&o.stderr));
-        }
+        let sample = gnu_time::run(&inner, &self.dir.join("time.out"))?;
         ensure_file_sha256(&case.target, &case.sha256)
             .with_context(|| format!("{inner:?} did not install the image"))?;
-        parse_time(&fs::read_to_string(&out)?)
+        Ok(sample)
     }
 
     fn agent(&self, agent: &Path, case: &Case) -> Command {
@@ -242,13 +220,4 @@ fn median(mut samples: Vec<Sample>) -> Sample {
     let mut s = samples[samples.len() / 2];
     s.rss_kib = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
     s
-}
-
-fn parse_time(s: &str) -> anyhow::Result<Sample> {
-    // The last line: GNU time may put a "Command exited with non-zero status" line first.
-    let line = s.lines().last().context("empty time output")?;
-    let mut it = line.split_whitespace();
-    let secs = it.next().context("no wall time")?.parse()?;
-    let rss_kib = it.next().context("no max RSS")?.parse()?;
-    Ok(Sample { secs, rss_kib })
 }

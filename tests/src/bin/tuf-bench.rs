@@ -12,12 +12,13 @@
 //! `BENCH_TARGETS` (default 10000) and `BENCH_BITS` (default 8) change the repository.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use cip_update_agent_tests::agent::agent_bin;
+use cip_update_agent_tests::gnu_time::{self, Sample};
 use cip_update_agent_tests::nginx::Nginx;
 use cip_update_agent_tests::tuf::{TufRepo, python, script};
 use serde_json::json;
@@ -26,12 +27,6 @@ const TARGET: &str = "qemu-amd64/cip-core-1.5.swu";
 
 /// A client's command line up to `--metadata-dir DIR`.
 type Client<'a> = (&'a str, Box<dyn Fn(&Path) -> Command + 'a>);
-
-#[derive(Clone, Copy)]
-struct Sample {
-    secs: f64,
-    rss_kib: u64,
-}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
 where
@@ -182,28 +177,7 @@ fn main() -> anyhow::Result<()> {
 
 /// Runs `inner` under GNU time; fails if it fails.
 fn timed(dir: &Path, inner: Command) -> anyhow::Result<Sample> {
-    let out: PathBuf = dir.join("time.out");
-    let mut c = Command::new("/usr/bin/time");
-    c.arg("-o")
-        .arg(&out)
-        .args(["-f", "%e %M"])
-        .arg(inner.get_program())
-        .args(inner.get_args())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let start = Instant::now();
-    let o = c.output().context("running /usr/bin/time (package time)")?;
-    // GNU time's wall time has 10 ms steps: too coarse here; its peak RSS is what it is for.
-    let secs = start.elapsed().as_secs_f64();
-    if !o.status.success() {
-        bail!("{inner:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    let text = fs::read_to_string(&out)?;
-    // The last line: GNU time may put a "Command exited with non-zero status" line first.
-    let line = text.lines().last().context("empty time output")?;
-    let mut it = line.split_whitespace().skip(1);
-    let rss_kib = it.next().context("no max RSS")?.parse()?;
-    Ok(Sample { secs, rss_kib })
+    gnu_time::run(&inner, &dir.join("time.out"))
 }
 
 /// The median time and the median peak RSS.
