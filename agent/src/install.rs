@@ -101,7 +101,7 @@ pub async fn install(
 
     // Stream. The daemon's progress is reported as it comes; a failing daemon shows as a write
     // error, after which its verdict on the progress socket says why.
-    let stop = loop {
+    let stop = 'stream: loop {
         tokio::select! {
             biased;
             () = &mut cancel => break Stop::Abandon(InstallError::Interrupted { bytes: read, verdict: None }),
@@ -131,15 +131,39 @@ pub async fn install(
                     break Stop::Abandon(InstallError::Malformed { error, verdict: None });
                 }
                 observer.streamed(read, image.len);
-                // A daemon that stops reading must not keep an interrupt waiting.
-                tokio::select! {
-                    biased;
-                    () = &mut cancel => break Stop::Abandon(InstallError::Interrupted { bytes: read, verdict: None }),
-                    r = inst.write(&buf[..n]) => if let Err(e) = r {
-                        // The daemon gave up on the install; its verdict says why.
-                        tracing::debug!("daemon stopped reading: {e}");
-                        break Stop::DaemonStopped;
-                    },
+                // A daemon that stops reading must not keep an interrupt waiting, nor hide its
+                // verdict: SWUpdate can fail an install (a stream it does not recognise) and stop
+                // reading without closing the socket, so its progress is followed while the
+                // write waits. The write is pinned: a progress message in between must not
+                // start it again (no byte twice).
+                let write = inst.write(&buf[..n]);
+                tokio::pin!(write);
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = &mut cancel => break 'stream Stop::Abandon(InstallError::Interrupted { bytes: read, verdict: None }),
+                        r = &mut write => {
+                            if let Err(e) = r {
+                                // The daemon gave up on the install; its verdict says why.
+                                tracing::debug!("daemon stopped reading: {e}");
+                                break 'stream Stop::DaemonStopped;
+                            }
+                            break;
+                        }
+                        m = progress.recv(), if progress_open => match m {
+                            Some(m) => {
+                                let failed = m.status == RecoveryStatus::Failure;
+                                got_result |= failed || m.status == RecoveryStatus::Success;
+                                observer.progress(&m);
+                                if failed {
+                                    tracing::debug!("the daemon failed the install while it was streamed");
+                                    break 'stream Stop::DaemonStopped;
+                                }
+                            }
+                            None if !got_result => break 'stream Stop::ProgressLost,
+                            None => progress_open = false,
+                        },
+                    }
                 }
             }
         }
@@ -189,7 +213,7 @@ pub async fn install(
 enum Stop {
     /// The whole archive went in: commit.
     Complete,
-    /// The daemon closed the stream: it failed the install.
+    /// The daemon closed the stream, or failed the install while it was streamed.
     DaemonStopped,
     /// The progress reader failed: its error is the answer.
     ProgressLost,
