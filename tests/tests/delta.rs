@@ -204,7 +204,8 @@ impl DeltaFleet {
         }
     }
 
-    /// [`prepare_from`] of the new .swu from the old one with `companion` served at `url`.
+    /// [`prepare_only`] of the new .swu from the old one with `companion` served at `url`, then
+    /// the rebuilt bytes and the figures.
     async fn prepare(
         &self,
         url: &str,
@@ -212,15 +213,13 @@ impl DeltaFleet {
         state: &str,
         max_ranges: usize,
     ) -> Result<(Vec<u8>, cip_update_agent::delta::Stats), String> {
-        prepare_from(
-            url,
-            companion,
-            &self.new_swu,
-            &self.old_swu,
-            &self.path(state),
-            max_ranges,
-        )
-        .await
+        use tokio::io::AsyncReadExt;
+        let (full, seed, state) = (&self.new_swu, &self.old_swu, self.path(state));
+        let p = prepare_only(url, companion, full, seed, &state, max_ranges).await?;
+        let mut out = Vec::new();
+        let mut r = p.reader;
+        r.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+        Ok((out, p.stats))
     }
 }
 
@@ -251,13 +250,18 @@ fn companion_header_len(zck: &[u8]) -> u64 {
     zchunk::Lead::parse(zck).unwrap().total_len()
 }
 
-/// `zck` with every data byte altered: whichever chunk is fetched fails its checksum.
-fn with_corrupt_chunks(mut zck: Vec<u8>) -> Vec<u8> {
+/// A direct job for the new .swu whose companion has every data byte altered (whichever chunk
+/// is fetched fails its checksum), run to its end with `delta`; the fleet and the job.
+async fn corrupt_chunks_job(delta: &str) -> (DeltaFleet, Value) {
+    let mut f = DeltaFleet::new(3);
+    let mut zck = fs::read(&f.new_zck).unwrap();
     let h = companion_header_len(&zck) as usize;
     for b in &mut zck[h..] {
         *b ^= 0x55;
     }
-    zck
+    let url = f.publish(&zck);
+    let j = f.run_direct(&url, delta).await;
+    (f, j)
 }
 
 /// Whether `req` is a chunk request: a Range header on the companion whose first range starts
@@ -475,10 +479,7 @@ async fn a_corrupt_companion_header_falls_back_to_the_full_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_that_does_not_verify_falls_back_to_the_full_download() {
-    let mut f = DeltaFleet::new(3);
-    let zck = with_corrupt_chunks(fs::read(&f.new_zck).unwrap());
-    let url = f.publish(&zck);
-    let j = f.run_direct(&url, "").await;
+    let (f, j) = corrupt_chunks_job("").await;
     f.assert_new_image_installed(&j);
     let (_, (swu_requests, _)) = f.served();
     assert_eq!(swu_requests, 1);
@@ -487,10 +488,7 @@ async fn a_chunk_that_does_not_verify_falls_back_to_the_full_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_fallback_fail_a_delta_failure_terminates_the_job() {
-    let mut f = DeltaFleet::new(3);
-    let zck = with_corrupt_chunks(fs::read(&f.new_zck).unwrap());
-    let url = f.publish(&zck);
-    let j = f.run_direct(&url, "fallback = \"fail\"").await;
+    let (f, j) = corrupt_chunks_job("fallback = \"fail\"").await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     let msg = j["status"]["message"].as_str().unwrap_or("");
     assert!(
@@ -647,23 +645,6 @@ async fn prepare_only(
     )
     .await
     .map_err(|e| e.to_string())
-}
-
-/// [`prepare_only`], then the rebuilt bytes and the figures.
-async fn prepare_from(
-    url: &str,
-    companion: &Path,
-    full: &Path,
-    seed: &Path,
-    state: &Path,
-    max_ranges: usize,
-) -> Result<(Vec<u8>, cip_update_agent::delta::Stats), String> {
-    use tokio::io::AsyncReadExt;
-    let p = prepare_only(url, companion, full, seed, state, max_ranges).await?;
-    let mut out = Vec::new();
-    let mut r = p.reader;
-    r.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
-    Ok((out, p.stats))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
