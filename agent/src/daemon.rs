@@ -740,20 +740,9 @@ impl Daemon {
             // staged: the install step verifies the staged file against the full target).
             let mut rebuilt = None;
             if let (Some(t), false) = (target.clone(), path.exists()) {
-                let gone = job_gone(
-                    self.wfx.clone(),
-                    self.deleted.clone(),
-                    view.id.clone(),
-                    GONE_CHECK,
-                );
-                let path = tokio::select! {
-                    r = self.delta_path(view, &t, "DOWNLOADING", false) => r?,
-                    () = gone => {
-                        tracing::info!(job = %view.id, "the job was deleted during the delta download: stopped");
-                        self.forget(&view.id).await?;
-                        return Ok(Next::Wait);
-                    }
-                };
+                let path = self
+                    .delta_path_unless_gone(view, &t, "DOWNLOADING", false)
+                    .await?;
                 match path {
                     DeltaPath::Rebuilt(o) => rebuilt = Some(o),
                     DeltaPath::Ended(next) => return Ok(next),
@@ -948,20 +937,9 @@ impl Daemon {
         let mut rebuilt: Option<Opened> = None;
         let mut native = false;
         if let (Some(t), false) = (target.clone(), matches!(src, Source::File(_))) {
-            let gone = job_gone(
-                self.wfx.clone(),
-                self.deleted.clone(),
-                view.id.clone(),
-                GONE_CHECK,
-            );
-            let path = tokio::select! {
-                r = self.delta_path(view, &t, "INSTALLING", true) => r?,
-                () = gone => {
-                    tracing::info!(job = %view.id, "the job was deleted during the delta download: stopped");
-                    self.forget(&view.id).await?;
-                    return Ok(Next::Wait);
-                }
-            };
+            let path = self
+                .delta_path_unless_gone(view, &t, "INSTALLING", true)
+                .await?;
             match path {
                 DeltaPath::Full => {}
                 DeltaPath::Rebuilt(o) => rebuilt = Some(o),
@@ -1145,6 +1123,31 @@ impl Daemon {
             _ => {
                 self.save()?;
                 Ok(Next::Reload)
+            }
+        }
+    }
+
+    /// [`Self::delta_path`], given up when the job is deleted meanwhile: then the job is
+    /// forgotten and the path ends in [`Next::Wait`].
+    async fn delta_path_unless_gone(
+        &mut self,
+        view: &JobView,
+        full: &crate::tuf::TargetInfo,
+        state: &str,
+        allow_native: bool,
+    ) -> Result<DeltaPath, StepError> {
+        let gone = job_gone(
+            self.wfx.clone(),
+            self.deleted.clone(),
+            view.id.clone(),
+            GONE_CHECK,
+        );
+        tokio::select! {
+            r = self.delta_path(view, full, state, allow_native) => r,
+            () = gone => {
+                tracing::info!(job = %view.id, "the job was deleted during the delta download: stopped");
+                self.forget(&view.id).await?;
+                Ok(DeltaPath::Ended(Next::Wait))
             }
         }
     }

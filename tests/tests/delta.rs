@@ -11,39 +11,27 @@
 //! `fallback = "fail"` ends the job naming the delta failure.
 
 use std::fs;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cip_update_agent_tests::agent::agent_cmd;
-use cip_update_agent_tests::cut_proxy::CutProxy;
+use cip_update_agent_tests::cut_proxy::{CutProxy, Exchange};
 use cip_update_agent_tests::delta::{image_pair, served, zck, zck as zck_tool, zck_delta_size};
-use cip_update_agent_tests::nginx::Nginx;
-use cip_update_agent_tests::pki::TestCert;
-use cip_update_agent_tests::process::GroupChild;
+use cip_update_agent_tests::fleet::{DIRECT, Fleet, PHASED};
 use cip_update_agent_tests::swu::{Image, SwuBuilder};
-use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
 use cip_update_agent_tests::tuf::TufRepo;
-use cip_update_agent_tests::wfx::WfxEmulator;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-const CLIENT: &str = "dev-0042";
 const IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
 const COMPANION: &str = "qemu-amd64/cip-core-1.5.swu.zck";
 /// A few MB: ~100 chunks of 32 KiB on average.
 const IMAGE_LEN: usize = 3 << 20;
 
-struct Fleet {
-    dir: TempDir,
-    cert: TestCert,
+/// The shared fleet, with nginx serving a TUF repository, the agent configured with `[tuf]` and
+/// `[delta]`, and the old and new images of a delta update.
+struct DeltaFleet {
+    f: Fleet,
     repo: TufRepo,
-    swupdate: SwupdateDaemon,
-    nginx: Nginx,
-    wfx: WfxEmulator,
-    http: reqwest::Client,
-    agent: Option<GroupChild>,
     /// The new image's bytes (what must be installed), the old and new .swu files, and the
     /// companions of both.
     new_image: Vec<u8>,
@@ -54,44 +42,41 @@ struct Fleet {
     new_zck: PathBuf,
 }
 
-impl Fleet {
-    fn new(changes: usize) -> Fleet {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = TestCert::generate(dir.path()).unwrap();
+cip_update_agent_tests::deref_to_fleet!(DeltaFleet);
+
+impl DeltaFleet {
+    fn new(changes: usize) -> DeltaFleet {
         let repo = TufRepo::rs_tuf(2).unwrap();
-        fs::write(dir.path().join("hwrevision"), "board 1.0\n").unwrap();
-        fs::write(dir.path().join("version"), "1.4\n").unwrap();
+        let mut f = Fleet::builder().serve(&repo.www()).start();
+        fs::write(f.path("hwrevision"), "board 1.0\n").unwrap();
+        fs::write(f.path("version"), "1.4\n").unwrap();
+        f.config.device = format!(
+            "hwrevision_file = {:?}\nversion_file = {:?}\n",
+            f.path("hwrevision"),
+            f.path("version")
+        );
+        f.config.progress_interval = None;
         let (old, new) = image_pair(IMAGE_LEN, changes, 11);
-        let target = dir.path().join("rootfs.target");
-        let p = |n: &str| dir.path().join(n);
+        let target = f.path("rootfs.target");
+        let p = |n: &str| f.path(n);
         for (img, swu) in [(&old, p("old.swu")), (&new, p("new.swu"))] {
             SwuBuilder::new()
                 .image(Image::raw("rootfs.img", img.clone(), target.clone()))
-                .build(&cert, &swu)
+                .build(&f.cert, &swu)
                 .unwrap();
         }
         zck(&p("old.swu"), &p("old.swu.zck")).unwrap();
         zck(&p("new.swu"), &p("new.swu.zck")).unwrap();
-        Fleet {
-            swupdate: SwupdateDaemon::start(&DaemonOptions::new(&cert)).unwrap(),
-            nginx: Nginx::start(&repo.www()).unwrap(),
-            wfx: WfxEmulator::start_default().unwrap(),
-            http: reqwest::Client::new(),
+        DeltaFleet {
             repo,
-            agent: None,
             new_image: new,
             target,
             old_swu: p("old.swu"),
             new_swu: p("new.swu"),
             old_zck: p("old.swu.zck"),
             new_zck: p("new.swu.zck"),
-            cert,
-            dir,
+            f,
         }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 
     /// Publishes the new .swu with its companion (served as `companion_served`); the .swu's URL.
@@ -110,150 +95,131 @@ impl Fleet {
         zck: &[u8],
         companion_served: &[u8],
     ) -> String {
-        let r = self
-            .repo
-            .ops(json!([
-                {"op": "add_target", "path": companion, "data_hex": hex::encode(zck),
-                 "served_hex": hex::encode(companion_served), "custom": {}},
-                {"op": "add_target", "path": path, "data_hex": hex::encode(swu),
-                 "served_hex": hex::encode(swu),
-                 "custom": {"version": "1.5", "hardware": ["1.0"], "zchunk": companion}},
-                {"op": "publish"},
-            ]))
-            .unwrap();
-        self.nginx
+        self.publish_ops(json!([
+            {"op": "add_target", "path": companion, "data_hex": hex::encode(zck),
+             "served_hex": hex::encode(companion_served), "custom": {}},
+            {"op": "add_target", "path": path, "data_hex": hex::encode(swu),
+             "served_hex": hex::encode(swu),
+             "custom": {"version": "1.5", "hardware": ["1.0"], "zchunk": companion}},
+            {"op": "publish"},
+        ]))
+    }
+
+    /// Runs the repository `ops` whose second one adds the .swu; the .swu's URL.
+    fn publish_ops(&self, ops: Value) -> String {
+        let r = self.repo.ops(ops).unwrap();
+        self.nginx()
             .url(&format!("targets/{}", r[1]["stored"].as_str().unwrap()))
     }
 
     /// The agent; its targets fetched from `targets_url` (nginx, or a proxy in front of it).
     fn start_agent(&mut self, targets_url: &str, delta: &str) {
-        let cfg = self.path("agent.toml");
-        fs::write(
-            &cfg,
-            format!(
-                "state_dir = {state:?}\n\
-                 [device]\nclient_id = \"{CLIENT}\"\nhwrevision_file = {hw:?}\n\
-                 version_file = {version:?}\n\
-                 [wfx]\nurl = \"{wfx}\"\npoll_interval = \"2s\"\n\
-                 [swupdate]\ncontrol_socket = {ctl:?}\nprogress_socket = {prog:?}\n\
-                 [tuf]\nroot = {root:?}\nmetadata_url = \"{md}\"\ntargets_url = \"{targets_url}\"\n\
-                 read_timeout = \"5s\"\n\
-                 [delta]\nseeds = [{seed:?}]\n{delta}\n",
-                state = self.path("state"),
-                hw = self.path("hwrevision"),
-                version = self.path("version"),
-                wfx = self.wfx.south_url(),
-                ctl = self.swupdate.control_socket(),
-                prog = self.swupdate.progress_socket(),
-                root = self.repo.initial_root(),
-                md = self.nginx.url("metadata"),
-                seed = self.old_swu,
-            ),
-        )
-        .unwrap();
-        let mut c: Command = agent_cmd().unwrap();
-        c.arg("--config").arg(&cfg).arg("run");
-        c.env("CIP_UPDATE_AGENT_LOG", "info");
-        c.stdout(fs::File::create(self.path("agent.log")).unwrap());
-        c.stderr(fs::File::create(self.path("agent.err")).unwrap());
-        self.agent = Some(GroupChild::spawn(c, "cip-update-agent").unwrap());
+        self.f.config.extra = format!(
+            "[tuf]\nroot = {root:?}\nmetadata_url = \"{md}\"\ntargets_url = \"{targets_url}\"\n\
+             read_timeout = \"5s\"\n\
+             [delta]\nseeds = [{seed:?}]\n{delta}\n",
+            root = self.repo.initial_root(),
+            md = self.nginx().url("metadata"),
+            seed = self.old_swu,
+        );
+        self.f
+            .start_agent_with("run", &[("CIP_UPDATE_AGENT_LOG", "info")]);
     }
 
-    fn agent_log(&self) -> String {
-        fs::read_to_string(self.path("agent.err")).unwrap_or_default()
+    /// The agent, its targets fetched from nginx directly.
+    fn start_agent_on_nginx(&mut self, delta: &str) {
+        let targets = self.nginx().url("targets");
+        self.start_agent(&targets, delta);
     }
 
-    async fn create_job(&self, url: &str) -> String {
-        self.create_job_in("wfx.workflow.dau.direct", IMAGE, url)
-            .await
+    /// A direct DAU job for IMAGE (1.5) at `url`; its id.
+    async fn dau_job(&self, url: &str) -> String {
+        self.dau_job_in(DIRECT, IMAGE, url).await
     }
 
-    async fn create_job_in(&self, workflow: &str, name: &str, url: &str) -> String {
+    /// A DAU job in `workflow` for artifact `name` (1.5) at `url`; its id.
+    async fn dau_job_in(&self, workflow: &str, name: &str, url: &str) -> String {
         let definition = json!({"version": "1.0", "type": ["firmware"],
                                 "artifacts": [{"name": name, "version": "1.5", "uri": url}]});
-        let r = self
-            .http
-            .post(format!("{}/jobs", self.wfx.north_url()))
-            .json(&json!({"clientId": CLIENT, "workflow": workflow,
-                          "definition": definition}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-        r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.create_job(workflow, definition).await
     }
 
-    /// The operator moves a phased job on.
-    async fn advance(&self, id: &str, state: &str) {
-        let r = self
-            .http
-            .put(format!("{}/jobs/{id}/status", self.wfx.north_url()))
-            .json(&json!({"state": state}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    }
-
-    /// Waits (90 s) until the job is in one of `states`; returns it with its history.
-    async fn reached(&self, id: &str, states: &[&str]) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let r = self
-                .http
-                .get(format!("{}/jobs/{id}?history=true", self.wfx.north_url()))
-                .send()
-                .await
-                .unwrap();
-            if r.status().is_success() {
-                let j: Value = r.json().await.unwrap();
-                if states.contains(&j["status"]["state"].as_str().unwrap_or("")) {
-                    return j;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} did not reach {states:?}; agent log:\n{}",
-                self.agent_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits (90 s) until the job is ACTIVATED or TERMINATED; returns it with its history.
+    /// Waits until the job is ACTIVATED or TERMINATED; returns it with its history.
     async fn finished(&self, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let r = self
-                .http
-                .get(format!("{}/jobs/{id}?history=true", self.wfx.north_url()))
-                .send()
-                .await
-                .unwrap();
-            if r.status().is_success() {
-                let j: Value = r.json().await.unwrap();
-                let s = j["status"]["state"].as_str().unwrap_or("").to_owned();
-                if s == "ACTIVATED" || s == "TERMINATED" {
-                    eprintln!("job {id}: {s}: {}", j["status"]["message"]);
-                    return j;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} did not end; agent log:\n{}",
-                self.agent_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let j = self.wait_for(id, &["ACTIVATED", "TERMINATED"]).await;
+        eprintln!(
+            "job {id}: {}: {}",
+            j["status"]["state"], j["status"]["message"]
+        );
+        j
+    }
+
+    /// Starts the agent on nginx with `delta`, runs a direct job for the .swu at `url` to its
+    /// end; the job.
+    async fn run_direct(&mut self, url: &str, delta: &str) -> Value {
+        self.start_agent_on_nginx(delta);
+        let id = self.dau_job(url).await;
+        self.finished(&id).await
+    }
+
+    /// The job is ACTIVATED and the target holds `image`.
+    fn assert_installed(&self, j: &Value, image: &[u8], what: &str) {
+        assert_eq!(
+            j["status"]["state"],
+            "ACTIVATED",
+            "{j:#}\n{}",
+            self.agent_log()
+        );
+        assert!(
+            fs::read(&self.target).unwrap() == image,
+            "installed bytes differ{what}"
+        );
+    }
+
+    /// The job is ACTIVATED and the target holds the new image.
+    fn assert_new_image_installed(&self, j: &Value) {
+        self.assert_installed(j, &self.new_image, "");
     }
 
     /// (requests, body bytes) nginx served for the companion and for the full .swu.
     fn served(&self) -> ((usize, u64), (usize, u64)) {
-        let log = self.nginx.access_log();
+        let log = self.nginx().access_log();
         (served(&log, ".swu.zck"), served(&log, ".swu"))
+    }
+
+    /// The new companion and its parsed header.
+    fn new_companion(&self) -> (Vec<u8>, u64, zchunk::Header) {
+        let zck = fs::read(&self.new_zck).unwrap();
+        let header_len = companion_header_len(&zck);
+        let header = zchunk::Header::parse(&zck[..header_len as usize]).unwrap();
+        (zck, header_len, header)
+    }
+
+    /// Copies the companions into nginx's docroot as `new.swu.zck` (and `old.swu.zck`).
+    fn serve_companions(&self, old_too: bool) {
+        let docroot = self.nginx().docroot().to_owned();
+        fs::copy(&self.new_zck, docroot.join("new.swu.zck")).unwrap();
+        if old_too {
+            fs::copy(&self.old_zck, docroot.join("old.swu.zck")).unwrap();
+        }
+    }
+
+    /// [`prepare_only`] of the new .swu from the old one with `companion` served at `url`, then
+    /// the rebuilt bytes and the figures.
+    async fn prepare(
+        &self,
+        url: &str,
+        companion: &Path,
+        state: &str,
+        max_ranges: usize,
+    ) -> Result<(Vec<u8>, cip_update_agent::delta::Stats), String> {
+        use tokio::io::AsyncReadExt;
+        let (full, seed, state) = (&self.new_swu, &self.old_swu, self.path(state));
+        let p = prepare_only(url, companion, full, seed, &state, max_ranges).await?;
+        let mut out = Vec::new();
+        let mut r = p.reader;
+        r.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+        Ok((out, p.stats))
     }
 }
 
@@ -274,36 +240,68 @@ fn messages(j: &Value) -> Vec<String> {
     m
 }
 
+/// One of the job's status messages satisfies `cond` (all of them in the failure).
+fn assert_any_message(j: &Value, cond: impl Fn(&str) -> bool) {
+    let msgs = messages(j);
+    assert!(msgs.iter().any(|m| cond(m)), "{msgs:#?}");
+}
+
 fn companion_header_len(zck: &[u8]) -> u64 {
     zchunk::Lead::parse(zck).unwrap().total_len()
 }
 
+/// A direct job for the new .swu whose companion has every data byte altered (whichever chunk
+/// is fetched fails its checksum), run to its end with `delta`; the fleet and the job.
+async fn corrupt_chunks_job(delta: &str) -> (DeltaFleet, Value) {
+    let mut f = DeltaFleet::new(3);
+    let mut zck = fs::read(&f.new_zck).unwrap();
+    let h = companion_header_len(&zck) as usize;
+    for b in &mut zck[h..] {
+        *b ^= 0x55;
+    }
+    let url = f.publish(&zck);
+    let j = f.run_direct(&url, delta).await;
+    (f, j)
+}
+
+/// Whether `req` is a chunk request: a Range header on the companion whose first range starts
+/// past its header (`header_len` bytes; the header is asked for from byte 0).
+fn is_chunk_request(req: &str, header_len: u64) -> bool {
+    req.contains(".swu.zck")
+        && req
+            .split("bytes=")
+            .nth(1)
+            .and_then(|r| r.split('-').next())
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|start| start >= header_len)
+}
+
+/// Prints the proxy's exchanges; the chunks delivered fully (see [`delivered_chunks`]) and those
+/// of them delivered more than once.
+fn chunks_delivered(ex: &[Exchange], header: &zchunk::Header) -> (Vec<usize>, Vec<usize>) {
+    for x in ex {
+        eprintln!("{:?} cut={} {} bytes", x.range, x.cut, x.response.len());
+    }
+    let got = delivered_chunks(ex, header);
+    let mut once = std::collections::HashSet::new();
+    let twice: Vec<usize> = got.iter().copied().filter(|c| !once.insert(*c)).collect();
+    (got, twice)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delta_install_fetches_only_the_missing_chunks_and_installs_the_new_image() {
-    let mut f = Fleet::new(3);
+    let mut f = DeltaFleet::new(3);
     let zck = fs::read(&f.new_zck).unwrap();
     let url = f.publish(&zck);
-    let targets = f.nginx.url("targets");
-    f.start_agent(&targets, "");
-    let id = f.create_job(&url).await;
-    let j = f.finished(&id).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
-    assert!(
-        fs::read(&f.target).unwrap() == f.new_image,
-        "installed bytes differ"
-    );
+    let j = f.run_direct(&url, "").await;
+    f.assert_new_image_installed(&j);
 
     let ((zck_requests, zck_bytes), (swu_requests, _)) = f.served();
     assert_eq!(
         swu_requests,
         0,
         "the full .swu was fetched:\n{}",
-        f.nginx.access_log()
+        f.nginx().access_log()
     );
     let (delta, total) = zck_delta_size(&f.old_zck, &f.new_zck).unwrap();
     let header = companion_header_len(&zck);
@@ -355,24 +353,11 @@ async fn a_delta_install_fetches_only_the_missing_chunks_and_installs_the_new_im
         &z,
     );
     let id = f
-        .create_job_in(
-            "wfx.workflow.dau.direct",
-            "qemu-amd64/cip-core-1.6.swu",
-            &url,
-        )
+        .dau_job_in(DIRECT, "qemu-amd64/cip-core-1.6.swu", &url)
         .await;
     let j = f.finished(&id).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
-    assert!(
-        fs::read(&f.target).unwrap() == newer,
-        "installed bytes differ (1.6)"
-    );
-    let (_, sent) = served(&f.nginx.access_log(), "1.6.swu.zck");
+    f.assert_installed(&j, &newer, " (1.6)");
+    let (_, sent) = served(&f.nginx().access_log(), "1.6.swu.zck");
     let (from_new, _) = zck_delta_size(&f.new_zck, &newer_zck).unwrap();
     let (from_old, _) = zck_delta_size(&f.old_zck, &newer_zck).unwrap();
     let header = companion_header_len(&z);
@@ -389,10 +374,7 @@ async fn a_delta_install_fetches_only_the_missing_chunks_and_installs_the_new_im
 
 /// Chunks (by stored range) whose bytes fully reached the client in `exchanges`, one entry per
 /// exchange that delivered them.
-fn delivered_chunks(
-    exchanges: &[cip_update_agent_tests::cut_proxy::Exchange],
-    header: &zchunk::Header,
-) -> Vec<usize> {
+fn delivered_chunks(exchanges: &[Exchange], header: &zchunk::Header) -> Vec<usize> {
     let mut out = Vec::new();
     for x in exchanges {
         let (head, body) = x.split();
@@ -445,11 +427,9 @@ fn delivered_chunks(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_connections_resume_and_no_verified_chunk_is_fetched_twice() {
-    let mut f = Fleet::new(8);
-    let zck = fs::read(&f.new_zck).unwrap();
+    let mut f = DeltaFleet::new(8);
+    let (zck, header_len, header) = f.new_companion();
     let url = f.publish(&zck);
-    let header_len = companion_header_len(&zck);
-    let header = zchunk::Header::parse(&zck[..header_len as usize]).unwrap();
     // Cut chunk requests only (the header is asked for from byte 0).
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -457,124 +437,58 @@ async fn cut_connections_resume_and_no_verified_chunk_is_fetched_twice() {
         .as_nanos() as u64;
     eprintln!("cut seed {seed}");
     let proxy = CutProxy::start(
-        f.nginx.port(),
+        f.nginx().port(),
         3,
         seed,
-        Arc::new(move |req: &str| {
-            // A Range header whose first range starts past the header: a chunk request.
-            req.contains(".swu.zck")
-                && req
-                    .split("bytes=")
-                    .nth(1)
-                    .and_then(|r| r.split('-').next())
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .is_some_and(|start| start >= header_len)
-        }),
+        Arc::new(move |req: &str| is_chunk_request(req, header_len)),
     )
     .unwrap();
     f.start_agent(&proxy.url("targets"), "max_ranges_per_request = 2");
-    let id = f.create_job(&url).await;
+    let id = f.dau_job(&url).await;
     let j = f.finished(&id).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
-    assert!(
-        fs::read(&f.target).unwrap() == f.new_image,
-        "installed bytes differ"
-    );
+    f.assert_new_image_installed(&j);
     let ex = proxy.exchanges();
-    for x in &ex {
-        eprintln!("{:?} cut={} {} bytes", x.range, x.cut, x.response.len());
-    }
+    let (got, twice) = chunks_delivered(&ex, &header);
     assert_eq!(ex.iter().filter(|x| x.cut).count(), 3, "three answers cut");
     assert!(
         !ex.iter()
             .any(|x| x.request.contains(".swu ") || x.request.contains(".swu HTTP")),
         "fell back to the full .swu"
     );
-    let got = delivered_chunks(&ex, &header);
-    let mut seen = std::collections::HashSet::new();
-    let twice: Vec<usize> = got.iter().copied().filter(|c| !seen.insert(*c)).collect();
     assert!(twice.is_empty(), "chunks delivered twice: {twice:?}");
     assert!(!got.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_companion_header_falls_back_to_the_full_download() {
-    let mut f = Fleet::new(3);
+    let mut f = DeltaFleet::new(3);
     let mut zck = fs::read(&f.new_zck).unwrap();
     // A byte of the index: the header checksum no longer matches.
     let at = companion_header_len(&zck) as usize - 10;
     zck[at] ^= 0xff;
     let url = f.publish(&zck);
-    let targets = f.nginx.url("targets");
-    f.start_agent(&targets, "");
-    let id = f.create_job(&url).await;
-    let j = f.finished(&id).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
-    assert!(fs::read(&f.target).unwrap() == f.new_image);
+    let j = f.run_direct(&url, "").await;
+    f.assert_new_image_installed(&j);
     let (_, (swu_requests, swu_bytes)) = f.served();
     assert_eq!(swu_requests, 1);
     assert_eq!(swu_bytes, fs::metadata(&f.new_swu).unwrap().len());
-    let msgs = messages(&j);
-    assert!(
-        msgs.iter()
-            .any(|m| m.contains("delta failed") && m.contains("full download")),
-        "{msgs:#?}"
-    );
+    assert_any_message(&j, |m| {
+        m.contains("delta failed") && m.contains("full download")
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_that_does_not_verify_falls_back_to_the_full_download() {
-    let mut f = Fleet::new(3);
-    let mut zck = fs::read(&f.new_zck).unwrap();
-    // Every data byte altered: whichever chunk is fetched fails its checksum.
-    let h = companion_header_len(&zck) as usize;
-    for b in &mut zck[h..] {
-        *b ^= 0x55;
-    }
-    let url = f.publish(&zck);
-    let targets = f.nginx.url("targets");
-    f.start_agent(&targets, "");
-    let id = f.create_job(&url).await;
-    let j = f.finished(&id).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
-    assert!(fs::read(&f.target).unwrap() == f.new_image);
+    let (f, j) = corrupt_chunks_job("").await;
+    f.assert_new_image_installed(&j);
     let (_, (swu_requests, _)) = f.served();
     assert_eq!(swu_requests, 1);
-    let msgs = messages(&j);
-    assert!(
-        msgs.iter().any(|m| m.contains("does not verify")),
-        "{msgs:#?}"
-    );
+    assert_any_message(&j, |m| m.contains("does not verify"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_fallback_fail_a_delta_failure_terminates_the_job() {
-    let mut f = Fleet::new(3);
-    let mut zck = fs::read(&f.new_zck).unwrap();
-    let h = companion_header_len(&zck) as usize;
-    for b in &mut zck[h..] {
-        *b ^= 0x55;
-    }
-    let url = f.publish(&zck);
-    let targets = f.nginx.url("targets");
-    f.start_agent(&targets, "fallback = \"fail\"");
-    let id = f.create_job(&url).await;
-    let j = f.finished(&id).await;
+    let (f, j) = corrupt_chunks_job("fallback = \"fail\"").await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     let msg = j["status"]["message"].as_str().unwrap_or("");
     assert!(
@@ -588,33 +502,25 @@ async fn with_fallback_fail_a_delta_failure_terminates_the_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verified_chunks_survive_a_restart() {
-    let mut f = Fleet::new(8);
-    let zck = fs::read(&f.new_zck).unwrap();
+    let mut f = DeltaFleet::new(8);
+    let (zck, header_len, header) = f.new_companion();
     let url = f.publish(&zck);
-    let header_len = companion_header_len(&zck);
-    let header = zchunk::Header::parse(&zck[..header_len as usize]).unwrap();
     // The second chunk request is cut: the first one's chunks are verified and cached by then.
     let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let proxy = CutProxy::start(
-        f.nginx.port(),
+        f.nginx().port(),
         1,
         7,
         Arc::new(move |req: &str| {
-            let chunk_request = req.contains(".swu.zck")
-                && req
-                    .split("bytes=")
-                    .nth(1)
-                    .and_then(|r| r.split('-').next())
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .is_some_and(|start| start >= header_len);
-            chunk_request && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1
+            is_chunk_request(req, header_len)
+                && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1
         }),
     )
     .unwrap();
     // No retry, no fallback: the cut ends the first job.
     let delta = "max_ranges_per_request = 2\nmax_retries = 0\nfallback = \"fail\"";
     f.start_agent(&proxy.url("targets"), delta);
-    let id = f.create_job(&url).await;
+    let id = f.dau_job(&url).await;
     let j = f.finished(&id).await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     assert!(
@@ -629,32 +535,18 @@ async fn verified_chunks_survive_a_restart() {
     assert!(cached > 0, "nothing cached before the cut");
 
     f.start_agent(&proxy.url("targets"), delta);
-    let id = f.create_job(&url).await;
+    let id = f.dau_job(&url).await;
     let j = f.finished(&id).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
-    assert!(
-        fs::read(&f.target).unwrap() == f.new_image,
-        "installed bytes differ"
-    );
+    f.assert_new_image_installed(&j);
     let ex = proxy.exchanges();
-    for x in &ex {
-        eprintln!("{:?} cut={} {} bytes", x.range, x.cut, x.response.len());
-    }
+    let (_, twice) = chunks_delivered(&ex, &header);
     assert_eq!(ex.iter().filter(|x| x.cut).count(), 1);
-    let got = delivered_chunks(&ex, &header);
-    let mut once = std::collections::HashSet::new();
-    let twice: Vec<usize> = got.iter().copied().filter(|c| !once.insert(*c)).collect();
     assert!(twice.is_empty(), "chunks delivered twice: {twice:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swupdate_native_delta_for_the_running_version_is_installed_instead() {
-    let mut f = Fleet::new(3);
+    let mut f = DeltaFleet::new(3);
     // The delta .swu for 1.4 -> 1.5: here any signed .swu that yields the new image (what the
     // agent must do is pick it, verify it as a target and install it).
     let delta_path = "qemu-amd64/cip-core-1.4-1.5.delta.swu";
@@ -672,97 +564,63 @@ async fn a_swupdate_native_delta_for_the_running_version_is_installed_instead() 
     let delta = fs::read(&delta_swu).unwrap();
     let swu = fs::read(&f.new_swu).unwrap();
     assert_ne!(delta, swu);
-    let r = f
-        .repo
-        .ops(json!([
-            {"op": "add_target", "path": delta_path, "data_hex": hex::encode(&delta),
-             "served_hex": hex::encode(&delta), "custom": {"version": "1.5"}},
-            {"op": "add_target", "path": IMAGE, "data_hex": hex::encode(&swu),
-             "served_hex": hex::encode(&swu),
-             "custom": {"version": "1.5", "hardware": ["1.0"],
-                        "deltas": {"1.3": "qemu-amd64/nope.swu", "1.4": delta_path}}},
-            {"op": "publish"},
-        ]))
-        .unwrap();
-    let url = f
-        .nginx
-        .url(&format!("targets/{}", r[1]["stored"].as_str().unwrap()));
-    let targets = f.nginx.url("targets");
-    f.start_agent(&targets, "");
-    let id = f.create_job(&url).await;
-    let j = f.finished(&id).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
-    assert!(fs::read(&f.target).unwrap() == f.new_image);
+    let url = f.publish_ops(json!([
+        {"op": "add_target", "path": delta_path, "data_hex": hex::encode(&delta),
+         "served_hex": hex::encode(&delta), "custom": {"version": "1.5"}},
+        {"op": "add_target", "path": IMAGE, "data_hex": hex::encode(&swu),
+         "served_hex": hex::encode(&swu),
+         "custom": {"version": "1.5", "hardware": ["1.0"],
+                    "deltas": {"1.3": "qemu-amd64/nope.swu", "1.4": delta_path}}},
+        {"op": "publish"},
+    ]));
+    let j = f.run_direct(&url, "").await;
+    f.assert_new_image_installed(&j);
     // The delta .swu is not kept as a seed of the next delta (it holds no image).
     assert!(!f.path("state/delta/previous.swu").exists());
-    let log = f.nginx.access_log();
+    let log = f.nginx().access_log();
     assert_eq!(served(&log, ".delta.swu").0, 1, "{log}");
     assert_eq!(served(&log, "cip-core-1.5.swu").0, 0, "{log}");
-    let msgs = messages(&j);
-    assert!(
-        msgs.iter()
-            .any(|m| m.contains("SWUpdate-native delta") && m.contains("1.4")),
-        "{msgs:#?}"
-    );
+    assert_any_message(&j, |m| {
+        m.contains("SWUpdate-native delta") && m.contains("1.4")
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phased_job_stages_the_rebuilt_swu() {
-    let mut f = Fleet::new(3);
+    let mut f = DeltaFleet::new(3);
     let zck = fs::read(&f.new_zck).unwrap();
     let url = f.publish(&zck);
-    let targets = f.nginx.url("targets");
-    f.start_agent(&targets, "");
-    let id = f
-        .create_job_in("wfx.workflow.dau.phased", IMAGE, &url)
-        .await;
-    f.reached(&id, &["CREATED"]).await;
+    f.start_agent_on_nginx("");
+    let id = f.dau_job_in(PHASED, IMAGE, &url).await;
+    f.wait_for(&id, &["CREATED"]).await;
     f.advance(&id, "DOWNLOAD").await;
-    let j = f.reached(&id, &["DOWNLOADED", "TERMINATED"]).await;
+    let j = f.wait_for(&id, &["DOWNLOADED", "TERMINATED"]).await;
     assert_eq!(
         j["status"]["state"],
         "DOWNLOADED",
         "{j:#}\n{}",
         f.agent_log()
     );
-    assert!(
-        messages(&j).iter().any(|m| m.starts_with("delta: fetched")),
-        "{:#?}",
-        messages(&j)
-    );
+    assert_any_message(&j, |m| m.starts_with("delta: fetched"));
     f.advance(&id, "INSTALL").await;
     let j = f.finished(&id).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
-    assert!(
-        fs::read(&f.target).unwrap() == f.new_image,
-        "installed bytes differ"
-    );
+    f.assert_new_image_installed(&j);
     let ((zck_requests, _), (swu_requests, _)) = f.served();
-    assert_eq!(swu_requests, 0, "{}", f.nginx.access_log());
+    assert_eq!(swu_requests, 0, "{}", f.nginx().access_log());
     assert!(zck_requests >= 3);
 }
 
 /// The delta path alone (`delta::prepare`, what `run` calls) against a server.
 async fn prepare_only(
     url: &str,
-    companion: &std::path::Path,
-    full: &std::path::Path,
-    seed: &std::path::Path,
-    state: &std::path::Path,
+    companion: &Path,
+    full: &Path,
+    seed: &Path,
+    state: &Path,
     max_ranges: usize,
 ) -> Result<cip_update_agent::delta::Prepared, String> {
     use cip_update_agent_tests::swu::sha256_file;
-    let info = |p: &std::path::Path| cip_update_agent::tuf::TargetInfo {
+    let info = |p: &Path| cip_update_agent::tuf::TargetInfo {
         path: p.file_name().unwrap().to_string_lossy().into_owned(),
         length: fs::metadata(p).unwrap().len(),
         hashes: [("sha256".to_owned(), sha256_file(p).unwrap())]
@@ -789,32 +647,15 @@ async fn prepare_only(
     .map_err(|e| e.to_string())
 }
 
-/// [`prepare_only`], then the rebuilt bytes and the figures.
-async fn prepare_from(
-    url: &str,
-    companion: &std::path::Path,
-    full: &std::path::Path,
-    seed: &std::path::Path,
-    state: &std::path::Path,
-    max_ranges: usize,
-) -> Result<(Vec<u8>, cip_update_agent::delta::Stats), String> {
-    use tokio::io::AsyncReadExt;
-    let p = prepare_only(url, companion, full, seed, state, max_ranges).await?;
-    let mut out = Vec::new();
-    let mut r = p.reader;
-    r.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
-    Ok((out, p.stats))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seed_changed_after_the_scan_fails_the_rebuild_stream() {
     use tokio::io::AsyncReadExt;
-    let f = Fleet::new(2);
-    fs::copy(&f.new_zck, f.nginx.docroot().join("new.swu.zck")).unwrap();
+    let f = DeltaFleet::new(2);
+    f.serve_companions(false);
     let seed = f.path("seed.swu");
     fs::copy(&f.old_swu, &seed).unwrap();
     let p = prepare_only(
-        &f.nginx.url("new.swu.zck"),
+        &f.nginx().url("new.swu.zck"),
         &f.new_zck,
         &f.new_swu,
         &seed,
@@ -837,25 +678,19 @@ async fn a_seed_changed_after_the_scan_fails_the_rebuild_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_range_answers_and_whole_file_answers_are_taken_too() {
-    let f = Fleet::new(4);
+    let f = DeltaFleet::new(4);
     let new_swu = fs::read(&f.new_swu).unwrap();
-    fs::copy(&f.new_zck, f.nginx.docroot().join("new.swu.zck")).unwrap();
+    f.serve_companions(false);
     // One range per request: nginx answers each with a plain 206 and Content-Range.
-    let (bytes, stats) = prepare_from(
-        &f.nginx.url("new.swu.zck"),
-        &f.new_zck,
-        &f.new_swu,
-        &f.old_swu,
-        &f.path("state1"),
-        1,
-    )
-    .await
-    .unwrap();
+    let (bytes, stats) = f
+        .prepare(&f.nginx().url("new.swu.zck"), &f.new_zck, "state1", 1)
+        .await
+        .unwrap();
     assert!(bytes == new_swu, "rebuilt bytes differ (single ranges)");
     assert!(stats.ranges > 1, "{stats:?}");
     assert_eq!(stats.chunk_requests, stats.ranges, "{stats:?}");
     assert!(stats.fetched < new_swu.len() as u64 / 4, "{stats:?}");
-    let log = f.nginx.access_log();
+    let log = f.nginx().access_log();
     assert!(
         log.lines()
             .filter(|l| l.contains("new.swu.zck"))
@@ -871,105 +706,67 @@ async fn single_range_answers_and_whole_file_answers_are_taken_too() {
         Duration::ZERO,
     )
     .unwrap();
-    let (bytes, stats) = prepare_from(
-        &plain.url("new.swu.zck"),
-        &f.new_zck,
-        &f.new_swu,
-        &f.old_swu,
-        &f.path("state2"),
-        64,
-    )
-    .await
-    .unwrap();
+    let (bytes, stats) = f
+        .prepare(&plain.url("new.swu.zck"), &f.new_zck, "state2", 64)
+        .await
+        .unwrap();
     assert!(bytes == new_swu, "rebuilt bytes differ (200 answers)");
     assert!(stats.chunks_fetched > 0, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_companion_of_another_length_or_image_is_refused_before_any_chunk() {
-    let f = Fleet::new(2);
-    fs::copy(&f.new_zck, f.nginx.docroot().join("new.swu.zck")).unwrap();
+    let f = DeltaFleet::new(2);
     // The companion of the OLD .swu named for the new target: it expands to another length.
-    fs::copy(&f.old_zck, f.nginx.docroot().join("old.swu.zck")).unwrap();
-    let e = prepare_from(
-        &f.nginx.url("old.swu.zck"),
-        &f.old_zck,
-        &f.new_swu,
-        &f.old_swu,
-        &f.path("state"),
-        64,
-    )
-    .await
-    .err()
-    .unwrap();
+    f.serve_companions(true);
+    let e = f
+        .prepare(&f.nginx().url("old.swu.zck"), &f.old_zck, "state", 64)
+        .await
+        .err()
+        .unwrap();
     assert!(e.contains("expands to") && e.contains("new.swu"), "{e}");
     // A served file that is not the companion's TUF length.
-    let e = prepare_from(
-        &f.nginx.url("new.swu.zck"),
-        &f.old_zck,
-        &f.new_swu,
-        &f.old_swu,
-        &f.path("state"),
-        64,
-    )
-    .await
-    .err()
-    .unwrap();
+    let e = f
+        .prepare(&f.nginx().url("new.swu.zck"), &f.old_zck, "state", 64)
+        .await
+        .err()
+        .unwrap();
     assert!(e.contains("TUF target"), "{e}");
     let chunk_requests = f
-        .nginx
+        .nginx()
         .access_log()
         .lines()
         .filter(|l| l.contains("range=\"bytes=") && !l.contains("bytes=0-88"))
         .filter(|l| !l.contains("bytes=89-"))
         .count();
-    assert_eq!(chunk_requests, 0, "{}", f.nginx.access_log());
+    assert_eq!(chunk_requests, 0, "{}", f.nginx().access_log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_delta_that_is_not_a_target_gives_way_to_the_zchunk_delta() {
-    let mut f = Fleet::new(3);
+    let mut f = DeltaFleet::new(3);
     let swu = fs::read(&f.new_swu).unwrap();
     let zck = fs::read(&f.new_zck).unwrap();
     // "deltas" names a .swu for the running 1.4 that the repository does not vouch for.
-    let r = f
-        .repo
-        .ops(json!([
-            {"op": "add_target", "path": COMPANION, "data_hex": hex::encode(&zck),
-             "served_hex": hex::encode(&zck), "custom": {}},
-            {"op": "add_target", "path": IMAGE, "data_hex": hex::encode(&swu),
-             "served_hex": hex::encode(&swu),
-             "custom": {"version": "1.5", "hardware": ["1.0"], "zchunk": COMPANION,
-                        "deltas": {"1.4": "qemu-amd64/unlisted.delta.swu"}}},
-            {"op": "publish"},
-        ]))
-        .unwrap();
-    let url = f
-        .nginx
-        .url(&format!("targets/{}", r[1]["stored"].as_str().unwrap()));
-    let targets = f.nginx.url("targets");
-    f.start_agent(&targets, "");
-    let id = f.create_job(&url).await;
-    let j = f.finished(&id).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
-    assert!(fs::read(&f.target).unwrap() == f.new_image);
+    let url = f.publish_ops(json!([
+        {"op": "add_target", "path": COMPANION, "data_hex": hex::encode(&zck),
+         "served_hex": hex::encode(&zck), "custom": {}},
+        {"op": "add_target", "path": IMAGE, "data_hex": hex::encode(&swu),
+         "served_hex": hex::encode(&swu),
+         "custom": {"version": "1.5", "hardware": ["1.0"], "zchunk": COMPANION,
+                    "deltas": {"1.4": "qemu-amd64/unlisted.delta.swu"}}},
+        {"op": "publish"},
+    ]));
+    let j = f.run_direct(&url, "").await;
+    f.assert_new_image_installed(&j);
     let ((zck_requests, _), (swu_requests, _)) = f.served();
     assert!(zck_requests >= 3);
-    assert_eq!(swu_requests, 0, "{}", f.nginx.access_log());
-    assert_eq!(served(&f.nginx.access_log(), ".delta.swu").0, 0);
+    assert_eq!(swu_requests, 0, "{}", f.nginx().access_log());
+    assert_eq!(served(&f.nginx().access_log(), ".delta.swu").0, 0);
     assert!(
         f.agent_log().contains("unlisted.delta.swu is not a target"),
         "{}",
         f.agent_log()
     );
-    assert!(
-        messages(&j).iter().any(|m| m.starts_with("delta: fetched")),
-        "{:#?}",
-        messages(&j)
-    );
+    assert_any_message(&j, |m| m.starts_with("delta: fetched"));
 }

@@ -16,16 +16,62 @@ const FIRST: u64 = (zchunk::header::LEAD_PREFIX_MAX + 64) as u64;
 /// than any device update; this bounds the memory a lying lead could ask for).
 const MAX_HEADER: u64 = 64 << 20;
 
-/// GETs `range` of `url`; the body (at most `max` bytes) and where it starts in the file.
-pub(super) async fn get_range(
-    http: &reqwest::Client,
-    url: &str,
+/// One file fetched by ranges: its URL, its TUF length, and how long a silent answer is waited
+/// for.
+#[derive(Clone, Copy)]
+pub(super) struct Ranges<'a> {
+    pub http: &'a reqwest::Client,
+    pub url: &'a str,
+    pub file_len: u64,
+    pub idle: Duration,
+}
+
+impl Ranges<'_> {
+    /// Bytes `first..=last` of the file.
+    pub(super) async fn get(
+        &self,
+        first: u64,
+        last: u64,
+        stats: &mut Stats,
+    ) -> Result<Vec<u8>, DeltaError> {
+        get_range(*self, first, last, stats).await
+    }
+
+    /// [`Ranges::get`], asked again after a cut or a server error (`retries` times at most).
+    pub(super) async fn get_retrying(
+        &self,
+        first: u64,
+        last: u64,
+        retries: u32,
+        stats: &mut Stats,
+    ) -> Result<Vec<u8>, DeltaError> {
+        let mut tries = 0;
+        loop {
+            match self.get(first, last, stats).await {
+                Err(e) if e.is_retryable() && tries < retries => {
+                    tries += 1;
+                    tracing::info!("delta: {e}; asking again");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// GETs bytes `first..=last` of the file; the body (exactly those bytes).
+async fn get_range(
+    r: Ranges<'_>,
     first: u64,
     last: u64,
-    file_len: u64,
-    idle: Duration,
     stats: &mut Stats,
 ) -> Result<Vec<u8>, DeltaError> {
+    let Ranges {
+        http,
+        url,
+        file_len,
+        idle,
+    } = r;
     stats.requests += 1;
     let resp = http
         .get(url)
@@ -92,31 +138,6 @@ pub(super) async fn get_range(
     Ok(out)
 }
 
-/// [`get_range`], asked again after a cut or a server error (`retries` times at most).
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn get_range_retrying(
-    http: &reqwest::Client,
-    url: &str,
-    first: u64,
-    last: u64,
-    file_len: u64,
-    idle: Duration,
-    retries: u32,
-    stats: &mut Stats,
-) -> Result<Vec<u8>, DeltaError> {
-    let mut tries = 0;
-    loop {
-        match get_range(http, url, first, last, file_len, idle, stats).await {
-            Err(e) if e.is_retryable() && tries < retries => {
-                tries += 1;
-                tracing::info!("delta: {e}; asking again");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
-            }
-            other => return other,
-        }
-    }
-}
-
 /// The companion's header, checked against its checksum and both TUF targets.
 pub(super) async fn fetch_header(
     http: &reqwest::Client,
@@ -132,17 +153,13 @@ pub(super) async fn fetch_header(
         return Err(bad("empty target".into()));
     }
     let first = FIRST.min(companion.length);
-    let mut buf = get_range_retrying(
+    let ranges = Ranges {
         http,
         url,
-        0,
-        first - 1,
-        companion.length,
+        file_len: companion.length,
         idle,
-        retries,
-        stats,
-    )
-    .await?;
+    };
+    let mut buf = ranges.get_retrying(0, first - 1, retries, stats).await?;
     let lead = zchunk::Lead::parse(&buf).map_err(|e| bad(e.to_string()))?;
     let total = lead.total_len();
     if total > companion.length || total > MAX_HEADER {
@@ -152,17 +169,9 @@ pub(super) async fn fetch_header(
         )));
     }
     if (buf.len() as u64) < total {
-        let rest = get_range_retrying(
-            http,
-            url,
-            buf.len() as u64,
-            total - 1,
-            companion.length,
-            idle,
-            retries,
-            stats,
-        )
-        .await?;
+        let rest = ranges
+            .get_retrying(buf.len() as u64, total - 1, retries, stats)
+            .await?;
         buf.extend_from_slice(&rest);
     }
     buf.truncate(total as usize);

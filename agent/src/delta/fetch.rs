@@ -97,17 +97,15 @@ async fn decoder(
     let stored = match cache.get(&d.digest, d.comp_len) {
         Some(s) => s,
         None => {
-            super::companion::get_range_retrying(
+            let ranges = super::companion::Ranges {
                 http,
                 url,
-                d.offset,
-                d.end() - 1,
-                limits.file_len,
-                limits.idle,
-                limits.max_retries,
-                stats,
-            )
-            .await?
+                file_len: limits.file_len,
+                idle: limits.idle,
+            };
+            ranges
+                .get_retrying(d.offset, d.end() - 1, limits.max_retries, stats)
+                .await?
         }
     };
     let dict = ChunkDecoder::expand_dict(header, &stored).map_err(bad)?;
