@@ -20,17 +20,25 @@ const VERSIONS: [&str; 6] = [
 ];
 
 fn install(version: &str, run: &str, wire: &str) -> (Output, u64, u64) {
+    let daemon = ReplayDaemon::start(version, run).unwrap();
+    let (o, len) = install_into(&daemon, 100_000, wire);
+    let got = daemon.installed_bytes(Duration::from_secs(5)).unwrap_or(0);
+    (o, got, len)
+}
+
+/// `cip-update-agent install` of a signed .swu with a `payload`-byte image into `daemon`;
+/// the output and the .swu's length.
+fn install_into(daemon: &ReplayDaemon, payload: usize, wire: &str) -> (Output, u64) {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(dir.path()).unwrap();
     let swu = SwuBuilder::new()
         .image(Image::rawfile(
             "payload.bin",
-            random_bytes(100_000, 9),
+            random_bytes(payload, 9),
             dir.path().join("t"),
         ))
         .build(&cert, &dir.path().join("x.swu"))
         .unwrap();
-    let daemon = ReplayDaemon::start(version, run).unwrap();
     let o = agent_cmd()
         .unwrap()
         .arg("install")
@@ -42,8 +50,7 @@ fn install(version: &str, run: &str, wire: &str) -> (Output, u64, u64) {
         .args(["--wire", wire])
         .output()
         .unwrap();
-    let got = daemon.installed_bytes(Duration::from_secs(5)).unwrap_or(0);
-    (o, got, swu.len)
+    (o, swu.len)
 }
 
 #[test]
@@ -89,29 +96,10 @@ fn a_fixed_wire_of_another_family_is_refused_before_installing() {
 /// and ends with it, instead of waiting on a write that never completes.
 #[test]
 fn a_daemon_that_fails_and_stops_reading_ends_the_install() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = TestCert::generate(dir.path()).unwrap();
-    // Far larger than the socket buffers: the write blocks once the daemon stops reading.
-    let swu = SwuBuilder::new()
-        .image(Image::rawfile(
-            "payload.bin",
-            random_bytes(8 << 20, 11),
-            dir.path().join("t"),
-        ))
-        .build(&cert, &dir.path().join("x.swu"))
-        .unwrap();
     let daemon = ReplayDaemon::start_stalling("2022.12", "failure").unwrap();
     let started = std::time::Instant::now();
-    let o = agent_cmd()
-        .unwrap()
-        .arg("install")
-        .arg(&swu.path)
-        .arg("--control-socket")
-        .arg(daemon.control_socket())
-        .arg("--progress-socket")
-        .arg(daemon.progress_socket())
-        .output()
-        .unwrap();
+    // Far larger than the socket buffers: the write blocks once the daemon stops reading.
+    let (o, _) = install_into(&daemon, 8 << 20, "auto");
     let stderr = String::from_utf8_lossy(&o.stderr);
     // The stalled daemon holds the stream for 30 s: ending well before that is ending on the
     // verdict.
