@@ -70,14 +70,14 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// python-tuf's defaults, and 32 root rotations.
+    /// python-tuf's defaults (UpdaterConfig): 256 root rotations, 32 delegations.
     fn default() -> Self {
         Limits {
             root_max: 512_000,
             timestamp_max: 16_384,
             snapshot_max: 2_000_000,
             targets_max: 5_000_000,
-            max_root_rotations: 32,
+            max_root_rotations: 256,
             max_delegations: 32,
             metadata_timeout: Duration::from_secs(120),
             target_timeout: Duration::from_secs(6 * 3600),
