@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::selection::Selection;
 use crate::swupdate::{SocketPaths, WireSetting};
 
 /// Where the agent looks when `--config` is not given.
@@ -257,6 +258,16 @@ pub struct Boot {
     pub uboot_slots: Vec<String>,
 }
 
+impl Boot {
+    /// How the backend names slots A and B.
+    pub fn slot_names(&self) -> (&str, &str) {
+        match (self.backend, self.uboot_slots.as_slice()) {
+            (BootBackend::Uboot, [a, b]) => (a, b),
+            _ => ("A", "B"),
+        }
+    }
+}
+
 impl Default for Boot {
     fn default() -> Self {
         Boot {
@@ -461,6 +472,13 @@ pub struct Swupdate {
     pub progress_socket: Option<PathBuf>,
     #[serde(deserialize_with = "wire")]
     pub wire: WireSetting,
+    /// SWUpdate's selection (`set,mode`) sent with each install while slot A runs: the set
+    /// that writes slot B. Needs `select_on_b` and a boot backend with slots.
+    #[serde(deserialize_with = "selection")]
+    pub select_on_a: Option<Selection>,
+    /// The same while slot B runs: the set that writes slot A.
+    #[serde(deserialize_with = "selection")]
+    pub select_on_b: Option<Selection>,
 }
 
 impl Swupdate {
@@ -529,6 +547,13 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     Ok(v)
 }
 
+fn selection<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Selection>, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 fn wire<'de, D: Deserializer<'de>>(d: D) -> Result<WireSetting, D::Error> {
     String::deserialize(d)?
         .parse()
@@ -595,6 +620,28 @@ impl Config {
             m.check()?;
         }
         self.check_boot()?;
+        match (&self.swupdate.select_on_a, &self.swupdate.select_on_b) {
+            (None, None) => {}
+            (Some(_), None) | (None, Some(_)) => {
+                let key = if self.swupdate.select_on_a.is_some() {
+                    "swupdate.select_on_b"
+                } else {
+                    "swupdate.select_on_a"
+                };
+                return Err((
+                    key,
+                    "set both select_on_a and select_on_b, or neither".into(),
+                ));
+            }
+            (Some(_), Some(_)) if self.boot.backend == BootBackend::None => {
+                return Err((
+                    "swupdate.select_on_a",
+                    "needs boot.backend \"ebg\" or \"uboot\": the running slot picks the set"
+                        .into(),
+                ));
+            }
+            (Some(_), Some(_)) => {}
+        }
         if !self.onboarding.fleet_key.is_absolute() {
             return Err(("onboarding.fleet_key", "must be an absolute path".into()));
         }
@@ -814,6 +861,15 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
                 "more than zero",
             ),
             ("[swupdate]\nwire = \"2019.11\"", "older than 2022.12"),
+            ("[swupdate]\nselect_on_a = \"copy2\"", "is not \"set,mode\""),
+            (
+                "[swupdate]\nselect_on_a = \"stable,copy2\"\n[boot]\nbackend = \"ebg\"",
+                "swupdate.select_on_b: set both",
+            ),
+            (
+                "[swupdate]\nselect_on_a = \"s,copy2\"\nselect_on_b = \"s,copy1\"",
+                "swupdate.select_on_a: needs boot.backend",
+            ),
             (
                 "state_dir = \"relative\"",
                 "state_dir: must be an absolute path",
@@ -908,7 +964,9 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
                     .unwrap_or(l)
             })
             .map(|l| format!("{l}\n"))
-            .collect();
+            .collect::<String>()
+            // The software-set selection needs a backend with slots.
+            .replace("backend = \"none\"", "backend = \"ebg\"");
         Config::parse(&enabled, &file).unwrap();
         let readme = std::fs::read_to_string(dir.join("../README.md")).unwrap();
         let mut section = String::new();

@@ -978,6 +978,18 @@ impl Daemon {
             },
             None => None,
         };
+        let selection =
+            match crate::selection::Selector::new(&self.config).for_install(self.boot.as_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    let m = format!("no software set to install into: {e}");
+                    return self.terminate(view, &m, None).await;
+                }
+            };
+        if let Some(s) = &selection {
+            tracing::info!("installing {label} with SWUpdate selection {s}");
+        }
+        let (software_set, running_mode) = selection.map(|s| (s.set, s.mode)).unwrap_or_default();
         let req = InstallRequest {
             run: if dry_run {
                 RunType::DryRun
@@ -986,6 +998,8 @@ impl Daemon {
             },
             len: image.len.unwrap_or(0),
             info: truncate(&format!("wfx job {} artifact {label}", view.id), 511),
+            software_set,
+            running_mode,
             ..Default::default()
         };
         let mut obs = WfxProgress {
@@ -1084,8 +1098,18 @@ impl Daemon {
                 Ok(Next::Wait)
             }
             Err(e) => {
-                self.terminate(view, &format!("installing {label}: {e}"), None)
-                    .await
+                let mut m = format!("installing {label}: {e}");
+                let refused = matches!(
+                    e,
+                    install::InstallError::Daemon(crate::swupdate::ClientError::Refused(_))
+                );
+                if refused && !req.software_set.is_empty() {
+                    m += &format!(
+                        "; the request named software set {},{} (swupdate.select_on_a/_b), which SWUpdate accepts only when started with -q for it",
+                        req.software_set, req.running_mode
+                    );
+                }
+                self.terminate(view, &m, None).await
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod onboard;
 pub mod reboot;
 pub mod report;
+pub mod selection;
 pub mod source;
 pub mod status;
 pub mod swu;

@@ -51,6 +51,8 @@ pub struct AgentConfig {
     pub progress_interval: Option<String>,
     /// SWUpdate sockets the agent is told about instead of the fleet daemon's.
     pub sockets: Option<(PathBuf, PathBuf)>,
+    /// More `[swupdate]` keys, as TOML lines (written with the sockets).
+    pub swupdate: String,
     /// Appended as is: more sections (`[tuf]`, `[mqtt]`, `[reboot]`, ...).
     pub extra: String,
 }
@@ -65,6 +67,7 @@ impl Default for AgentConfig {
             poll_interval: "2s".to_owned(),
             progress_interval: Some("100ms".to_owned()),
             sockets: None,
+            swupdate: String::new(),
             extra: String::new(),
         }
     }
@@ -74,6 +77,7 @@ impl Default for AgentConfig {
 #[derive(Debug, Clone, Default)]
 pub struct FleetBuilder {
     no_swupdate: bool,
+    swupdate_args: Vec<String>,
     no_nginx: bool,
     docroot: Option<PathBuf>,
 }
@@ -83,6 +87,12 @@ impl FleetBuilder {
     /// [`AgentConfig::sockets`] is set).
     pub fn without_swupdate(mut self) -> Self {
         self.no_swupdate = true;
+        self
+    }
+
+    /// One more argument for the SWUpdate daemon (e.g. `-q stable,copy1`).
+    pub fn swupdate_arg(mut self, arg: &str) -> Self {
+        self.swupdate_args.push(arg.to_owned());
         self
     }
 
@@ -103,8 +113,13 @@ impl FleetBuilder {
         let cert = TestCert::generate(dir.path()).expect("signing certificate");
         let www = dir.path().join("www");
         fs::create_dir(&www).expect("www directory");
-        let swupdate = (!self.no_swupdate)
-            .then(|| SwupdateDaemon::start(&DaemonOptions::new(&cert)).expect("SWUpdate daemon"));
+        let swupdate = (!self.no_swupdate).then(|| {
+            let opts = self
+                .swupdate_args
+                .iter()
+                .fold(DaemonOptions::new(&cert), |o, a| o.arg(a));
+            SwupdateDaemon::start(&opts).expect("SWUpdate daemon")
+        });
         let nginx = (!self.no_nginx)
             .then(|| Nginx::start(self.docroot.as_deref().unwrap_or(&www)).expect("nginx"));
         Fleet {
@@ -216,6 +231,7 @@ impl Fleet {
         });
         if let Some((ctl, prog)) = sockets {
             text += &format!("[swupdate]\ncontrol_socket = {ctl:?}\nprogress_socket = {prog:?}\n");
+            text += &c.swupdate;
         }
         text + &c.extra
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cip_update_agent_tests::ab::{Device, Loader};
 use cip_update_agent_tests::fleet::{DIRECT, Fleet, poll_until};
-use cip_update_agent_tests::swu::{Image, SwuBuilder};
+use cip_update_agent_tests::swu::{Image, SwuBuilder, sha256_hex};
 use serde_json::{Value, json};
 
 /// The fleet, with a simulated A/B device whose bootloader the agent drives.
@@ -30,7 +30,10 @@ cip_update_agent_tests::deref_to_fleet!(Rig);
 
 impl Rig {
     fn new(loader: Loader) -> Rig {
-        let mut f = Fleet::new();
+        Rig::with_fleet(loader, Fleet::new())
+    }
+
+    fn with_fleet(loader: Loader, mut f: Fleet) -> Rig {
         let mut dev = Device::new(&f.path("device"), loader, "1.0").unwrap();
         dev.boot().unwrap();
         f.config.device = format!("version_file = {:?}\n", dev.version_file());
@@ -599,4 +602,117 @@ async fn nothing_armed_by_swupdate_is_terminated_with_the_setting_to_fix() {
     );
     assert_eq!(r.reboot_requests(), 0);
     assert_eq!(r.dev.ebg_env(1).unwrap().ustate, 0, "B not armed");
+}
+
+/// One `.swu` for both slots (software set `stable`, mode `copy1` writes slot A, `copy2` slot
+/// B), as isar-cip-core builds them: with `swupdate.select_on_a`/`_b` the agent names, in each
+/// install request, the mode that writes the slot not running. SWUpdate accepts only the two
+/// selections it was started with (`-q`). The first update (from A) writes B, the next (from B)
+/// writes A, and the running slot is never written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_selects_the_software_set_of_the_slot_not_running() {
+    let f = Fleet::builder()
+        .swupdate_arg("-q")
+        .swupdate_arg("stable,copy1")
+        .swupdate_arg("-q")
+        .swupdate_arg("stable,copy2")
+        .start();
+    let mut r = Rig::with_fleet(Loader::Ebg, f);
+    r.config.swupdate = "select_on_a = \"stable,copy2\"\nselect_on_b = \"stable,copy1\"\n".into();
+    let image = |r: &Rig, version: &str| -> String {
+        let data = format!("VERSION_ID={version}\n").into_bytes();
+        let set = |mode: &str, slot: usize| {
+            format!(
+                "\t\t{mode}: {{ images: ( {{ filename = \"rootfs.img\"; type = \"raw\"; device = {:?}; sha256 = \"{}\"; }} ); }};\n",
+                r.dev.slot_image(slot).display().to_string(),
+                sha256_hex(&data)
+            )
+        };
+        let desc = format!(
+            "software =\n{{\n\tversion = \"{version}\";\n\thardware-compatibility = [ \"1.0\" ];\n\tstable: {{\n{}{}\t}};\n}}\n",
+            set("copy1", 0),
+            set("copy2", 1)
+        );
+        let name = format!("ab-{version}.swu");
+        SwuBuilder::new()
+            .image(Image::raw("rootfs.img", data.clone(), r.dev.slot_image(1)))
+            .custom_sw_description(desc)
+            .build(&r.cert, &r.path(&format!("www/{name}")))
+            .unwrap();
+        r.nginx().url(&name)
+    };
+    let slots =
+        |r: &Rig| [0, 1].map(|i| fs::read_to_string(r.dev.slot_image(i)).unwrap_or_default());
+
+    // From A: copy2 writes B.
+    r.start_agent(&[]);
+    let url = image(&r, "1.1");
+    let def = json!({"version": "1.0", "type": ["firmware"],
+        "artifacts": [{"name": "os", "version": "1.1", "uri": url}]});
+    let first = r.create_job(DIRECT, def).await;
+    r.wait_reboot_request(1).await;
+    assert_eq!(
+        slots(&r),
+        ["VERSION_ID=1.0\n", "VERSION_ID=1.1\n"],
+        "{}",
+        r.agent_log()
+    );
+    assert!(
+        r.agent_log()
+            .contains("with SWUpdate selection stable,copy2"),
+        "{}",
+        r.agent_log()
+    );
+    assert_eq!(r.reboot(), 1);
+    r.start_agent(&[]);
+    let j = r.wait_state(&first, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+
+    // From B: the same kind of image, copy1 writes A.
+    let url = image(&r, "1.2");
+    let def = json!({"version": "1.0", "type": ["firmware"],
+        "artifacts": [{"name": "os", "version": "1.2", "uri": url}]});
+    let second = r.create_job(DIRECT, def).await;
+    r.wait_reboot_request(2).await;
+    assert_eq!(
+        slots(&r),
+        ["VERSION_ID=1.2\n", "VERSION_ID=1.1\n"],
+        "{}",
+        r.agent_log()
+    );
+    assert_eq!(r.reboot(), 0, "EFI Boot Guard boots the new slot A");
+    r.start_agent(&[]);
+    let j = r.wait_state(&second, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    assert_eq!(r.dev.running_version(), "1.2");
+    // SWUpdate's own words: it accepted copy2, then copy1, and installed twice.
+    let log = r.swupdate().log();
+    let accepted: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("Accepted selection ").nth(1))
+        .collect();
+    assert_eq!(accepted, ["stable,copy2", "stable,copy1"], "{log}");
+    let installs = log
+        .lines()
+        .filter(|l| l.contains("SWUPDATE successful"))
+        .count();
+    assert_eq!(installs, 2, "{log}");
+}
+
+/// A selection SWUpdate was not started to accept (`-q`) is refused before any byte: the job
+/// ends TERMINATED naming the selection, and neither slot is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selection_swupdate_does_not_accept_ends_the_job() {
+    let mut r = Rig::new(Loader::Ebg);
+    r.config.swupdate = "select_on_a = \"stable,copy2\"\nselect_on_b = \"stable,copy1\"\n".into();
+    r.start_agent(&[]);
+    let id = r.firmware_job("1.1").await;
+    let j = r.wait_state(&id, &["ACTIVATING", "TERMINATED"]).await;
+    let m = j["status"]["message"].as_str().unwrap_or("");
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    assert!(
+        m.contains("SWUpdate refused the request") && m.contains("stable,copy2"),
+        "{m}"
+    );
+    assert_eq!(fs::read_to_string(r.dev.slot_image(1)).unwrap(), "");
 }

@@ -24,6 +24,7 @@ use crate::install::{self, Observer};
 use crate::job::{Artifact, Definition, Flow, JobView};
 use crate::mqtt::{Phase, Publisher};
 use crate::report::Reporter;
+use crate::selection::Selector;
 use crate::source::{self, Source};
 use crate::swupdate::{InstallRequest, ProgressMsg, RunType, Swupdate};
 
@@ -184,6 +185,7 @@ pub struct TufOnly {
     http: reqwest::Client,
     swupdate: Swupdate,
     boot: Box<dyn Boot>,
+    selector: Selector,
     reporter: Reporter,
     record_path: PathBuf,
     version_file: PathBuf,
@@ -216,6 +218,7 @@ impl TufOnly {
             http,
             swupdate: Swupdate::new(config.swupdate.socket_paths(), config.swupdate.wire),
             boot: boot::from_config(&config.boot),
+            selector: Selector::new(config),
             reporter: Reporter::new(
                 mqtt,
                 crate::status::read_version(&config.device.version_file),
@@ -500,10 +503,18 @@ impl TufOnly {
             Some(self.trust.read_timeout()),
         ));
         image.len = Some(t.length);
+        let (software_set, running_mode) = self
+            .selector
+            .for_install(self.boot.as_ref())
+            .map_err(|e| format!("no software set to install into: {e}"))?
+            .map(|s| (s.set, s.mode))
+            .unwrap_or_default();
         let req = InstallRequest {
             run: RunType::Install,
             len: t.length,
             info: format!("cip-update-agent TUF-only {}", t.path),
+            software_set,
+            running_mode,
             ..Default::default()
         };
         let mut obs = OnlyObserver {
