@@ -18,6 +18,7 @@ use crate::install::{self, Observer};
 use crate::job::{self, Action, BootRecord, Definition, Final, Flow, JobView, Record};
 use crate::journal::{Journal, LastResult, Store};
 use crate::mqtt::Publisher;
+use crate::redact;
 use crate::report::Reporter;
 use crate::source::{self, Opened, Source};
 use crate::swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType, Swupdate};
@@ -771,7 +772,7 @@ impl Daemon {
                 None => Ok(()),
             });
             if let Err(msg) = fetched {
-                let message = format!("download of {} failed: {msg}", a.uri);
+                let message = format!("download of {} failed: {msg}", redact::url(&a.uri));
                 self.record_mut(view).final_state = Some(Final {
                     state: "TERMINATED".into(),
                     message: message.clone(),
@@ -850,7 +851,10 @@ impl Daemon {
         if have > 0 {
             req = req.header("Range", format!("bytes={have}-"));
         }
-        let resp = req.send().await.map_err(|e| source::error_chain(&e))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| source::error_chain(&e.without_url()))?;
         let status = resp.status();
         let append = status == reqwest::StatusCode::PARTIAL_CONTENT;
         if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
@@ -877,7 +881,7 @@ impl Daemon {
                 None => body.next().await,
             };
             let Some(chunk) = next else { break };
-            let chunk = chunk.map_err(|e| source::error_chain(&e))?;
+            let chunk = chunk.map_err(|e| source::error_chain(&e.without_url()))?;
             crate::notify::beat();
             size += chunk.len() as u64;
             if let Some(m) = max.filter(|m| size > *m) {
@@ -909,7 +913,7 @@ impl Daemon {
         let label = artifact
             .name
             .clone()
-            .unwrap_or_else(|| artifact.uri.clone());
+            .unwrap_or_else(|| redact::url(&artifact.uri));
         // TUF before any byte: an untrusted artifact ends the job here.
         let target = match self.trusted_target(view, artifact, "INSTALLING").await? {
             Ok(t) => t,

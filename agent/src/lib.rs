@@ -16,6 +16,7 @@ pub mod mqtt;
 pub mod notify;
 pub mod onboard;
 pub mod reboot;
+pub mod redact;
 pub mod report;
 pub mod selection;
 pub mod source;

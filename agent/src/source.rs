@@ -40,7 +40,7 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::File(p) => write!(f, "{}", p.display()),
-            Source::Url(u) => f.write_str(u),
+            Source::Url(u) => f.write_str(&crate::redact::url(u)),
         }
     }
 }
@@ -110,8 +110,8 @@ pub async fn open(source: &Source) -> Result<Opened, SourceError> {
                 .connect_timeout(std::time::Duration::from_secs(30))
                 .build()
                 .map_err(|e| SourceError::Network {
-                    url: url.clone(),
-                    message: error_chain(&e),
+                    url: crate::redact::url(url),
+                    message: error_chain(&e.without_url()),
                 })?;
             open_with(source, &client).await
         }
@@ -123,22 +123,23 @@ pub async fn open_with(source: &Source, client: &reqwest::Client) -> Result<Open
     match source {
         Source::File(path) => open_file(path).await,
         Source::Url(url) => {
+            // reqwest's messages name the URL: ours is redacted, theirs dropped.
             let net = |e: reqwest::Error| SourceError::Network {
-                url: url.clone(),
-                message: error_chain(&e),
+                url: crate::redact::url(url),
+                message: error_chain(&e.without_url()),
             };
             let resp = client.get(url).send().await.map_err(net)?;
             let status = resp.status();
             if !status.is_success() {
                 return Err(SourceError::HttpStatus {
-                    url: url.clone(),
+                    url: crate::redact::url(url),
                     status: status.as_u16(),
                 });
             }
             let len = resp.content_length();
             let stream = resp
                 .bytes_stream()
-                .map_err(|e| io::Error::other(error_chain(&e)));
+                .map_err(|e| io::Error::other(error_chain(&e.without_url())));
             Ok(Opened {
                 reader: Box::pin(StreamReader::new(stream)),
                 len,

@@ -620,3 +620,62 @@ async fn a_malformed_definition_is_terminated_and_the_agent_goes_on() {
     );
     f.direct_job_succeeds("after").await;
 }
+
+/// A pre-signed artifact URI (a token in its query, as object stores hand out): the device
+/// fetches and installs it, and the token shows nowhere: not in the agent's log (at debug
+/// level), not in the job's history on wfx, not in `status`. A failed download names the file
+/// and the query's parameter names, not their values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_an_artifact_uri_is_never_shown() {
+    const TOKEN: &str = "c2VjcmV0LXRva2Vu";
+    let mut f = Fleet::new();
+    let (swu, data, url) = f.image("signed", 100_000, false);
+    f.start_agent_with("run", &[("CIP_UPDATE_AGENT_LOG", "debug")]);
+    let uri_only =
+        |u: String| json!({"version": "1.0", "type": ["firmware"], "artifacts": [{"uri": u}]});
+    let good = f
+        .create_job(
+            "wfx.workflow.dau.direct",
+            uri_only(format!("{url}?X-Amz-Signature={TOKEN}&X-Amz-Expires=300")),
+        )
+        .await;
+    let j1 = f.wait_for(&good, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j1["status"]["state"], "ACTIVATED", "{j1:#}");
+    assert!(installed(&swu, &data));
+    let gone = f
+        .create_job(
+            "wfx.workflow.dau.direct",
+            uri_only(format!("{url}.gone?X-Amz-Signature={TOKEN}")),
+        )
+        .await;
+    let j2 = f.wait_for(&gone, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j2["status"]["state"], "TERMINATED", "{j2:#}");
+    let m = j2["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        m.contains(".gone?X-Amz-Signature=***") && m.contains("404"),
+        "{m}"
+    );
+    // What the agent wrote to wfx: every status in the history (the definition holds the
+    // token, as the operator gave it).
+    let mut statuses = Vec::new();
+    for id in [&good, &gone] {
+        let j = f.job(id).await;
+        statuses.push(j["status"].clone());
+        for h in j["history"].as_array().into_iter().flatten() {
+            statuses.push(h["status"].clone());
+        }
+    }
+    assert!(statuses.len() >= 6, "{statuses:?}");
+    let shown = format!(
+        "{}\n{}\n{}",
+        Value::Array(statuses),
+        f.agent_log(),
+        String::from_utf8_lossy(&f.agent_cli(&["status", "--json"]).stdout)
+    );
+    assert!(!shown.contains(TOKEN), "the token leaked:\n{shown}");
+    assert!(
+        f.agent_log().contains("X-Amz-Signature=***"),
+        "the log still names the parameter:\n{}",
+        f.agent_log()
+    );
+}

@@ -257,12 +257,17 @@ pub fn target_path(a: &Artifact, targets_url: &str) -> Result<String, String> {
         .ok_or_else(|| {
             format!(
                 "artifact {} has no name and is not below tuf.targets_url ({base}): cannot tell its TUF target",
-                a.uri
+                crate::redact::url(&a.uri)
             )
         })?;
     let rest = percent_encoding::percent_decode_str(rest)
         .decode_utf8()
-        .map_err(|_| format!("artifact {}: the path is not UTF-8", a.uri))?;
+        .map_err(|_| {
+            format!(
+                "artifact {}: the path is not UTF-8",
+                crate::redact::url(&a.uri)
+            )
+        })?;
     let (dir, name) = match rest.rsplit_once('/') {
         Some((d, n)) => (Some(d), n),
         None => (None, rest.as_ref()),
