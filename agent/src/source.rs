@@ -82,6 +82,16 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// A reqwest error for showing: its chain of causes, with the URL it repeats redacted
+/// ([`crate::redact::url`]).
+pub fn http_error(e: &reqwest::Error) -> String {
+    let s = error_chain(e);
+    match e.url() {
+        Some(u) => s.replace(u.as_str(), &crate::redact::url(u.as_str())),
+        None => s,
+    }
+}
+
 async fn open_file(path: &std::path::Path) -> Result<Opened, SourceError> {
     let err = |source: io::Error| match source.kind() {
         io::ErrorKind::NotFound => SourceError::NotFound(path.to_owned()),
@@ -170,6 +180,32 @@ mod tests {
             p("ftp://h/x")
                 .unwrap_err()
                 .contains("unsupported URL scheme `ftp`")
+        );
+    }
+
+    /// reqwest repeats the URL in its errors: the password and the token must not survive.
+    #[tokio::test]
+    async fn http_errors_show_the_url_redacted() {
+        // Nothing listens on port 1 of loopback: the connection is refused at once.
+        let url = "http://fleet:pw-7f3a@127.0.0.1:1/os.swu?sig=tok-91c2";
+        let e = reqwest::Client::new().get(url).send().await.unwrap_err();
+        assert!(
+            error_chain(&e).contains("tok-91c2"),
+            "reqwest names the URL"
+        );
+        let shown = http_error(&e);
+        // (reqwest itself moves the user info into a header and leaves it out.)
+        assert!(shown.contains("127.0.0.1:1/os.swu?sig=***"), "{shown}");
+        assert!(
+            !shown.contains("pw-7f3a") && !shown.contains("tok-91c2"),
+            "{shown}"
+        );
+        let src = Source::parse(url).unwrap();
+        let e = open(&src).await.err().unwrap().to_string();
+        assert!(!e.contains("pw-7f3a") && !e.contains("tok-91c2"), "{e}");
+        assert_eq!(
+            src.to_string(),
+            "http://fleet:***@127.0.0.1:1/os.swu?sig=***"
         );
     }
 

@@ -135,7 +135,7 @@ impl WfxClient {
             let e = match make().send().await {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => error_of(resp).await,
-                Err(e) => WfxError::Network(crate::source::error_chain(&e)),
+                Err(e) => WfxError::Network(crate::source::http_error(&e)),
             };
             attempt += 1;
             if !e.is_transient() || attempt >= self.attempts {
@@ -152,7 +152,7 @@ impl WfxClient {
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| WfxError::Network(crate::source::error_chain(&e)))?;
+            .map_err(|e| WfxError::Network(crate::source::http_error(&e)))?;
         serde_json::from_slice(&bytes).map_err(|e| WfxError::Decode(e.to_string()))
     }
 
@@ -308,7 +308,7 @@ impl EventStream {
                     Ok(evs) => self.ready.extend(evs),
                     Err(e) => return Some(Err(WfxError::Decode(e.to_string()))),
                 },
-                Err(e) => return Some(Err(WfxError::Network(crate::source::error_chain(&e)))),
+                Err(e) => return Some(Err(WfxError::Network(crate::source::http_error(&e)))),
             }
         }
     }
