@@ -44,6 +44,7 @@ mod companion;
 mod fetch;
 mod keep;
 mod rebuild;
+pub mod route;
 mod seeds;
 
 use std::path::{Path, PathBuf};

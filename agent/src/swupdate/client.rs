@@ -100,6 +100,8 @@ pub struct Swupdate {
     abi: Abi,
     wire: WireSetting,
     reply_wait: Duration,
+    /// The wire `auto` saw in the last install (shared by the clones).
+    seen: Arc<Mutex<Option<Wire>>>,
 }
 
 /// The final answer of an install.
@@ -163,6 +165,29 @@ impl Swupdate {
             abi: Abi::native(),
             wire,
             reply_wait: REPLY_WAIT,
+            seen: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The daemon's wire as far as it is known before an install: the configured release, or
+    /// with `auto` what an earlier install of this process showed (`None` until then).
+    pub fn known_wire(&self) -> Option<Wire> {
+        match self.wire {
+            WireSetting::Fixed(w) => Some(w),
+            WireSetting::Auto => *self.seen.lock().expect("wire lock"),
+        }
+    }
+
+    /// SET_DELTA_URL (2025.12+): the chunk URL of the zchunk file `filename` for the delta
+    /// handler of the next install. The daemon keeps it until that install ends. Older daemons
+    /// NACK the type; their NACK echoes the request, so its text is not shown.
+    pub async fn set_delta_url(&self, filename: &str, url: &str) -> Result<(), ClientError> {
+        let msg = ipc::encode_set_delta_url(self.abi, filename, url)?;
+        let (_, r) = self.exchange(&msg).await?;
+        match r.kind {
+            MsgType::Ack => Ok(()),
+            MsgType::Nack => Err(ClientError::Refused(String::new())),
+            other => Err(ClientError::Unexpected(other)),
         }
     }
 
@@ -521,6 +546,9 @@ impl Installation {
                 return Err(e);
             }
         };
+        if let Some(w) = verdict.wire {
+            *self.client.seen.lock().expect("wire lock") = Some(w);
+        }
         let log = self.collect_log().await;
         Ok(InstallOutcome {
             status: verdict.status,
