@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ pub fn frames_dir() -> PathBuf {
 pub struct ReplayDaemon {
     dir: tempfile::TempDir,
     installed: mpsc::Receiver<u64>,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl ReplayDaemon {
@@ -51,6 +52,10 @@ impl ReplayDaemon {
         let prog = UnixListener::bind(dir.path().join("swupdateprog"))?;
         let (start_tx, start_rx) = mpsc::channel::<()>();
         let (installed_tx, installed) = mpsc::channel();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        // SET_DELTA_URL (type 15) exists from 2025.12 on; older daemons NACK it.
+        let takes_delta_url = version >= "2025.12";
 
         thread::spawn(move || -> anyhow::Result<()> {
             let (mut s, _) = prog.accept()?;
@@ -72,6 +77,7 @@ impl ReplayDaemon {
                 let mut s = conn?;
                 let mut m = [0u8; MSG];
                 s.read_exact(&mut m)?;
+                log.lock().expect("control log").push(m.to_vec());
                 match u32::from_le_bytes(m[4..8].try_into()?) {
                     0 if stall => {
                         s.write_all(&ack)?;
@@ -98,13 +104,23 @@ impl ReplayDaemon {
                     }
                     // GET_STATUS: an empty log queue.
                     3 => s.write_all(&reply(1))?,
+                    // SET_DELTA_URL: 2025.12 answers ACK in the request's buffer.
+                    15 if takes_delta_url => {
+                        let mut a = m.to_vec();
+                        a[4..8].copy_from_slice(&1u32.to_le_bytes());
+                        s.write_all(&a)?;
+                    }
                     // NOTIFY_STREAM and anything else: refused, as the recorded NACK.
                     _ => s.write_all(&nack)?,
                 }
             }
             Ok(())
         });
-        Ok(ReplayDaemon { dir, installed })
+        Ok(ReplayDaemon {
+            dir,
+            installed,
+            received,
+        })
     }
 
     pub fn control_socket(&self) -> PathBuf {
@@ -113,6 +129,11 @@ impl ReplayDaemon {
 
     pub fn progress_socket(&self) -> PathBuf {
         self.dir.path().join("swupdateprog")
+    }
+
+    /// Every control message received so far (whole `ipc_message`s), in order.
+    pub fn control_messages(&self) -> Vec<Vec<u8>> {
+        self.received.lock().expect("control log").clone()
     }
 
     /// Bytes the install stream carried, once it ended.
