@@ -1056,6 +1056,7 @@ impl Daemon {
             r.delta_failed = Some(index);
             r.committed = None;
             self.save()?;
+            crate::faults::point("delta failure recorded");
             let msg = format!(
                 "delta install failed ({why}); installing the full target {} ({})",
                 full.path,

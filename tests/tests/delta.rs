@@ -928,6 +928,44 @@ async fn a_native_delta_that_swupdate_fails_gives_way_to_the_full_target() {
     assert_eq!(swupdate_results(&f), (1, 1), "{}", f.swupdate().log());
 }
 
+/// A power cut right after the delta failure is journaled: the restarted agent installs the full
+/// target, without trying the delta again, and SWUpdate installs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_after_the_delta_failure_neither_retries_the_delta_nor_installs_twice() {
+    let mut f = DeltaFleet::new(2);
+    let delta = native_delta_swu(&f, false);
+    let (url, _) = publish_native(&f, &delta);
+    let targets = f.nginx().url("targets");
+    f.f.config.extra = f.tuf_and_delta(&targets, "", "");
+    f.f.start_agent_with(
+        "run",
+        &[
+            ("CIP_UPDATE_AGENT_LOG", "info"),
+            ("CIP_UPDATE_AGENT_CRASH_AT", "delta failure recorded"),
+        ],
+    );
+    let id = f.dau_job(&url).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !f.agent_log().contains("crashing at point") {
+        assert!(std::time::Instant::now() < deadline, "{}", f.agent_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f.kill_agent();
+    assert_eq!(
+        f.journal()["jobs"][&id]["delta_failed"],
+        0,
+        "{}",
+        f.journal()
+    );
+    f.f.start_agent_with("run", &[("CIP_UPDATE_AGENT_LOG", "info")]);
+    let j = f.finished(&id).await;
+    f.assert_new_image_installed(&j);
+    let log = f.nginx().access_log();
+    assert_eq!(served(&log, ".delta.swu").0, 1, "{log}");
+    assert_eq!(served(&log, "cip-core-1.5.swu").0, 1, "{log}");
+    assert_eq!(swupdate_results(&f), (1, 1), "{}", f.swupdate().log());
+}
+
 /// With `fallback = "fail"` the same failure ends the job (metered links: no full download).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_fallback_fail_a_native_delta_that_swupdate_fails_terminates() {

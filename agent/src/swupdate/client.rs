@@ -630,6 +630,55 @@ mod tests {
     }
 
     #[test]
+    fn the_wire_is_known_when_configured_or_seen_by_auto() {
+        let paths = SocketPaths::from_tmpdir(None);
+        let auto = Swupdate::new(paths.clone(), WireSetting::Auto);
+        assert_eq!(auto.known_wire(), None);
+        // What an install saw is known to every clone.
+        *auto.clone().seen.lock().unwrap() = Some(Wire::V2025_12);
+        assert_eq!(auto.known_wire(), Some(Wire::V2025_12));
+        let fixed = Swupdate::new(paths, WireSetting::Fixed(Wire::V2022_12));
+        assert_eq!(fixed.known_wire(), Some(Wire::V2022_12));
+    }
+
+    /// An older daemon NACKs SET_DELTA_URL in the request's buffer: the error does not show the
+    /// echoed filename as if it were the daemon's text.
+    #[tokio::test]
+    async fn set_delta_url_acked_or_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let control = d.path().join("sockinstctrl");
+        let listener = tokio::net::UnixListener::bind(&control).unwrap();
+        let daemon = tokio::spawn(async move {
+            for answer in [1u32, 2] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut m = vec![0u8; Abi::native().message_size()];
+                s.read_exact(&mut m).await.unwrap();
+                assert_eq!(&m[4..8], &15u32.to_le_bytes());
+                m[4..8].copy_from_slice(&answer.to_le_bytes());
+                s.write_all(&m).await.unwrap();
+            }
+        });
+        let paths = SocketPaths {
+            control,
+            progress: d.path().join("swupdateprog"),
+        };
+        let client = Swupdate::new(paths, WireSetting::Auto);
+        client
+            .set_delta_url("rootfs.zck", "http://127.0.0.1/z")
+            .await
+            .unwrap();
+        let e = client
+            .set_delta_url("rootfs.zck", "http://127.0.0.1/z")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ClientError::Refused(ref t) if t.is_empty()),
+            "{e:?}"
+        );
+        daemon.await.unwrap();
+    }
+
+    #[test]
     fn log_buffer_keeps_this_install_only() {
         let line = |status, msg: &str| Notification {
             status,
