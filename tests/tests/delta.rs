@@ -1021,18 +1021,17 @@ async fn a_rebuild_failing_mid_stream_gives_way_to_the_full_target() {
     assert_eq!(served(&log, "cip-core-1.5.swu").0, 1, "{log}");
 }
 
-/// TUF-only mode (no `[wfx]`) takes the same delta path as `run`: the new image installed
-/// exactly, the companion's chunks fetched instead of the full .swu.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tuf_only_mode_installs_by_delta() {
-    let mut f = DeltaFleet::new(3);
-    let zck = fs::read(&f.new_zck).unwrap();
-    f.publish(&zck);
+/// Starts the agent in TUF-only mode (no `[wfx]`, polling every second) with `delta`.
+fn start_tuf_only(f: &mut DeltaFleet, delta: &str) {
     f.f.config.client_id = None;
     f.f.config.wfx = false;
     let targets = f.nginx().url("targets");
-    f.f.config.extra = f.tuf_and_delta(&targets, "poll_interval = \"1s\"\n", "");
+    f.f.config.extra = f.tuf_and_delta(&targets, "poll_interval = \"1s\"\n", delta);
     f.f.start_agent_with("run", &[("CIP_UPDATE_AGENT_LOG", "info")]);
+}
+
+/// Waits until TUF-only mode recorded the new image as done; its record.
+async fn tuf_only_done(f: &DeltaFleet) -> Value {
     let record = f.path("state/tuf-only.json");
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
@@ -1045,7 +1044,7 @@ async fn tuf_only_mode_installs_by_delta() {
             .iter()
             .any(|d| d.as_str().is_some_and(|d| d.starts_with(IMAGE)))
         {
-            break;
+            return rec;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -1054,15 +1053,57 @@ async fn tuf_only_mode_installs_by_delta() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// TUF-only mode retries a delta that SWUpdate failed with the full target too, and remembers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuf_only_mode_installs_the_full_target_after_a_native_delta_swupdate_fails() {
+    let mut f = DeltaFleet::new(2);
+    let delta = native_delta_swu(&f, false);
+    publish_native(&f, &delta);
+    start_tuf_only(&mut f, "");
+    let rec = tuf_only_done(&f).await;
+    assert!(
+        fs::read(&f.target).unwrap() == f.new_image,
+        "installed bytes differ"
+    );
+    let delta_failed = rec["delta_failed"].as_array().cloned().unwrap_or_default();
+    assert_eq!(delta_failed.len(), 1, "{rec}");
+    assert_eq!(swupdate_results(&f), (1, 1), "{}", f.swupdate().log());
+    assert!(
+        f.agent_log().contains("delta install failed"),
+        "{}",
+        f.agent_log()
+    );
+}
+
+/// TUF-only mode (no `[wfx]`) takes the same delta path as `run`: the new image installed
+/// exactly, the companion's chunks fetched instead of the full .swu.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuf_only_mode_installs_by_delta() {
+    let mut f = DeltaFleet::new(3);
+    let zck = fs::read(&f.new_zck).unwrap();
+    f.publish(&zck);
+    start_tuf_only(&mut f, "");
+    tuf_only_done(&f).await;
     assert!(
         fs::read(&f.target).unwrap() == f.new_image,
         "installed bytes differ"
     );
     let ((zck_requests, zck_bytes), (swu_requests, _)) = f.served();
     let full = fs::metadata(&f.new_swu).unwrap().len();
-    eprintln!("TUF-only delta: {zck_bytes} bytes in {zck_requests} requests of a {full}-byte .swu");
+    let (delta, _) = zck_delta_size(&f.old_zck, &f.new_zck).unwrap();
+    let header = companion_header_len(&zck);
+    eprintln!(
+        "TUF-only delta: nginx sent {zck_bytes} bytes in {zck_requests} requests of a \
+         {full}-byte .swu; zck_delta_size {delta}, header {header}"
+    );
     assert_eq!(swu_requests, 0, "{}", f.nginx().access_log());
-    assert!(zck_bytes * 5 < full, "{zck_bytes} of {full}");
+    assert!(
+        zck_bytes as f64 <= (delta + header) as f64 * 1.02 + 2048.0,
+        "{zck_bytes} > {delta} + {header} + 2 %"
+    );
+    assert!(zck_bytes < full / 4, "{zck_bytes} of {full}");
     assert!(
         f.agent_log().contains("delta: fetched"),
         "{}",
