@@ -1018,7 +1018,9 @@ impl Daemon {
             }),
         };
         if native {
-            crate::delta::route::point_chunk_urls(&self.swupdate, &chunk_urls).await;
+            image.reader =
+                crate::delta::route::point_chunk_urls(&self.swupdate, chunk_urls, image.reader)
+                    .await;
         }
         let result = install::install(
             &self.swupdate,

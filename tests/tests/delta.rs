@@ -796,11 +796,11 @@ const NATIVE: &str = "qemu-amd64/cip-core-1.4-1.5.delta.swu";
 const ZCKFILE_TARGET: &str = "qemu-amd64/rootfs-1.5.img.zck";
 
 /// Publishes the full new .swu (no zchunk companion) with the native delta `delta` for 1.4,
-/// which names the zchunk file `rootfs.img.zck` (a target too); the full .swu's URL and the
-/// URL the TUF repository gives the zchunk file.
+/// which names the zchunk file `rootfs.img.zck` (a target too: a stand-in, no handler here
+/// fetches it); the full .swu's URL and the URL the TUF repository gives the zchunk file.
 fn publish_native(f: &DeltaFleet, delta: &[u8]) -> (String, String) {
     let swu = fs::read(&f.new_swu).unwrap();
-    let zck = fs::read(&f.new_zck).unwrap();
+    let zck = b"the zchunk file of rootfs.img".to_vec();
     let r = f
         .repo
         .ops(json!([
@@ -829,7 +829,7 @@ async fn native_delta_on_replayed(version: &str, wire: &str) -> (Value, String, 
     let mut f = DeltaFleet::new(2);
     let delta = native_delta_swu(&f, true);
     let (url, zck_url) = publish_native(&f, &delta);
-    let daemon = ReplayDaemon::start(version, "success").unwrap();
+    let daemon = ReplayDaemon::start_live(version, "success").unwrap();
     f.f.config.sockets = Some((daemon.control_socket(), daemon.progress_socket()));
     // Right after [swupdate] (the sockets): its `wire`.
     let targets = f.nginx().url("targets");
@@ -850,8 +850,27 @@ async fn native_delta_on_replayed(version: &str, wire: &str) -> (Value, String, 
     (j, zck_url, daemon.control_messages())
 }
 
+/// The type of a recorded control message; `END` for the mark where the image ended.
 fn msg_type(m: &[u8]) -> u32 {
+    if m.is_empty() {
+        return END;
+    }
     u32::from_le_bytes(m[4..8].try_into().unwrap())
+}
+
+const END: u32 = u32::MAX;
+
+/// The one SET_DELTA_URL among `msgs`: its filename and url fields (union offsets 0 and 256).
+fn the_set_delta_url(msgs: &[Vec<u8>]) -> (usize, String, String) {
+    let types: Vec<u32> = msgs.iter().map(|m| msg_type(m)).collect();
+    assert_eq!(types.iter().filter(|&&t| t == 15).count(), 1, "{types:?}");
+    let at = types.iter().position(|&t| t == 15).unwrap();
+    let m = &msgs[at];
+    assert_eq!(m.len(), 3120);
+    assert_eq!(u32::from_le_bytes(m[0..4].try_into().unwrap()), 0x1405_2001);
+    let url = c_field(m, 8 + 256, 1024);
+    assert!(m[8 + 256 + url.len()..].iter().all(|&b| b == 0));
+    (at, c_field(m, 8, 256), url)
 }
 
 /// A C string field of a control message.
@@ -861,30 +880,44 @@ fn c_field(m: &[u8], at: usize, cap: usize) -> String {
     String::from_utf8_lossy(&f[..end]).into_owned()
 }
 
-/// SWUpdate 2025.12+: before REQ_INSTALL of a native delta, SET_DELTA_URL (type 15) points the
-/// delta handler's `zckfile` at the URL the TUF repository gives that zchunk file.
+/// SWUpdate 2025.12+ (`swupdate.wire = "2025.12"`): before REQ_INSTALL of a native delta,
+/// SET_DELTA_URL (type 15) points the delta handler's `zckfile` at the URL the TUF repository
+/// gives that zchunk file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_delta_url_points_a_native_deltas_zckfile_at_the_tuf_mirror_on_2025_12() {
     let (_, zck_url, msgs) = native_delta_on_replayed("2025.12", "2025.12").await;
     let types: Vec<u32> = msgs.iter().map(|m| msg_type(m)).collect();
     eprintln!("control messages: {types:?}");
-    let set = types
-        .iter()
-        .position(|&t| t == 15)
-        .expect("a SET_DELTA_URL");
+    let (set, filename, url) = the_set_delta_url(&msgs);
     let install = types.iter().position(|&t| t == 0).expect("a REQ_INSTALL");
     assert!(set < install, "SET_DELTA_URL after REQ_INSTALL: {types:?}");
-    assert_eq!(types.iter().filter(|&&t| t == 15).count(), 1, "{types:?}");
-    let m = &msgs[set];
-    assert_eq!(m.len(), 3120);
-    assert_eq!(u32::from_le_bytes(m[0..4].try_into().unwrap()), 0x1405_2001);
-    assert_eq!(c_field(m, 8, 256), "rootfs.img.zck");
-    assert_eq!(c_field(m, 8 + 256, 1024), zck_url);
+    assert_eq!(filename, "rootfs.img.zck");
+    assert_eq!(url, zck_url);
     assert!(zck_url.contains("rootfs-1.5.img.zck"), "{zck_url}");
-    assert!(m[8 + 256 + zck_url.len()..].iter().all(|&b| b == 0));
 }
 
-/// A 2022.12 daemon (and `auto` before any install showed the wire) gets no type 15.
+/// `swupdate.wire = "auto"` on a 2025.12 daemon, first install of the process: the wire shows
+/// in the START frame after REQ_INSTALL; SET_DELTA_URL goes out then, before the image ends
+/// (the agent holds the end back until the daemon answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auto_set_delta_url_goes_out_during_the_install_before_the_image_ends() {
+    let (_, zck_url, msgs) = native_delta_on_replayed("2025.12", "auto").await;
+    let types: Vec<u32> = msgs.iter().map(|m| msg_type(m)).collect();
+    eprintln!("control messages: {types:?}");
+    let (set, filename, url) = the_set_delta_url(&msgs);
+    let install = types.iter().position(|&t| t == 0).expect("a REQ_INSTALL");
+    let end = types
+        .iter()
+        .position(|&t| t == END)
+        .expect("the image's end");
+    assert!(install < set && set < end, "{types:?}");
+    assert_eq!(
+        (filename.as_str(), url.as_str()),
+        ("rootfs.img.zck", zck_url.as_str())
+    );
+}
+
+/// A 2022.12 daemon gets no type 15, configured as such or seen by `auto` in its frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_set_delta_url_goes_to_a_2022_12_daemon() {
     for wire in ["2022.12", "auto"] {

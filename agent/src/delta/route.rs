@@ -4,7 +4,13 @@
 //! what a delta failure before the install leads to. And, for a native delta on SWUpdate
 //! 2025.12+, pointing the delta handler at the chunk URLs taken from the TUF repository.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, ReadBuf};
 
 use serde_json::Value;
 
@@ -212,21 +218,57 @@ pub fn takes_delta_urls(wire: Option<Wire>) -> bool {
     wire.is_some_and(|w| w >= Wire::V2025_12)
 }
 
-/// Before a native delta's install: on SWUpdate 2025.12+ each of its zchunk files gets its chunk
-/// URL from the TUF repository (SET_DELTA_URL, kept by the daemon until that install ends);
-/// on an older or not yet known daemon nothing is sent and the handler uses the `url` of its
-/// sw-description. A refusal is logged; the install goes on (its handler then says why).
-pub async fn point_chunk_urls(sw: &Swupdate, chunk_urls: &[(String, String)]) {
+/// How long `auto` waits, during a native delta's install, for the first frames that tell the
+/// daemon's wire (SWUpdate sends START right after the ACK).
+const WIRE_WAIT: Duration = Duration::from_secs(5);
+
+/// For a native delta's install: on SWUpdate 2025.12+ each of its zchunk files gets its chunk
+/// URL from the TUF repository (SET_DELTA_URL, kept by the daemon until that install ends).
+/// Sent before the install when the wire is known (configured, or seen by `auto` earlier);
+/// else (`auto`, nothing seen yet: every first install after a boot) as soon as this install's
+/// first frames tell the wire, while the end of the image is held back: SWUpdate runs the delta
+/// handler only once the whole `.swu` is in, so the URL is always there first. On an older daemon
+/// nothing is sent and the handler uses the `url` of its sw-description. A refusal is logged;
+/// the install goes on (its handler then says why). Returns the image's reader.
+pub async fn point_chunk_urls(
+    sw: &Swupdate,
+    chunk_urls: Vec<(String, String)>,
+    reader: Pin<Box<dyn AsyncRead + Send>>,
+) -> Pin<Box<dyn AsyncRead + Send>> {
     if chunk_urls.is_empty() {
-        return;
+        return reader;
     }
-    let wire = sw.known_wire();
+    if let Some(w) = sw.known_wire() {
+        send_chunk_urls(sw, Some(w), &chunk_urls).await;
+        return reader;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sw = sw.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + WIRE_WAIT;
+        let wire = loop {
+            match sw.known_wire() {
+                Some(w) => break Some(w),
+                None if tokio::time::Instant::now() >= deadline => break None,
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        send_chunk_urls(&sw, wire, &chunk_urls).await;
+        let _ = tx.send(());
+    });
+    Box::pin(GateReader {
+        inner: reader,
+        inner_done: false,
+        gate: Some(rx),
+    })
+}
+
+async fn send_chunk_urls(sw: &Swupdate, wire: Option<Wire>, chunk_urls: &[(String, String)]) {
     if !takes_delta_urls(wire) {
         let why = match wire {
             Some(w) => format!("SWUpdate's wire is {w}"),
             None => {
-                "SWUpdate's release is not known yet (swupdate.wire = \"auto\" and no install seen)"
-                    .to_owned()
+                "SWUpdate's release is not known (swupdate.wire = \"auto\" saw no frame)".to_owned()
             }
         };
         for (zckfile, _) in chunk_urls {
@@ -241,6 +283,36 @@ pub async fn point_chunk_urls(sw: &Swupdate, chunk_urls: &[(String, String)]) {
             Ok(()) => tracing::info!("SET_DELTA_URL {zckfile} -> {url}"),
             Err(e) => tracing::warn!("SET_DELTA_URL {zckfile}: {e}"),
         }
+    }
+}
+
+/// Holds the end of a stream until `gate` opens (or its sender is gone).
+struct GateReader {
+    inner: Pin<Box<dyn AsyncRead + Send>>,
+    inner_done: bool,
+    gate: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl AsyncRead for GateReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.inner_done {
+            let before = buf.filled().len();
+            match self.inner.as_mut().poll_read(cx, buf) {
+                Poll::Ready(Ok(())) if buf.filled().len() == before => self.inner_done = true,
+                other => return other,
+            }
+        }
+        if let Some(g) = self.gate.as_mut() {
+            if Pin::new(g).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.gate = None;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -262,6 +334,25 @@ mod tests {
         );
         assert!(zckfiles(&json!({})).is_empty());
         assert!(zckfiles(&Value::Null).is_empty());
+    }
+
+    /// The stream's end waits for the gate; its bytes do not.
+    #[tokio::test]
+    async fn the_gate_holds_the_end_of_the_stream() {
+        use tokio::io::AsyncReadExt;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut r = GateReader {
+            inner: Box::pin(&b"abc"[..]),
+            inner_done: false,
+            gate: Some(rx),
+        };
+        let mut buf = [0u8; 8];
+        assert_eq!(r.read(&mut buf).await.unwrap(), 3);
+        let held = tokio::time::timeout(Duration::from_millis(50), r.read(&mut buf)).await;
+        assert!(held.is_err(), "EOF before the gate opened");
+        tx.send(()).unwrap();
+        assert_eq!(r.read(&mut buf).await.unwrap(), 0);
+        assert_eq!(r.read(&mut buf).await.unwrap(), 0);
     }
 
     #[test]

@@ -169,8 +169,9 @@ impl Swupdate {
         }
     }
 
-    /// The daemon's wire as far as it is known before an install: the configured release, or
-    /// with `auto` what an earlier install of this process showed (`None` until then).
+    /// The daemon's wire as far as it is known: the configured release, or with `auto` what the
+    /// frames of this process's installs showed so far (`None` until then; during an install,
+    /// known from its first frames on).
     pub fn known_wire(&self) -> Option<Wire> {
         match self.wire {
             WireSetting::Fixed(w) => Some(w),
@@ -287,6 +288,7 @@ impl Swupdate {
             self.paths.progress.clone(),
             events_tx,
             acked.clone(),
+            self.seen.clone(),
         ));
         let log = Arc::new(Mutex::new(LogBuffer::default()));
         let notify = self.start_log_stream(log.clone()).await;
@@ -426,6 +428,7 @@ async fn read_progress(
     path: PathBuf,
     events: mpsc::Sender<ProgressMsg>,
     acked: Arc<AtomicBool>,
+    seen: Arc<Mutex<Option<Wire>>>,
 ) -> Result<Verdict, ClientError> {
     let mut buf = vec![0u8; 16 * 1024];
     let perr = |source| ClientError::Progress {
@@ -442,6 +445,10 @@ async fn read_progress(
             Ok(Ok(n)) => decoder.push(&buf[..n]).map_err(perr)?,
             Ok(Err(e)) => return Err(ClientError::ProgressIo { path, source: e }),
         };
+        // `auto` tells the wire as soon as the frames show it (see `Swupdate::known_wire`).
+        if let (false, Some(w)) = (msgs.is_empty(), decoder.wire()) {
+            *seen.lock().expect("wire lock") = Some(w);
+        }
         for m in msgs {
             if !acked.load(Ordering::SeqCst) {
                 continue;

@@ -598,7 +598,8 @@ impl TufOnly {
             id: v.id.clone(),
             verify,
         };
-        crate::delta::route::point_chunk_urls(&self.swupdate, &chunk_urls).await;
+        image.reader =
+            crate::delta::route::point_chunk_urls(&self.swupdate, chunk_urls, image.reader).await;
         let result = install::install(
             &self.swupdate,
             &req,
