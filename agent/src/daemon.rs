@@ -940,21 +940,30 @@ impl Daemon {
         let (mut target, mut src) = (target, src);
         let mut rebuilt: Option<Opened> = None;
         let mut native = false;
-        if let (Some(t), false) = (target.clone(), matches!(src, Source::File(_))) {
+        let mut chunk_urls = Vec::new();
+        // A delta install of this artifact failed inside SWUpdate: the full target now (once).
+        let full_after_delta = self.record_mut(view).delta_failed == Some(index);
+        let full_target = target.clone();
+        if let (Some(t), false) = (
+            target.clone(),
+            matches!(src, Source::File(_)) || full_after_delta,
+        ) {
             let path = self
                 .delta_path_unless_gone(view, &t, "INSTALLING", true)
                 .await?;
             match path {
                 DeltaPath::Full => {}
                 DeltaPath::Rebuilt(o) => rebuilt = Some(o),
-                DeltaPath::Native(info, url) => {
+                DeltaPath::Native(info, url, urls) => {
                     target = Some(info);
                     src = Source::Url(url);
                     native = true;
+                    chunk_urls = urls;
                 }
                 DeltaPath::Ended(next) => return Ok(next),
             }
         }
+        let by_delta = native || rebuilt.is_some();
         let mut image: Opened = match rebuilt {
             Some(o) => o,
             None => match source::open_with(&src, &self.http).await {
@@ -1026,6 +1035,11 @@ impl Daemon {
                 index,
             }),
         };
+        if native {
+            image.reader =
+                crate::delta::route::point_chunk_urls(&self.swupdate, chunk_urls, image.reader)
+                    .await;
+        }
         let result = install::install(
             &self.swupdate,
             &req,
@@ -1050,6 +1064,27 @@ impl Daemon {
                 self.inventory.swupdate_wire = Some(w);
                 self.reporter.inventory(self.inventory.clone());
             }
+        }
+        // A delta that SWUpdate failed (nothing was installed) gives way to the full target once,
+        // with delta.fallback = "full"; the journal says so before anything else happens.
+        if let (true, Some(full), Some(why)) = (
+            by_delta && self.config.delta.fallback == crate::config::DeltaFallback::Full,
+            full_target.as_ref(),
+            crate::delta::route::swupdate_failed(&result),
+        ) {
+            let r = self.record_mut(view);
+            r.delta_failed = Some(index);
+            r.committed = None;
+            self.save()?;
+            crate::faults::point("delta failure recorded");
+            let msg = format!(
+                "delta install failed ({why}); installing the full target {} ({})",
+                full.path,
+                crate::delta::human(full.length)
+            );
+            tracing::warn!(job = %view.id, "{msg}");
+            self.report(view, "INSTALLING", None, &msg, None).await?;
+            return Ok(Next::Reload);
         }
         match result {
             Err(install::InstallError::Interrupted { .. }) => {
@@ -1192,98 +1227,40 @@ impl Daemon {
         allow_native: bool,
     ) -> Result<DeltaPath, StepError> {
         let cfg = self.config.delta.clone();
-        if !cfg.enabled {
-            return Ok(DeltaPath::Full);
-        }
         let Some(trust) = self.trust.as_mut() else {
             return Ok(DeltaPath::Full);
         };
         let running = crate::status::read_version(&self.config.device.version_file);
-        let native = if cfg.native && allow_native {
-            crate::delta::native_delta(&full.custom, running.as_deref()).map(str::to_owned)
-        } else {
-            None
+        let routed = crate::delta::route::choose(
+            &self.http,
+            &cfg,
+            &self.config.state_dir,
+            trust,
+            full,
+            running.as_deref(),
+            allow_native,
+        )
+        .await;
+        let routed = match routed {
+            Ok(r) => r,
+            Err(failure) => {
+                return Ok(DeltaPath::Ended(
+                    self.terminate(view, &failure, None).await?,
+                ));
+            }
         };
-        let companion = crate::delta::companion_path(&full.custom).map(str::to_owned);
-        // The native delta first (smallest), then the zchunk companion; the full target last.
-        let mut failures = Vec::new();
-        if let Some(path) = native {
-            match trust.related(&path).await {
-                Ok((info, url)) => {
-                    let msg = format!(
-                        "delta: SWUpdate-native delta {path} for the running version {} ({} instead of {})",
-                        running.as_deref().unwrap_or("?"),
-                        crate::delta::human(info.length),
-                        crate::delta::human(full.length)
-                    );
-                    tracing::info!(job = %view.id, "{msg}");
-                    self.report(view, state, None, &msg, None).await?;
-                    return Ok(DeltaPath::Native(info, url));
-                }
-                Err(e) => {
-                    let m = format!("SWUpdate-native delta: {e}");
-                    tracing::warn!(job = %view.id, "{m}");
-                    failures.push(m);
-                }
-            }
+        for note in &routed.notes {
+            self.report(view, state, None, note, None).await?;
         }
-        if let Some(path) = companion {
-            let idle = trust.read_timeout();
-            let prepared = match trust.related(&path).await {
-                Ok((info, url)) => {
-                    crate::delta::prepare(
-                        &self.http,
-                        &cfg,
-                        &self.config.state_dir,
-                        &info,
-                        &url,
-                        full,
-                        idle,
-                    )
-                    .await
-                }
-                Err(e) => Err(crate::delta::DeltaError::Companion(e)),
-            };
-            match prepared {
-                Ok(p) => {
-                    let msg = p.stats.message();
-                    tracing::info!(job = %view.id, "{msg}");
-                    self.report(view, state, None, &msg, None).await?;
-                    return Ok(DeltaPath::Rebuilt(Opened {
-                        reader: p.reader,
-                        len: Some(full.length),
-                    }));
-                }
-                Err(e) => {
-                    let m = format!("delta failed: {e}");
-                    tracing::warn!(job = %view.id, "{m}");
-                    failures.push(m);
-                }
-            }
-        }
-        if failures.is_empty() {
-            return Ok(DeltaPath::Full);
-        }
-        let failure = failures.join("; ");
-        match cfg.fallback {
-            crate::config::DeltaFallback::Fail => Ok(DeltaPath::Ended(
-                self.terminate(
-                    view,
-                    &format!("{failure} (delta.fallback = \"fail\")"),
-                    None,
-                )
-                .await?,
-            )),
-            crate::config::DeltaFallback::Full => {
-                let msg = format!(
-                    "{failure}; full download of {} ({})",
-                    full.path,
-                    crate::delta::human(full.length)
-                );
-                self.report(view, state, None, &msg, None).await?;
-                Ok(DeltaPath::Full)
-            }
-        }
+        Ok(match routed.route {
+            crate::delta::route::Route::Full => DeltaPath::Full,
+            crate::delta::route::Route::Rebuilt { image, .. } => DeltaPath::Rebuilt(image),
+            crate::delta::route::Route::Native {
+                info,
+                url,
+                chunk_urls,
+            } => DeltaPath::Native(info, url, chunk_urls),
+        })
     }
 
     async fn terminate(
@@ -1350,8 +1327,9 @@ enum DeltaPath {
     Full,
     /// The .swu rebuilt from the device's chunks and the fetched ones.
     Rebuilt(Opened),
-    /// Install this target (a SWUpdate-native delta .swu) from this URL instead.
-    Native(crate::tuf::TargetInfo, String),
+    /// Install this target (a SWUpdate-native delta .swu) from this URL instead; the chunk URL
+    /// of each zchunk file its delta handler names.
+    Native(crate::tuf::TargetInfo, String, Vec<(String, String)>),
     /// The job ended (fallback = "fail").
     Ended(Next),
 }

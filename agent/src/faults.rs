@@ -5,7 +5,7 @@
 //! - `CIP_UPDATE_AGENT_CRASH_AT=N`: abort at the N-th crash point passed (every journal save, the
 //!   commit of an install, the boot confirmation), as a power cut would stop the agent there.
 //!   `CIP_UPDATE_AGENT_CRASH_AT=<name>`: abort at the first point of that name (e.g.
-//!   `before confirm`, `after confirm`).
+//!   `before confirm`, `after confirm`, `delta failure recorded`).
 //! - `CIP_UPDATE_AGENT_HANG_AFTER=<duration>` (e.g. `2s`): once the agent has run that long, its
 //!   main loop blocks for good (as a deadlock would), to test that the systemd watchdog pings stop.
 

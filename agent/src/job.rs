@@ -123,6 +123,10 @@ pub struct Record {
     /// Firmware: the slot armed for the reboot, recorded before any reboot.
     #[serde(default)]
     pub boot: Option<BootRecord>,
+    /// The artifact whose delta install SWUpdate failed: it is installed from the full target
+    /// (once; `delta.fallback = "full"`).
+    #[serde(default)]
+    pub delta_failed: Option<usize>,
 }
 
 /// What a firmware job armed in the bootloader, and how its trial goes.
@@ -152,6 +156,7 @@ impl Record {
             committed: None,
             final_state: None,
             boot: None,
+            delta_failed: None,
         }
     }
 

@@ -138,6 +138,7 @@ mod tests {
                 message: "m".into(),
             }),
             boot: None,
+            delta_failed: None,
         }
     }
 

@@ -208,6 +208,7 @@ mod tests {
                 committed: Some(0),
                 final_state: None,
                 boot: None,
+                delta_failed: None,
             },
         );
         j.last = Some(LastResult {

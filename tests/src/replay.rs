@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -25,21 +25,33 @@ pub fn frames_dir() -> PathBuf {
 pub struct ReplayDaemon {
     dir: tempfile::TempDir,
     installed: mpsc::Receiver<u64>,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl ReplayDaemon {
     /// `version` as in the file names (`2025.12`), `run` `success` or `failure`.
     pub fn start(version: &str, run: &str) -> anyhow::Result<ReplayDaemon> {
-        Self::start_with(version, run, false)
+        Self::start_with(version, run, false, false)
     }
 
     /// As `start`, but the daemon stops reading the image at once and reports its run while
     /// holding the stream open: what SWUpdate does when it rejects a stream it cannot parse.
     pub fn start_stalling(version: &str, run: &str) -> anyhow::Result<ReplayDaemon> {
-        Self::start_with(version, run, true)
+        Self::start_with(version, run, true, false)
     }
 
-    fn start_with(version: &str, run: &str, stall: bool) -> anyhow::Result<ReplayDaemon> {
+    /// As `start`, but the first recorded frame (START) goes out right after the ACK, as a real
+    /// daemon sends it before it reads the image; the rest once the image is in.
+    pub fn start_live(version: &str, run: &str) -> anyhow::Result<ReplayDaemon> {
+        Self::start_with(version, run, false, true)
+    }
+
+    fn start_with(
+        version: &str,
+        run: &str,
+        stall: bool,
+        live: bool,
+    ) -> anyhow::Result<ReplayDaemon> {
         let frames = frames_dir();
         let progress = std::fs::read(frames.join(format!("progress-{version}-{run}.bin")))
             .context("recorded progress stream")?;
@@ -50,7 +62,12 @@ impl ReplayDaemon {
         let control = UnixListener::bind(dir.path().join("sockinstctrl"))?;
         let prog = UnixListener::bind(dir.path().join("swupdateprog"))?;
         let (start_tx, start_rx) = mpsc::channel::<()>();
+        let (acked_tx, acked_rx) = mpsc::channel::<()>();
         let (installed_tx, installed) = mpsc::channel();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        // SET_DELTA_URL (type 15) exists from 2025.12 on; older daemons NACK it.
+        let takes_delta_url = version >= "2025.12";
 
         thread::spawn(move || -> anyhow::Result<()> {
             let (mut s, _) = prog.accept()?;
@@ -58,6 +75,12 @@ impl ReplayDaemon {
             if rest.starts_with(&HANDSHAKE) {
                 s.write_all(&HANDSHAKE)?; // right after accept, as 2024.12+ does
                 rest = &rest[8..];
+            }
+            if live {
+                acked_rx.recv()?;
+                let (first, more) = rest.split_at(frame.min(rest.len()));
+                s.write_all(first)?;
+                rest = more;
             }
             start_rx.recv()?;
             for f in rest.chunks(frame) {
@@ -72,6 +95,7 @@ impl ReplayDaemon {
                 let mut s = conn?;
                 let mut m = [0u8; MSG];
                 s.read_exact(&mut m)?;
+                log.lock().expect("control log").push(m.to_vec());
                 match u32::from_le_bytes(m[4..8].try_into()?) {
                     0 if stall => {
                         s.write_all(&ack)?;
@@ -89,22 +113,39 @@ impl ReplayDaemon {
                     }
                     0 => {
                         s.write_all(&ack)?;
-                        // The daemon reads the image to its end, then reports.
-                        let n = std::io::copy(&mut s, &mut std::io::sink())?;
-                        let _ = installed_tx.send(n);
-                        if let Some(tx) = start.take() {
-                            let _ = tx.send(());
-                        }
+                        let _ = acked_tx.send(());
+                        // The daemon reads the image to its end (on its own thread: the
+                        // control socket answers meanwhile), then reports.
+                        let (log, done, start) = (log.clone(), installed_tx.clone(), start.take());
+                        thread::spawn(move || {
+                            let n = std::io::copy(&mut s, &mut std::io::sink()).unwrap_or(0);
+                            // The end of the image, as a mark in the control log.
+                            log.lock().expect("control log").push(Vec::new());
+                            let _ = done.send(n);
+                            if let Some(tx) = start {
+                                let _ = tx.send(());
+                            }
+                        });
                     }
                     // GET_STATUS: an empty log queue.
                     3 => s.write_all(&reply(1))?,
+                    // SET_DELTA_URL: 2025.12 answers ACK in the request's buffer.
+                    15 if takes_delta_url => {
+                        let mut a = m.to_vec();
+                        a[4..8].copy_from_slice(&1u32.to_le_bytes());
+                        s.write_all(&a)?;
+                    }
                     // NOTIFY_STREAM and anything else: refused, as the recorded NACK.
                     _ => s.write_all(&nack)?,
                 }
             }
             Ok(())
         });
-        Ok(ReplayDaemon { dir, installed })
+        Ok(ReplayDaemon {
+            dir,
+            installed,
+            received,
+        })
     }
 
     pub fn control_socket(&self) -> PathBuf {
@@ -113,6 +154,12 @@ impl ReplayDaemon {
 
     pub fn progress_socket(&self) -> PathBuf {
         self.dir.path().join("swupdateprog")
+    }
+
+    /// Every control message received so far (whole `ipc_message`s), in order; an empty entry
+    /// marks where the install's image ended.
+    pub fn control_messages(&self) -> Vec<Vec<u8>> {
+        self.received.lock().expect("control log").clone()
     }
 
     /// Bytes the install stream carried, once it ended.

@@ -114,16 +114,21 @@ impl DeltaFleet {
 
     /// The agent; its targets fetched from `targets_url` (nginx, or a proxy in front of it).
     fn start_agent(&mut self, targets_url: &str, delta: &str) {
-        self.f.config.extra = format!(
+        self.f.config.extra = self.tuf_and_delta(targets_url, "", delta);
+        self.f
+            .start_agent_with("run", &[("CIP_UPDATE_AGENT_LOG", "info")]);
+    }
+
+    /// The `[tuf]` (with `tuf_extra`) and `[delta]` sections.
+    fn tuf_and_delta(&self, targets_url: &str, tuf_extra: &str, delta: &str) -> String {
+        format!(
             "[tuf]\nroot = {root:?}\nmetadata_url = \"{md}\"\ntargets_url = \"{targets_url}\"\n\
-             read_timeout = \"5s\"\n\
+             read_timeout = \"5s\"\n{tuf_extra}\
              [delta]\nseeds = [{seed:?}]\n{delta}\n",
             root = self.repo.initial_root(),
             md = self.nginx().url("metadata"),
             seed = self.old_swu,
-        );
-        self.f
-            .start_agent_with("run", &[("CIP_UPDATE_AGENT_LOG", "info")]);
+        )
     }
 
     /// The agent, its targets fetched from nginx directly.
@@ -769,4 +774,373 @@ async fn a_native_delta_that_is_not_a_target_gives_way_to_the_zchunk_delta() {
         f.agent_log()
     );
     assert_any_message(&j, |m| m.starts_with("delta: fetched"));
+}
+
+/// The native delta of the fleet's new image for the running 1.4, signed; `sha256` in its
+/// sw-description is the real one, or a wrong one (SWUpdate then fails it).
+fn native_delta_swu(f: &DeltaFleet, good: bool) -> Vec<u8> {
+    let path = f.path(if good { "delta.swu" } else { "bad-delta.swu" });
+    let mut image = Image::raw("rootfs.img", f.new_image.clone(), f.target.clone());
+    if !good {
+        image = image.sha256_override("ab".repeat(32));
+    }
+    SwuBuilder::new()
+        .version("1.5-from-1.4")
+        .image(image)
+        .build(&f.cert, &path)
+        .unwrap();
+    fs::read(&path).unwrap()
+}
+
+const NATIVE: &str = "qemu-amd64/cip-core-1.4-1.5.delta.swu";
+const ZCKFILE_TARGET: &str = "qemu-amd64/rootfs-1.5.img.zck";
+
+/// Publishes the full new .swu (no zchunk companion) with the native delta `delta` for 1.4,
+/// which names the zchunk file `rootfs.img.zck` (a target too: a stand-in, no handler here
+/// fetches it); the full .swu's URL and the URL the TUF repository gives the zchunk file.
+fn publish_native(f: &DeltaFleet, delta: &[u8]) -> (String, String) {
+    let swu = fs::read(&f.new_swu).unwrap();
+    let zck = b"the zchunk file of rootfs.img".to_vec();
+    let r = f
+        .repo
+        .ops(json!([
+            {"op": "add_target", "path": ZCKFILE_TARGET, "data_hex": hex::encode(&zck),
+             "served_hex": hex::encode(&zck), "custom": {}},
+            {"op": "add_target", "path": IMAGE, "data_hex": hex::encode(&swu),
+             "served_hex": hex::encode(&swu),
+             "custom": {"version": "1.5", "hardware": ["1.0"], "deltas": {"1.4": NATIVE}}},
+            {"op": "add_target", "path": NATIVE, "data_hex": hex::encode(delta),
+             "served_hex": hex::encode(delta),
+             "custom": {"version": "1.5", "zckfiles": {"rootfs.img.zck": ZCKFILE_TARGET}}},
+            {"op": "publish"},
+        ]))
+        .unwrap();
+    let url = |i: usize| {
+        f.nginx()
+            .url(&format!("targets/{}", r[i]["stored"].as_str().unwrap()))
+    };
+    (url(1), url(0))
+}
+
+/// A native delta job run by `run` against a replayed SWUpdate `version` (its sockets, its
+/// recorded frames) with `swupdate.wire = wire`; the job and the control messages the daemon got.
+async fn native_delta_on_replayed(version: &str, wire: &str) -> (Value, String, Vec<Vec<u8>>) {
+    use cip_update_agent_tests::replay::ReplayDaemon;
+    let mut f = DeltaFleet::new(2);
+    let delta = native_delta_swu(&f, true);
+    let (url, zck_url) = publish_native(&f, &delta);
+    let daemon = ReplayDaemon::start_live(version, "success").unwrap();
+    f.f.config.sockets = Some((daemon.control_socket(), daemon.progress_socket()));
+    // Right after [swupdate] (the sockets): its `wire`.
+    let targets = f.nginx().url("targets");
+    f.f.config.extra = format!("wire = \"{wire}\"\n{}", f.tuf_and_delta(&targets, "", ""));
+    f.f.start_agent_with("run", &[("CIP_UPDATE_AGENT_LOG", "info")]);
+    let id = f.dau_job(&url).await;
+    let j = f.finished(&id).await;
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert_eq!(
+        daemon.installed_bytes(Duration::from_secs(5)),
+        Some(delta.len() as u64)
+    );
+    (j, zck_url, daemon.control_messages())
+}
+
+/// The type of a recorded control message; `END` for the mark where the image ended.
+fn msg_type(m: &[u8]) -> u32 {
+    if m.is_empty() {
+        return END;
+    }
+    u32::from_le_bytes(m[4..8].try_into().unwrap())
+}
+
+const END: u32 = u32::MAX;
+
+/// The one SET_DELTA_URL among `msgs`: its filename and url fields (union offsets 0 and 256).
+fn the_set_delta_url(msgs: &[Vec<u8>]) -> (usize, String, String) {
+    let types: Vec<u32> = msgs.iter().map(|m| msg_type(m)).collect();
+    assert_eq!(types.iter().filter(|&&t| t == 15).count(), 1, "{types:?}");
+    let at = types.iter().position(|&t| t == 15).unwrap();
+    let m = &msgs[at];
+    assert_eq!(m.len(), 3120);
+    assert_eq!(u32::from_le_bytes(m[0..4].try_into().unwrap()), 0x1405_2001);
+    let url = c_field(m, 8 + 256, 1024);
+    assert!(m[8 + 256 + url.len()..].iter().all(|&b| b == 0));
+    (at, c_field(m, 8, 256), url)
+}
+
+/// A C string field of a control message.
+fn c_field(m: &[u8], at: usize, cap: usize) -> String {
+    let f = &m[at..at + cap];
+    let end = f.iter().position(|&b| b == 0).unwrap_or(cap);
+    String::from_utf8_lossy(&f[..end]).into_owned()
+}
+
+/// SWUpdate 2025.12+ (`swupdate.wire = "2025.12"`): before REQ_INSTALL of a native delta,
+/// SET_DELTA_URL (type 15) points the delta handler's `zckfile` at the URL the TUF repository
+/// gives that zchunk file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_delta_url_points_a_native_deltas_zckfile_at_the_tuf_mirror_on_2025_12() {
+    let (_, zck_url, msgs) = native_delta_on_replayed("2025.12", "2025.12").await;
+    let types: Vec<u32> = msgs.iter().map(|m| msg_type(m)).collect();
+    eprintln!("control messages: {types:?}");
+    let (set, filename, url) = the_set_delta_url(&msgs);
+    let install = types.iter().position(|&t| t == 0).expect("a REQ_INSTALL");
+    assert!(set < install, "SET_DELTA_URL after REQ_INSTALL: {types:?}");
+    assert_eq!(filename, "rootfs.img.zck");
+    assert_eq!(url, zck_url);
+    assert!(zck_url.contains("rootfs-1.5.img.zck"), "{zck_url}");
+}
+
+/// `swupdate.wire = "auto"` on a 2025.12 daemon, first install of the process: the wire shows
+/// in the START frame after REQ_INSTALL; SET_DELTA_URL goes out then, before the image ends
+/// (the agent holds the end back until the daemon answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auto_set_delta_url_goes_out_during_the_install_before_the_image_ends() {
+    let (_, zck_url, msgs) = native_delta_on_replayed("2025.12", "auto").await;
+    let types: Vec<u32> = msgs.iter().map(|m| msg_type(m)).collect();
+    eprintln!("control messages: {types:?}");
+    let (set, filename, url) = the_set_delta_url(&msgs);
+    let install = types.iter().position(|&t| t == 0).expect("a REQ_INSTALL");
+    let end = types
+        .iter()
+        .position(|&t| t == END)
+        .expect("the image's end");
+    assert!(install < set && set < end, "{types:?}");
+    assert_eq!(
+        (filename.as_str(), url.as_str()),
+        ("rootfs.img.zck", zck_url.as_str())
+    );
+}
+
+/// A 2022.12 daemon gets no type 15, configured as such or seen by `auto` in its frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_set_delta_url_goes_to_a_2022_12_daemon() {
+    for wire in ["2022.12", "auto"] {
+        let (_, _, msgs) = native_delta_on_replayed("2022.12", wire).await;
+        let types: Vec<u32> = msgs.iter().map(|m| msg_type(m)).collect();
+        assert!(types.contains(&0), "{wire}: {types:?}");
+        assert!(!types.contains(&15), "{wire}: {types:?}");
+    }
+}
+
+/// What SWUpdate's log says of its installs: (failed, successful). A failure ends with
+/// `SWUPDATE failed [1] ...` (the `[0]` lines before it are its reasons); every install started
+/// ended one way or the other.
+fn swupdate_results(f: &DeltaFleet) -> (usize, usize) {
+    let log = f.swupdate().log();
+    let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
+    let results = (count("SWUPDATE failed [1]"), count("SWUPDATE successful"));
+    assert_eq!(
+        count("Software Update started"),
+        results.0 + results.1,
+        "{log}"
+    );
+    results
+}
+
+/// A native delta that SWUpdate fails (a wrong image hash in its sw-description): nothing was
+/// installed, so the full target is installed next, and the job says why the delta failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_delta_that_swupdate_fails_gives_way_to_the_full_target() {
+    let mut f = DeltaFleet::new(2);
+    let delta = native_delta_swu(&f, false);
+    let (url, _) = publish_native(&f, &delta);
+    let j = f.run_direct(&url, "").await;
+    f.assert_new_image_installed(&j);
+    assert_any_message(&j, |m| {
+        m.starts_with("delta install failed") && m.contains("full target")
+    });
+    let log = f.nginx().access_log();
+    assert_eq!(served(&log, ".delta.swu").0, 1, "{log}");
+    assert_eq!(served(&log, "cip-core-1.5.swu").0, 1, "{log}");
+    assert_eq!(swupdate_results(&f), (1, 1), "{}", f.swupdate().log());
+}
+
+/// A power cut right after the delta failure is journaled: the restarted agent installs the full
+/// target, without trying the delta again, and SWUpdate installs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_after_the_delta_failure_neither_retries_the_delta_nor_installs_twice() {
+    let mut f = DeltaFleet::new(2);
+    let delta = native_delta_swu(&f, false);
+    let (url, _) = publish_native(&f, &delta);
+    let targets = f.nginx().url("targets");
+    f.f.config.extra = f.tuf_and_delta(&targets, "", "");
+    f.f.start_agent_with(
+        "run",
+        &[
+            ("CIP_UPDATE_AGENT_LOG", "info"),
+            ("CIP_UPDATE_AGENT_CRASH_AT", "delta failure recorded"),
+        ],
+    );
+    let id = f.dau_job(&url).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !f.agent_log().contains("crashing at point") {
+        assert!(std::time::Instant::now() < deadline, "{}", f.agent_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f.kill_agent();
+    assert_eq!(
+        f.journal()["jobs"][&id]["delta_failed"],
+        0,
+        "{}",
+        f.journal()
+    );
+    f.f.start_agent_with("run", &[("CIP_UPDATE_AGENT_LOG", "info")]);
+    let j = f.finished(&id).await;
+    f.assert_new_image_installed(&j);
+    let log = f.nginx().access_log();
+    assert_eq!(served(&log, ".delta.swu").0, 1, "{log}");
+    assert_eq!(served(&log, "cip-core-1.5.swu").0, 1, "{log}");
+    assert_eq!(swupdate_results(&f), (1, 1), "{}", f.swupdate().log());
+}
+
+/// With `fallback = "fail"` the same failure ends the job (metered links: no full download).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fallback_fail_a_native_delta_that_swupdate_fails_terminates() {
+    let mut f = DeltaFleet::new(2);
+    let delta = native_delta_swu(&f, false);
+    let (url, _) = publish_native(&f, &delta);
+    let j = f.run_direct(&url, "fallback = \"fail\"").await;
+    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    assert_eq!(served(&f.nginx().access_log(), "cip-core-1.5.swu").0, 0);
+    assert_eq!(swupdate_results(&f), (1, 0), "{}", f.swupdate().log());
+}
+
+/// The seed changes under the agent after its scan (when the first chunk request goes out):
+/// the rebuild stream fails mid-way, SWUpdate fails that install, and the full target follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_failing_mid_stream_gives_way_to_the_full_target() {
+    let mut f = DeltaFleet::new(3);
+    let zck = fs::read(&f.new_zck).unwrap();
+    let header_len = companion_header_len(&zck);
+    let url = f.publish(&zck);
+    let seed = f.old_swu.clone();
+    let rewritten = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = rewritten.clone();
+    let proxy = CutProxy::start(
+        f.nginx().port(),
+        0,
+        1,
+        Arc::new(move |req: &str| {
+            if is_chunk_request(req, header_len)
+                && !flag.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                let mut b = fs::read(&seed).unwrap();
+                for x in &mut b[..] {
+                    *x = !*x;
+                }
+                fs::write(&seed, &b).unwrap();
+            }
+            false
+        }),
+    )
+    .unwrap();
+    f.start_agent(&proxy.url("targets"), "");
+    let id = f.dau_job(&url).await;
+    let j = f.finished(&id).await;
+    assert!(rewritten.load(std::sync::atomic::Ordering::SeqCst));
+    f.assert_new_image_installed(&j);
+    assert_any_message(&j, |m| {
+        m.starts_with("delta install failed") && m.contains("changed on the device")
+    });
+    assert_eq!(swupdate_results(&f), (1, 1), "{}", f.swupdate().log());
+    // The full .swu came once (from the job's URL, nginx).
+    let log = f.nginx().access_log();
+    assert_eq!(served(&log, "cip-core-1.5.swu").0, 1, "{log}");
+}
+
+/// Starts the agent in TUF-only mode (no `[wfx]`, polling every second) with `delta`.
+fn start_tuf_only(f: &mut DeltaFleet, delta: &str) {
+    f.f.config.client_id = None;
+    f.f.config.wfx = false;
+    let targets = f.nginx().url("targets");
+    f.f.config.extra = f.tuf_and_delta(&targets, "poll_interval = \"1s\"\n", delta);
+    f.f.start_agent_with("run", &[("CIP_UPDATE_AGENT_LOG", "info")]);
+}
+
+/// Waits until TUF-only mode recorded the new image as done; its record.
+async fn tuf_only_done(f: &DeltaFleet) -> Value {
+    let record = f.path("state/tuf-only.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let rec: Value = fs::read(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let done = rec["done"].as_array().cloned().unwrap_or_default();
+        if done
+            .iter()
+            .any(|d| d.as_str().is_some_and(|d| d.starts_with(IMAGE)))
+        {
+            return rec;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{rec}\n{}",
+            f.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// TUF-only mode retries a delta that SWUpdate failed with the full target too, and remembers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuf_only_mode_installs_the_full_target_after_a_native_delta_swupdate_fails() {
+    let mut f = DeltaFleet::new(2);
+    let delta = native_delta_swu(&f, false);
+    publish_native(&f, &delta);
+    start_tuf_only(&mut f, "");
+    let rec = tuf_only_done(&f).await;
+    assert!(
+        fs::read(&f.target).unwrap() == f.new_image,
+        "installed bytes differ"
+    );
+    let delta_failed = rec["delta_failed"].as_array().cloned().unwrap_or_default();
+    assert_eq!(delta_failed.len(), 1, "{rec}");
+    assert_eq!(swupdate_results(&f), (1, 1), "{}", f.swupdate().log());
+    assert!(
+        f.agent_log().contains("delta install failed"),
+        "{}",
+        f.agent_log()
+    );
+}
+
+/// TUF-only mode (no `[wfx]`) takes the same delta path as `run`: the new image installed
+/// exactly, the companion's chunks fetched instead of the full .swu.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuf_only_mode_installs_by_delta() {
+    let mut f = DeltaFleet::new(3);
+    let zck = fs::read(&f.new_zck).unwrap();
+    f.publish(&zck);
+    start_tuf_only(&mut f, "");
+    tuf_only_done(&f).await;
+    assert!(
+        fs::read(&f.target).unwrap() == f.new_image,
+        "installed bytes differ"
+    );
+    let ((zck_requests, zck_bytes), (swu_requests, _)) = f.served();
+    let full = fs::metadata(&f.new_swu).unwrap().len();
+    let (delta, _) = zck_delta_size(&f.old_zck, &f.new_zck).unwrap();
+    let header = companion_header_len(&zck);
+    eprintln!(
+        "TUF-only delta: nginx sent {zck_bytes} bytes in {zck_requests} requests of a \
+         {full}-byte .swu; zck_delta_size {delta}, header {header}"
+    );
+    assert_eq!(swu_requests, 0, "{}", f.nginx().access_log());
+    assert!(
+        zck_bytes as f64 <= (delta + header) as f64 * 1.02 + 2048.0,
+        "{zck_bytes} > {delta} + {header} + 2 %"
+    );
+    assert!(zck_bytes < full / 4, "{zck_bytes} of {full}");
+    assert!(
+        f.agent_log().contains("delta: fetched"),
+        "{}",
+        f.agent_log()
+    );
+    assert!(f.path("state/delta/previous.swu").exists());
 }

@@ -27,8 +27,11 @@
 //! Everything that can fail before the first byte goes to SWUpdate (the companion, the seeds,
 //! the chunk fetches) ends in `delta.fallback`: the full download, or the job's end. A chunk that
 //! changes on the device between the seed scan and the rebuild (a seed file rewritten meanwhile)
-//! is caught by its checksum while streaming: that install is abandoned before its commit and the
-//! job ends TERMINATED naming the chunk (the next job starts afresh).
+//! is caught by its checksum while streaming: that install is abandoned before its commit, so
+//! SWUpdate fails it and installs nothing. Such a late failure, like a native delta that
+//! SWUpdate's handler fails, gives way to the full target once with `fallback = "full"`
+//! ([`route::swupdate_failed`], recorded in the journal before the full install starts), or
+//! ends the job with `fallback = "fail"`.
 //!
 //! # What survives a restart
 //! Every fetched chunk is verified and stored under `state_dir/delta/chunks/<hash>-<hex>` as it
@@ -44,6 +47,7 @@ mod companion;
 mod fetch;
 mod keep;
 mod rebuild;
+pub mod route;
 mod seeds;
 
 use std::path::{Path, PathBuf};

@@ -100,6 +100,8 @@ pub struct Swupdate {
     abi: Abi,
     wire: WireSetting,
     reply_wait: Duration,
+    /// The wire `auto` saw in the last install (shared by the clones).
+    seen: Arc<Mutex<Option<Wire>>>,
 }
 
 /// The final answer of an install.
@@ -163,6 +165,30 @@ impl Swupdate {
             abi: Abi::native(),
             wire,
             reply_wait: REPLY_WAIT,
+            seen: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The daemon's wire as far as it is known: the configured release, or with `auto` what the
+    /// frames of this process's installs showed so far (`None` until then; during an install,
+    /// known from its first frames on).
+    pub fn known_wire(&self) -> Option<Wire> {
+        match self.wire {
+            WireSetting::Fixed(w) => Some(w),
+            WireSetting::Auto => *self.seen.lock().expect("wire lock"),
+        }
+    }
+
+    /// SET_DELTA_URL (2025.12+): the chunk URL of the zchunk file `filename` for the delta
+    /// handler of the next install. The daemon keeps it until that install ends. Older daemons
+    /// NACK the type; their NACK echoes the request, so its text is not shown.
+    pub async fn set_delta_url(&self, filename: &str, url: &str) -> Result<(), ClientError> {
+        let msg = ipc::encode_set_delta_url(self.abi, filename, url)?;
+        let (_, r) = self.exchange(&msg).await?;
+        match r.kind {
+            MsgType::Ack => Ok(()),
+            MsgType::Nack => Err(ClientError::Refused(String::new())),
+            other => Err(ClientError::Unexpected(other)),
         }
     }
 
@@ -262,6 +288,7 @@ impl Swupdate {
             self.paths.progress.clone(),
             events_tx,
             acked.clone(),
+            self.seen.clone(),
         ));
         let log = Arc::new(Mutex::new(LogBuffer::default()));
         let notify = self.start_log_stream(log.clone()).await;
@@ -401,6 +428,7 @@ async fn read_progress(
     path: PathBuf,
     events: mpsc::Sender<ProgressMsg>,
     acked: Arc<AtomicBool>,
+    seen: Arc<Mutex<Option<Wire>>>,
 ) -> Result<Verdict, ClientError> {
     let mut buf = vec![0u8; 16 * 1024];
     let perr = |source| ClientError::Progress {
@@ -417,6 +445,10 @@ async fn read_progress(
             Ok(Ok(n)) => decoder.push(&buf[..n]).map_err(perr)?,
             Ok(Err(e)) => return Err(ClientError::ProgressIo { path, source: e }),
         };
+        // `auto` tells the wire as soon as the frames show it (see `Swupdate::known_wire`).
+        if let (false, Some(w)) = (msgs.is_empty(), decoder.wire()) {
+            *seen.lock().expect("wire lock") = Some(w);
+        }
         for m in msgs {
             if !acked.load(Ordering::SeqCst) {
                 continue;
@@ -521,6 +553,9 @@ impl Installation {
                 return Err(e);
             }
         };
+        if let Some(w) = verdict.wire {
+            *self.client.seen.lock().expect("wire lock") = Some(w);
+        }
         let log = self.collect_log().await;
         Ok(InstallOutcome {
             status: verdict.status,
@@ -599,6 +634,55 @@ mod tests {
         assert!(e.is_transient());
         assert!(e.to_string().contains("did not answer"), "{e}");
         held.abort();
+    }
+
+    #[test]
+    fn the_wire_is_known_when_configured_or_seen_by_auto() {
+        let paths = SocketPaths::from_tmpdir(None);
+        let auto = Swupdate::new(paths.clone(), WireSetting::Auto);
+        assert_eq!(auto.known_wire(), None);
+        // What an install saw is known to every clone.
+        *auto.clone().seen.lock().unwrap() = Some(Wire::V2025_12);
+        assert_eq!(auto.known_wire(), Some(Wire::V2025_12));
+        let fixed = Swupdate::new(paths, WireSetting::Fixed(Wire::V2022_12));
+        assert_eq!(fixed.known_wire(), Some(Wire::V2022_12));
+    }
+
+    /// An older daemon NACKs SET_DELTA_URL in the request's buffer: the error does not show the
+    /// echoed filename as if it were the daemon's text.
+    #[tokio::test]
+    async fn set_delta_url_acked_or_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let control = d.path().join("sockinstctrl");
+        let listener = tokio::net::UnixListener::bind(&control).unwrap();
+        let daemon = tokio::spawn(async move {
+            for answer in [1u32, 2] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut m = vec![0u8; Abi::native().message_size()];
+                s.read_exact(&mut m).await.unwrap();
+                assert_eq!(&m[4..8], &15u32.to_le_bytes());
+                m[4..8].copy_from_slice(&answer.to_le_bytes());
+                s.write_all(&m).await.unwrap();
+            }
+        });
+        let paths = SocketPaths {
+            control,
+            progress: d.path().join("swupdateprog"),
+        };
+        let client = Swupdate::new(paths, WireSetting::Auto);
+        client
+            .set_delta_url("rootfs.zck", "http://127.0.0.1/z")
+            .await
+            .unwrap();
+        let e = client
+            .set_delta_url("rootfs.zck", "http://127.0.0.1/z")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ClientError::Refused(ref t) if t.is_empty()),
+            "{e:?}"
+        );
+        daemon.await.unwrap();
     }
 
     #[test]

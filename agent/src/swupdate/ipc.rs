@@ -20,6 +20,10 @@ pub const INFO_LEN: usize = 512;
 pub const SELECTION_LEN: usize = 256;
 /// `desc[2048]` of GET_STATUS and `msg[2048]` of NOTIFY_STREAM.
 const TEXT_LEN: usize = 2048;
+/// `dwl_url.filename[256]` of SET_DELTA_URL (2025.12+): the delta handler's `zckfile` property.
+pub const DELTA_FILENAME_LEN: usize = 256;
+/// `dwl_url.url[1024]` of SET_DELTA_URL.
+pub const DELTA_URL_LEN: usize = 1024;
 
 /// The C data model of the daemon's build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,6 +234,8 @@ pub enum EncodeError {
     },
     #[error("{field} contains a NUL byte")]
     Nul { field: &'static str },
+    #[error("{field} is empty")]
+    Empty { field: &'static str },
     #[error("image length {0} does not fit the 32-bit size_t of this ABI")]
     LenOverflow(u64),
 }
@@ -358,6 +364,21 @@ pub fn encode_post_update(abi: Abi, args: &str) -> Result<Vec<u8>, EncodeError> 
     // procmsg: source, cmd, timeout, len, buf[2048]
     put_str(&mut m, DATA + 16, TEXT_LEN, "post-update arguments", args)?;
     put_u32(&mut m, DATA + 12, args.len() as u32);
+    Ok(m)
+}
+
+/// SET_DELTA_URL (SWUpdate 2025.12+): tells the daemon where the delta handler of the next
+/// install fetches the chunks of the zchunk file named `filename`, for an image whose
+/// sw-description has no `url` property or `url = "dynamic"`, and `zckfile = "<filename>"`.
+/// The union is two char arrays, `filename[256]` at 0 and `url[1024]` at 256, so both ABIs put
+/// them at the same offsets; only the message's total size differs.
+pub fn encode_set_delta_url(abi: Abi, filename: &str, url: &str) -> Result<Vec<u8>, EncodeError> {
+    let mut m = header(abi, MsgType::SetDeltaUrl);
+    if filename.is_empty() {
+        return Err(EncodeError::Empty { field: "filename" });
+    }
+    put_str(&mut m, DATA, DELTA_FILENAME_LEN, "filename", filename)?;
+    put_str(&mut m, DATA + DELTA_FILENAME_LEN, DELTA_URL_LEN, "url", url)?;
     Ok(m)
 }
 
@@ -604,6 +625,56 @@ mod tests {
         assert_eq!(&m[8 + 16..8 + 23], b"reboot\0");
         let empty = encode_post_update(Abi::Lp64, "").unwrap();
         assert!(empty[8..].iter().all(|&b| b == 0));
+    }
+
+    /// `dwl_url` of network_ipc.h (2025.12+): filename[256] at union 0, url[1024] at 256, in
+    /// both ABIs (char arrays need no alignment).
+    #[test]
+    fn set_delta_url_offsets_lp64_and_ilp32() {
+        let url = "http://mirror.example/targets/rootfs.ext4.zck";
+        for abi in [Abi::Lp64, Abi::Ilp32] {
+            let m = encode_set_delta_url(abi, "rootfs.ext4.zck", url).unwrap();
+            assert_eq!(m.len(), abi.message_size(), "{abi:?}");
+            assert_eq!(u32_at(&m, 0), 0x1405_2001);
+            assert_eq!(u32_at(&m, 4), 15, "SET_DELTA_URL is type 15");
+            assert_eq!(&m[8..8 + 16], b"rootfs.ext4.zck\0");
+            assert!(m[8 + 16..8 + 256].iter().all(|&b| b == 0));
+            assert_eq!(&m[8 + 256..8 + 256 + url.len()], url.as_bytes());
+            assert!(m[8 + 256 + url.len()..].iter().all(|&b| b == 0), "{abi:?}");
+        }
+        // The union ends 1280 bytes in; the rest of the message is zero.
+        let m = encode_set_delta_url(Abi::Ilp32, "f", "u").unwrap();
+        assert_eq!(m[8 + 256], b'u');
+        assert!(m[8 + 1280..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn set_delta_url_fields_must_fit_with_their_nul() {
+        let f255 = "f".repeat(255);
+        let u1023 = "u".repeat(1023);
+        let m = encode_set_delta_url(Abi::Lp64, &f255, &u1023).unwrap();
+        assert_eq!(m[8 + 255], 0);
+        assert_eq!(m[8 + 256 + 1023], 0);
+        assert_eq!(
+            encode_set_delta_url(Abi::Lp64, &"f".repeat(256), "u"),
+            Err(EncodeError::TooLong {
+                field: "filename",
+                len: 256,
+                max: 255
+            })
+        );
+        assert_eq!(
+            encode_set_delta_url(Abi::Ilp32, "f", &"u".repeat(1024)),
+            Err(EncodeError::TooLong {
+                field: "url",
+                len: 1024,
+                max: 1023
+            })
+        );
+        assert_eq!(
+            encode_set_delta_url(Abi::Lp64, "", "u"),
+            Err(EncodeError::Empty { field: "filename" })
+        );
     }
 
     fn fixture(name: &str) -> Vec<u8> {

@@ -20,13 +20,14 @@ use super::TargetInfo;
 use super::artifacts::{self, Refusal, SharedVerifier, Trust, check_hardware};
 use crate::boot::{self, Boot, Verdict};
 use crate::config::{Config, Health, MarkInstalled, Reboot};
+use crate::delta::route::{Route, Routed};
 use crate::install::{self, Observer};
 use crate::job::{Artifact, Definition, Flow, JobView};
 use crate::mqtt::{Phase, Publisher};
 use crate::report::Reporter;
 use crate::selection::Selector;
 use crate::source::{self, Source};
-use crate::swupdate::{InstallRequest, ProgressMsg, RunType, Swupdate};
+use crate::swupdate::{InstallOutcome, InstallRequest, ProgressMsg, RunType, Swupdate};
 
 /// Compares versions: digit runs as numbers, letter runs as text, separators ignored; a
 /// version with more parts after an equal prefix is the newer (`1.5.1` > `1.5`).
@@ -137,6 +138,9 @@ pub struct Record {
     pub done: BTreeSet<String>,
     /// Target ids that failed (install or rolled back): not tried again.
     pub failed: BTreeSet<String>,
+    /// Target ids whose delta install SWUpdate failed: installed from the full target.
+    #[serde(default)]
+    pub delta_failed: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +198,8 @@ pub struct TufOnly {
     mark_installed: MarkInstalled,
     health: Health,
     reboot: Reboot,
+    delta: crate::config::Delta,
+    state_dir: PathBuf,
 }
 
 /// Consent and reboot commands.
@@ -230,6 +236,8 @@ impl TufOnly {
             mark_installed: config.boot.mark_installed,
             health: config.health.clone(),
             reboot: config.reboot.clone(),
+            delta: config.delta.clone(),
+            state_dir: config.state_dir.clone(),
         })
     }
 
@@ -431,7 +439,7 @@ impl TufOnly {
         let v = self.view(&t.path, &version, &id, "INSTALLING");
         self.reporter
             .job_state(&v, "INSTALLING", Some(0), &format!("installing {}", t.path));
-        match self.install(&t, &v).await {
+        match self.install(&t, &v, &mut rec).await {
             Ok(()) => {
                 let slot = match self.arm() {
                     Ok(slot) => slot,
@@ -491,18 +499,97 @@ impl TufOnly {
             .ok_or_else(|| format!("the new slot could not be armed: {}", s.detail))
     }
 
-    async fn install(&self, t: &TargetInfo, v: &JobView) -> Result<(), String> {
-        let url = self.trust.target_url(t).map_err(|e| e.to_string())?;
-        let verify = artifacts::shared(t).map_err(|e| e.to_string())?;
-        let mut image = source::open_with(&Source::Url(url), &self.http)
-            .await
-            .map_err(|e| e.to_string())?;
+    /// Installs `t` the way `run` does: a SWUpdate-native delta, a `.swu` rebuilt from the
+    /// device's chunks, or the full target; a delta that SWUpdate fails gives way to the full
+    /// target once (`delta.fallback = "full"`, recorded first so a power cut does not repeat it).
+    async fn install(
+        &mut self,
+        t: &TargetInfo,
+        v: &JobView,
+        rec: &mut Record,
+    ) -> Result<(), String> {
+        let id = target_id(t);
+        let routed = if rec.delta_failed.contains(&id) {
+            Routed {
+                route: Route::Full,
+                notes: Vec::new(),
+            }
+        } else {
+            let running = crate::status::read_version(&self.version_file);
+            crate::delta::route::choose(
+                &self.http,
+                &self.delta,
+                &self.state_dir,
+                &mut self.trust,
+                t,
+                running.as_deref(),
+                true,
+            )
+            .await?
+        };
+        for note in &routed.notes {
+            self.reporter.job_state(v, "INSTALLING", None, note);
+        }
+        let by_delta = routed.route.is_delta();
+        let result = self.install_by(t, routed.route, v).await?;
+        let Some(why) = crate::delta::route::swupdate_failed(&result)
+            .filter(|_| by_delta && self.delta.fallback == crate::config::DeltaFallback::Full)
+        else {
+            return judge(t, result);
+        };
+        rec.delta_failed.insert(id);
+        self.save(rec);
+        let msg = format!(
+            "delta install failed ({why}); installing the full target {} ({})",
+            t.path,
+            crate::delta::human(t.length)
+        );
+        tracing::warn!("TUF-only: {msg}");
+        self.reporter.job_state(v, "INSTALLING", None, &msg);
+        let result = self.install_by(t, Route::Full, v).await?;
+        judge(t, result)
+    }
+
+    /// One install of the target `full` by `route`; `Err` when it could not start.
+    async fn install_by(
+        &self,
+        full: &TargetInfo,
+        route: Route,
+        v: &JobView,
+    ) -> Result<Result<InstallOutcome, install::InstallError>, String> {
+        let (target, mut image, chunk_urls, keep) = match route {
+            Route::Full => {
+                let url = self.trust.target_url(full).map_err(|e| e.to_string())?;
+                let image = source::open_with(&Source::Url(url), &self.http)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (full.clone(), image, Vec::new(), true)
+            }
+            Route::Rebuilt { image, .. } => (full.clone(), image, Vec::new(), true),
+            Route::Native {
+                info,
+                url,
+                chunk_urls,
+            } => {
+                let image = source::open_with(&Source::Url(url), &self.http)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (info, image, chunk_urls, false)
+            }
+        };
+        // The full .swu is kept as the next delta's seed (a native delta .swu holds no image).
+        let keeper = (keep && self.delta.cache_previous_swu)
+            .then(|| crate::delta::Keeper::new(&self.state_dir));
+        if let Some(k) = &keeper {
+            image.reader = k.wrap(image.reader);
+        }
+        let verify = artifacts::shared(&target).map_err(|e| e.to_string())?;
         image.reader = Box::pin(artifacts::HashingReader::new(
             image.reader,
             verify.clone(),
             Some(self.trust.read_timeout()),
         ));
-        image.len = Some(t.length);
+        image.len = Some(target.length);
         let (software_set, running_mode) = self
             .selector
             .for_install(self.boot.as_ref())
@@ -511,8 +598,8 @@ impl TufOnly {
             .unwrap_or_default();
         let req = InstallRequest {
             run: RunType::Install,
-            len: t.length,
-            info: format!("cip-update-agent TUF-only {}", t.path),
+            len: target.length,
+            info: format!("cip-update-agent TUF-only {}", target.path),
             software_set,
             running_mode,
             ..Default::default()
@@ -522,28 +609,47 @@ impl TufOnly {
             id: v.id.clone(),
             verify,
         };
-        match install::install(
+        image.reader =
+            crate::delta::route::point_chunk_urls(&self.swupdate, chunk_urls, image.reader).await;
+        let result = install::install(
             &self.swupdate,
             &req,
             image,
             &mut obs,
             std::future::pending::<()>(),
         )
-        .await
-        {
-            Ok(o) if o.succeeded() => Ok(()),
-            Ok(o) => Err(format!(
-                "installing {} failed: {}",
-                t.path,
-                o.log
-                    .iter()
-                    .rev()
-                    .find(|l| l.msg.contains("ERROR") || l.msg.contains("error"))
-                    .map(|l| l.msg.clone())
-                    .unwrap_or_else(|| "SWUpdate reported FAILURE".into())
-            )),
-            Err(e) => Err(format!("installing {}: {e}", t.path)),
+        .await;
+        let ok = result.as_ref().is_ok_and(|o| o.succeeded());
+        match (&keeper, ok) {
+            (Some(k), true) => k.commit(Some(target.length)),
+            (Some(k), false) => k.abandon(),
+            (None, true) => {
+                crate::delta::ChunkCache::clear(&crate::delta::dir(&self.state_dir).join("chunks"))
+            }
+            (None, false) => {}
         }
+        Ok(result)
+    }
+}
+
+/// The message of an install that did not succeed.
+fn judge(
+    t: &TargetInfo,
+    result: Result<InstallOutcome, install::InstallError>,
+) -> Result<(), String> {
+    match result {
+        Ok(o) if o.succeeded() => Ok(()),
+        Ok(o) => Err(format!(
+            "installing {} failed: {}",
+            t.path,
+            o.log
+                .iter()
+                .rev()
+                .find(|l| l.msg.contains("ERROR") || l.msg.contains("error"))
+                .map(|l| l.msg.clone())
+                .unwrap_or_else(|| "SWUpdate reported FAILURE".into())
+        )),
+        Err(e) => Err(format!("installing {}: {e}", t.path)),
     }
 }
 
