@@ -107,8 +107,13 @@ pub async fn install(
             () = &mut cancel => break Stop::Abandon(InstallError::Interrupted { bytes: read, verdict: None }),
             m = progress.recv(), if progress_open => match m {
                 Some(m) => {
-                    got_result |= matches!(m.status, RecoveryStatus::Success | RecoveryStatus::Failure);
+                    let failed = m.status == RecoveryStatus::Failure;
+                    got_result |= failed || m.status == RecoveryStatus::Success;
                     observer.progress(&m);
+                    // Failed before or between writes: nothing more is read.
+                    if failed {
+                        break Stop::DaemonStopped;
+                    }
                 }
                 // The reader ended without a verdict: an install nobody can follow must not
                 // complete. `finish` below returns the reader's error.

@@ -7,7 +7,8 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -30,16 +31,24 @@ pub struct ReplayDaemon {
 impl ReplayDaemon {
     /// `version` as in the file names (`2025.12`), `run` `success` or `failure`.
     pub fn start(version: &str, run: &str) -> anyhow::Result<ReplayDaemon> {
-        Self::start_with(version, run, false)
+        Self::start_with(version, run, Mode::Normal)
     }
 
     /// As `start`, but the daemon stops reading the image at once and reports its run while
     /// holding the stream open: what SWUpdate does when it rejects a stream it cannot parse.
     pub fn start_stalling(version: &str, run: &str) -> anyhow::Result<ReplayDaemon> {
-        Self::start_with(version, run, true)
+        Self::start_with(version, run, Mode::Stall)
     }
 
-    fn start_with(version: &str, run: &str, stall: bool) -> anyhow::Result<ReplayDaemon> {
+    /// As `start`, but the first install request is ACKed and its stream never read, while the
+    /// daemon stays idle (the next request is ACKed and served): SWUpdate 2022.12 when the
+    /// request comes just after the previous install, before its installer thread waits again
+    /// (the wake-up is lost; see `confirm_taken` in the agent's swupdate client).
+    pub fn start_losing_first_wakeup(version: &str, run: &str) -> anyhow::Result<ReplayDaemon> {
+        Self::start_with(version, run, Mode::LoseFirstWakeup)
+    }
+
+    fn start_with(version: &str, run: &str, mode: Mode) -> anyhow::Result<ReplayDaemon> {
         let frames = frames_dir();
         let progress = std::fs::read(frames.join(format!("progress-{version}-{run}.bin")))
             .context("recorded progress stream")?;
@@ -67,15 +76,29 @@ impl ReplayDaemon {
             Ok(())
         });
         thread::spawn(move || -> anyhow::Result<()> {
-            let mut start = Some(start_tx);
+            let start = Arc::new(Mutex::new(Some(start_tx)));
+            // An install runs: further install requests are refused, as SWUpdate does.
+            let busy = Arc::new(AtomicBool::new(false));
+            let mut lose_wakeup = mode == Mode::LoseFirstWakeup;
             for conn in control.incoming() {
                 let mut s = conn?;
                 let mut m = [0u8; MSG];
                 s.read_exact(&mut m)?;
                 match u32::from_le_bytes(m[4..8].try_into()?) {
-                    0 if stall => {
+                    0 if busy.load(Ordering::SeqCst) => s.write_all(&busy_nack())?,
+                    0 if lose_wakeup => {
+                        lose_wakeup = false;
                         s.write_all(&ack)?;
-                        if let Some(tx) = start.take() {
+                        // Still idle; the stream is never read (held 30 s, then dropped).
+                        thread::spawn(move || {
+                            thread::sleep(Duration::from_secs(30));
+                            drop(s);
+                        });
+                    }
+                    0 if mode == Mode::Stall => {
+                        busy.store(true, Ordering::SeqCst);
+                        s.write_all(&ack)?;
+                        if let Some(tx) = start.lock().expect("start lock").take() {
                             let _ = tx.send(());
                         }
                         // Never read, never close (for 30 s); other requests are answered.
@@ -88,13 +111,20 @@ impl ReplayDaemon {
                         });
                     }
                     0 => {
+                        busy.store(true, Ordering::SeqCst);
                         s.write_all(&ack)?;
-                        // The daemon reads the image to its end, then reports.
-                        let n = std::io::copy(&mut s, &mut std::io::sink())?;
-                        let _ = installed_tx.send(n);
-                        if let Some(tx) = start.take() {
-                            let _ = tx.send(());
-                        }
+                        // The daemon reads the image to its end, then reports; meanwhile it
+                        // answers other requests.
+                        let done = installed_tx.clone();
+                        let (start, busy) = (start.clone(), busy.clone());
+                        thread::spawn(move || {
+                            let n = std::io::copy(&mut s, &mut std::io::sink()).unwrap_or(0);
+                            let _ = done.send(n);
+                            if let Some(tx) = start.lock().expect("start lock").take() {
+                                let _ = tx.send(());
+                            }
+                            busy.store(false, Ordering::SeqCst);
+                        });
                     }
                     // GET_STATUS: an empty log queue.
                     3 => s.write_all(&reply(1))?,
@@ -119,6 +149,21 @@ impl ReplayDaemon {
     pub fn installed_bytes(&self, timeout: Duration) -> Option<u64> {
         self.installed.recv_timeout(timeout).ok()
     }
+}
+
+/// How SWUpdate refuses an install while one runs.
+fn busy_nack() -> Vec<u8> {
+    let mut m = reply(2);
+    let text = b"Installation in progress";
+    m[8..8 + text.len()].copy_from_slice(text);
+    m
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    Stall,
+    LoseFirstWakeup,
 }
 
 fn reply(kind: u32) -> Vec<u8> {

@@ -33,6 +33,13 @@ const LOG_GRACE: Duration = Duration::from_millis(500);
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
 /// Lines of the daemon's log kept for the report of a failed install.
 const LOG_LINES: usize = 200;
+/// How long after an ACK the install request is repeated, to learn whether SWUpdate's installer
+/// took the stream (see [`Swupdate::confirm_taken`]); doubled on each further ACK, up to
+/// [`TAKEN_WAIT_MAX`].
+const TAKEN_WAIT: Duration = Duration::from_millis(50);
+const TAKEN_WAIT_MAX: Duration = Duration::from_secs(1);
+/// Requests repeated before giving up on an installer that takes no stream (about 10 s).
+const TAKEN_TRIES: u32 = 15;
 /// The daemon answers a request at once (ACK, NACK): silence this long means it is stuck, and the
 /// request is given up (nothing was installed) instead of waiting forever.
 const REPLY_WAIT: Duration = Duration::from_secs(20);
@@ -78,6 +85,10 @@ pub enum ClientError {
     Unexpected(MsgType),
     #[error("SWUpdate did not answer on {path} within {}s (is the daemon stuck?)", .wait.as_secs())]
     NoAnswer { path: PathBuf, wait: Duration },
+    #[error(
+        "SWUpdate accepted {0} install requests on {1} but its installer took none of the streams (is the daemon stuck?)"
+    )]
+    NotTaken(u32, PathBuf),
 }
 
 impl ClientError {
@@ -89,6 +100,7 @@ impl ClientError {
                 | ClientError::NotListening(_)
                 | ClientError::Busy(_)
                 | ClientError::NoAnswer { .. }
+                | ClientError::NotTaken(..)
         )
     }
 }
@@ -288,7 +300,19 @@ impl Swupdate {
                 other => ClientError::Unexpected(other),
             });
         }
+        // Whatever the progress socket says from now on is of this install, on whichever
+        // connection the installer reads.
         acked.store(true, Ordering::SeqCst);
+        let control = match self.confirm_taken(control, &msg).await {
+            Ok(c) => c,
+            Err(e) => {
+                progress.abort();
+                if let Some(n) = notify {
+                    n.abort();
+                }
+                return Err(e);
+            }
+        };
         Ok(Installation {
             client: self.clone(),
             control: Some(control),
@@ -299,6 +323,49 @@ impl Swupdate {
             notify,
             log,
         })
+    }
+
+    /// Makes sure SWUpdate's installer reads the stream of the request it ACKed (`acked`), and
+    /// returns the connection to stream into.
+    ///
+    /// An ACK does not prove it: SWUpdate 2022.12 (Debian 12) wakes its installer thread with a
+    /// `pthread_cond_signal` that has no predicate (core/network_thread.c, REQ_INSTALL; the
+    /// installer waits in core/stream_interface.c, `network_initializer`). A request that comes
+    /// after the previous install set the state back to IDLE but before the installer waits
+    /// again is ACKed, its wake-up is lost, and nobody ever reads the stream: the install stalls
+    /// once the socket buffer is full. Repeating the same request tells the cases apart without
+    /// any byte sent: a NACK ("Installation in progress") means the installer runs on the
+    /// connection ACKed last; another ACK means it was still waiting, and the new connection is
+    /// the one it now reads (the daemon keeps `fd` of the latest ACKed request), so the stream
+    /// moves there. Newer daemons answer the repeat the same way.
+    async fn confirm_taken(
+        &self,
+        acked: UnixStream,
+        msg: &[u8],
+    ) -> Result<UnixStream, ClientError> {
+        let mut current = acked;
+        let mut wait = TAKEN_WAIT;
+        for _ in 0..TAKEN_TRIES {
+            tokio::time::sleep(wait).await;
+            let (s, r) = self.exchange(msg).await?;
+            match r.kind {
+                MsgType::Nack => return Ok(current),
+                MsgType::Ack => {
+                    tracing::warn!(
+                        "SWUpdate accepted the install but its installer did not take the stream \
+                         (a wake-up lost in SWUpdate 2022.12): streaming on the repeated request"
+                    );
+                    // Closing ours lets nothing through to the daemon: it never reads it.
+                    current = s;
+                    wait = (wait * 2).min(TAKEN_WAIT_MAX);
+                }
+                other => return Err(ClientError::Unexpected(other)),
+            }
+        }
+        Err(ClientError::NotTaken(
+            TAKEN_TRIES + 1,
+            self.paths.control.clone(),
+        ))
     }
 
     /// With a fixed wire setting, checks the connect handshake (2024.12 on) before anything is
