@@ -232,8 +232,21 @@ async fn follow(
     mut progress: tokio::sync::mpsc::Receiver<ProgressMsg>,
     observer: &mut dyn Observer,
 ) -> Result<InstallOutcome, ClientError> {
-    while let Some(m) = progress.recv().await {
-        observer.progress(&m);
+    let mut inst = inst;
+    loop {
+        tokio::select! {
+            m = progress.recv() => match m {
+                Some(m) => observer.progress(&m),
+                None => break,
+            },
+            // A progress socket that stays silent may never carry the result (SWUpdate had
+            // not yet accepted it): the daemon's state tells.
+            () = tokio::time::sleep(Installation::status_poll()) => {
+                if inst.check_idle().await {
+                    break;
+                }
+            }
+        }
     }
     inst.finish().await
 }

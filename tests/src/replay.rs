@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -48,6 +48,14 @@ impl ReplayDaemon {
         Self::start_with(version, run, Mode::LoseFirstWakeup)
     }
 
+    /// As `start`, but the progress connection is never accepted (it waits in the listen
+    /// backlog: SWUpdate's progress thread, busy or not scheduled, accepts it only after a short
+    /// install ended), so no progress message reaches the agent; GET_STATUS reports the daemon
+    /// idle with the run's result once the stream ended (SUCCESS for `success`, else FAILURE).
+    pub fn start_progress_never_accepted(version: &str, run: &str) -> anyhow::Result<ReplayDaemon> {
+        Self::start_with(version, run, Mode::ProgressNeverAccepted)
+    }
+
     fn start_with(version: &str, run: &str, mode: Mode) -> anyhow::Result<ReplayDaemon> {
         let frames = frames_dir();
         let progress = std::fs::read(frames.join(format!("progress-{version}-{run}.bin")))
@@ -61,7 +69,16 @@ impl ReplayDaemon {
         let (start_tx, start_rx) = mpsc::channel::<()>();
         let (installed_tx, installed) = mpsc::channel();
 
+        let result = if run == "success" { 3 } else { 4 };
+        let last_result = Arc::new(AtomicU32::new(0));
+        let last = last_result.clone();
         thread::spawn(move || -> anyhow::Result<()> {
+            if mode == Mode::ProgressNeverAccepted {
+                // Hold the listener: connections wait in its backlog.
+                thread::sleep(Duration::from_secs(120));
+                drop(prog);
+                return Ok(());
+            }
             let (mut s, _) = prog.accept()?;
             let mut rest = &progress[..];
             if rest.starts_with(&HANDSHAKE) {
@@ -116,18 +133,26 @@ impl ReplayDaemon {
                         // The daemon reads the image to its end, then reports; meanwhile it
                         // answers other requests.
                         let done = installed_tx.clone();
-                        let (start, busy) = (start.clone(), busy.clone());
+                        let (start, busy, last) = (start.clone(), busy.clone(), last.clone());
                         thread::spawn(move || {
                             let n = std::io::copy(&mut s, &mut std::io::sink()).unwrap_or(0);
                             let _ = done.send(n);
+                            last.store(result, Ordering::SeqCst);
                             if let Some(tx) = start.lock().expect("start lock").take() {
                                 let _ = tx.send(());
                             }
                             busy.store(false, Ordering::SeqCst);
                         });
                     }
-                    // GET_STATUS: an empty log queue.
-                    3 => s.write_all(&reply(1))?,
+                    // GET_STATUS: an empty log queue; the daemon's state and last result.
+                    3 => {
+                        let mut r = reply(1);
+                        let current: u32 = if busy.load(Ordering::SeqCst) { 2 } else { 0 };
+                        r[8..12].copy_from_slice(&current.to_le_bytes());
+                        let last = last_result.load(Ordering::SeqCst);
+                        r[12..16].copy_from_slice(&last.to_le_bytes());
+                        s.write_all(&r)?
+                    }
                     // NOTIFY_STREAM and anything else: refused, as the recorded NACK.
                     _ => s.write_all(&nack)?,
                 }
@@ -164,6 +189,7 @@ enum Mode {
     Normal,
     Stall,
     LoseFirstWakeup,
+    ProgressNeverAccepted,
 }
 
 fn reply(kind: u32) -> Vec<u8> {

@@ -160,3 +160,20 @@ fn an_acked_stream_the_installer_never_takes_moves_to_a_repeated_request() {
         "the whole image went to the stream the installer read"
     );
 }
+
+/// SWUpdate's progress thread accepts connections on its own: under load the agent's progress
+/// connection can still wait in the listen backlog when a short install ends, and the result,
+/// sent only to accepted clients, never comes (seen in the suite: SWUpdate logged success, the
+/// agent waited in INSTALLING). Once the daemon is idle again, the agent takes its last result.
+#[test]
+fn a_result_never_sent_on_the_progress_socket_is_taken_from_the_idle_daemon() {
+    for (run, code) in [("success", 0), ("failure", 1)] {
+        let daemon = ReplayDaemon::start_progress_never_accepted("2022.12", run).unwrap();
+        let (o, _) = install_within(&daemon, 100_000, "auto", Duration::from_secs(20));
+        let o = o.expect("the agent waited for a result the progress socket never carries");
+        let out = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{run}: {out}{err}");
+        assert!(out.starts_with(&run.to_uppercase()), "{run}: {out}");
+    }
+}
