@@ -228,11 +228,10 @@ enum Stop {
 
 /// Reports progress until the verdict.
 async fn follow(
-    inst: Installation,
+    mut inst: Installation,
     mut progress: tokio::sync::mpsc::Receiver<ProgressMsg>,
     observer: &mut dyn Observer,
 ) -> Result<InstallOutcome, ClientError> {
-    let mut inst = inst;
     loop {
         tokio::select! {
             m = progress.recv() => match m {
