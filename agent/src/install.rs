@@ -107,8 +107,13 @@ pub async fn install(
             () = &mut cancel => break Stop::Abandon(InstallError::Interrupted { bytes: read, verdict: None }),
             m = progress.recv(), if progress_open => match m {
                 Some(m) => {
-                    got_result |= matches!(m.status, RecoveryStatus::Success | RecoveryStatus::Failure);
+                    let failed = m.status == RecoveryStatus::Failure;
+                    got_result |= failed || m.status == RecoveryStatus::Success;
                     observer.progress(&m);
+                    // Failed before or between writes: nothing more is read.
+                    if failed {
+                        break Stop::DaemonStopped;
+                    }
                 }
                 // The reader ended without a verdict: an install nobody can follow must not
                 // complete. `finish` below returns the reader's error.
@@ -223,12 +228,24 @@ enum Stop {
 
 /// Reports progress until the verdict.
 async fn follow(
-    inst: Installation,
+    mut inst: Installation,
     mut progress: tokio::sync::mpsc::Receiver<ProgressMsg>,
     observer: &mut dyn Observer,
 ) -> Result<InstallOutcome, ClientError> {
-    while let Some(m) = progress.recv().await {
-        observer.progress(&m);
+    loop {
+        tokio::select! {
+            m = progress.recv() => match m {
+                Some(m) => observer.progress(&m),
+                None => break,
+            },
+            // A progress socket that stays silent may never carry the result (SWUpdate had
+            // not yet accepted it): the daemon's state tells.
+            () = tokio::time::sleep(Installation::status_poll()) => {
+                if inst.check_idle().await {
+                    break;
+                }
+            }
+        }
     }
     inst.finish().await
 }

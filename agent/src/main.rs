@@ -496,7 +496,9 @@ fn report(
 
 fn daemon_code(e: &ClientError) -> u8 {
     match e {
-        ClientError::Busy(_) | ClientError::NoAnswer { .. } => exit::BUSY,
+        ClientError::Busy(_) | ClientError::NoAnswer { .. } | ClientError::NotTaken(..) => {
+            exit::BUSY
+        }
         ClientError::NoSocket(_)
         | ClientError::NotListening(_)
         | ClientError::Permission(_)

@@ -31,6 +31,11 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`run_standalone`] lets an install run.
 pub const STANDALONE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Set to a directory to run every test daemon under `strace` (its trace and final log are kept
+/// there as `<instance>.strace` and `<instance>.log`): the evidence for a daemon that misreads a
+/// stream under load.
+pub const STRACE_ENV: &str = "CIP_TEST_SWUPDATE_STRACE";
+
 /// A Unix socket path must fit `sun_path` (108 bytes with the NUL).
 const SUN_PATH_MAX: usize = 107;
 
@@ -78,7 +83,22 @@ impl DaemonOptions {
     /// `TMPDIR=tmpdir`, output to `log`.
     fn command(&self, dir: &Path, tmpdir: &Path, log: &Path) -> anyhow::Result<Command> {
         let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new("swupdate");
+        let mut cmd = match strace_dir() {
+            Some(keep) => {
+                let mut c = Command::new("strace");
+                c.arg("-f")
+                    .arg("-tt")
+                    .arg("-s")
+                    .arg("64")
+                    .arg("-e")
+                    .arg("trace=read,write,recvmsg,sendmsg,sendto,recvfrom,accept,accept4,close,connect,futex")
+                    .arg("-o")
+                    .arg(keep.join(format!("{}.strace", instance_name(dir))))
+                    .arg("swupdate");
+                c
+            }
+            None => Command::new("swupdate"),
+        };
         cmd.arg("-v")
             .arg("-k")
             .arg(&self.cert)
@@ -129,6 +149,29 @@ impl InstanceDir {
         fs::read(&self.log)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_else(|e| format!("<cannot read {}: {e}>", self.log.display()))
+    }
+}
+
+/// The directory named by [`STRACE_ENV`], if set.
+fn strace_dir() -> Option<PathBuf> {
+    std::env::var_os(STRACE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn instance_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "swupdate".into())
+}
+
+impl Drop for InstanceDir {
+    fn drop(&mut self) {
+        // With a trace kept, keep the log that goes with it.
+        if let Some(keep) = strace_dir() {
+            let name = instance_name(self.dir.path());
+            let _ = fs::copy(&self.log, keep.join(format!("{name}.log")));
+        }
     }
 }
 

@@ -2,13 +2,16 @@
 //! from recordings of real daemons (`cip_update_agent_tests::replay`): `auto` recognises each,
 //! a fixed setting reads it, and the verdict is SWUpdate's.
 
-use std::process::Output;
+use std::process::{Output, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use cip_update_agent_tests::agent::agent_cmd;
 use cip_update_agent_tests::pki::TestCert;
 use cip_update_agent_tests::replay::ReplayDaemon;
 use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 const VERSIONS: [&str; 6] = [
     "2022.12",
@@ -29,6 +32,17 @@ fn install(version: &str, run: &str, wire: &str) -> (Output, u64, u64) {
 /// `cip-update-agent install` of a signed .swu with a `payload`-byte image into `daemon`;
 /// the output and the .swu's length.
 fn install_into(daemon: &ReplayDaemon, payload: usize, wire: &str) -> (Output, u64) {
+    let (o, len) = install_within(daemon, payload, wire, Duration::from_secs(120));
+    (o.expect("the agent ended within 120 s"), len)
+}
+
+/// As `install_into`, but `None` when the agent is still running after `limit` (it is killed).
+fn install_within(
+    daemon: &ReplayDaemon,
+    payload: usize,
+    wire: &str,
+    limit: Duration,
+) -> (Option<Output>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(dir.path()).unwrap();
     let swu = SwuBuilder::new()
@@ -39,7 +53,7 @@ fn install_into(daemon: &ReplayDaemon, payload: usize, wire: &str) -> (Output, u
         ))
         .build(&cert, &dir.path().join("x.swu"))
         .unwrap();
-    let o = agent_cmd()
+    let child = agent_cmd()
         .unwrap()
         .arg("install")
         .arg(&swu.path)
@@ -48,8 +62,22 @@ fn install_into(daemon: &ReplayDaemon, payload: usize, wire: &str) -> (Output, u
         .arg("--progress-socket")
         .arg(daemon.progress_socket())
         .args(["--wire", wire])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let o = match rx.recv_timeout(limit) {
+        Ok(o) => Some(o.unwrap()),
+        Err(_) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            None
+        }
+    };
     (o, swu.len)
 }
 
@@ -108,4 +136,44 @@ fn a_daemon_that_fails_and_stops_reading_ends_the_install() {
         "the agent waited on the stalled stream: {stderr}"
     );
     assert_eq!(o.status.code(), Some(1), "FAILURE: {stderr}");
+}
+
+/// SWUpdate 2022.12 can ACK an install request and never read its stream: its installer thread
+/// waits on a condition variable without a predicate, and a request that comes just after the
+/// previous install, before the installer waits again, loses its wake-up (seen under load as an
+/// install stalled at its start). The agent repeats the request before streaming: the repeat is
+/// ACKed too (the daemon is still idle), the installer takes that stream, and the install
+/// completes with the whole image on it.
+#[test]
+fn an_acked_stream_the_installer_never_takes_moves_to_a_repeated_request() {
+    let daemon = ReplayDaemon::start_losing_first_wakeup("2022.12", "success").unwrap();
+    // Far larger than the socket buffers: streaming into the lost request blocks.
+    let (o, len) = install_within(&daemon, 4 << 20, "auto", Duration::from_secs(20));
+    let o = o.expect("the install stalled on the stream the installer never took");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.starts_with("SUCCESS"), "{out}");
+    let got = daemon.installed_bytes(Duration::from_secs(5)).unwrap_or(0);
+    assert_eq!(
+        got, len,
+        "the whole image went to the stream the installer read"
+    );
+}
+
+/// SWUpdate's progress thread accepts connections on its own: under load the agent's progress
+/// connection can still wait in the listen backlog when a short install ends, and the result,
+/// sent only to accepted clients, never comes (seen in the suite: SWUpdate logged success, the
+/// agent waited in INSTALLING). Once the daemon is idle again, the agent takes its last result.
+#[test]
+fn a_result_never_sent_on_the_progress_socket_is_taken_from_the_idle_daemon() {
+    for (run, code) in [("success", 0), ("failure", 1)] {
+        let daemon = ReplayDaemon::start_progress_never_accepted("2022.12", run).unwrap();
+        let (o, _) = install_within(&daemon, 100_000, "auto", Duration::from_secs(20));
+        let o = o.expect("the agent waited for a result the progress socket never carries");
+        let out = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{run}: {out}{err}");
+        assert!(out.starts_with(&run.to_uppercase()), "{run}: {out}");
+    }
 }

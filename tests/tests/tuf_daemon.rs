@@ -423,5 +423,7 @@ async fn tuf_only_installs_the_newest_target_for_this_hardware_once() {
     assert!(fs::read(&old.images[0].target).unwrap().is_empty());
     assert!(fs::read(&other.images[0].target).unwrap().is_empty());
     let log = f.swupdate().log();
-    assert_eq!(log.matches(SWUPDATE_INSTALL_MARKER).count(), 1, "{log}");
+    // One install run (the agent repeats an ACKed request once to check the installer took it:
+    // count runs, not requests).
+    assert_eq!(log.matches("Software Update started").count(), 1, "{log}");
 }

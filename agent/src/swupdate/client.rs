@@ -31,8 +31,20 @@ const PROGRESS_IDLE: Duration = Duration::from_millis(150);
 const LOG_GRACE: Duration = Duration::from_millis(500);
 /// How long a daemon configured as 2024.12+ may take to send its connect handshake.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
+/// How often an install that has no verdict yet asks the daemon's state (see
+/// [`Installation::wait_verdict`]), and how long the progress socket may stay silent once the
+/// daemon is idle again.
+const STATUS_POLL: Duration = Duration::from_secs(1);
+const PROGRESS_GRACE: Duration = Duration::from_secs(1);
 /// Lines of the daemon's log kept for the report of a failed install.
 const LOG_LINES: usize = 200;
+/// How long after an ACK the install request is repeated, to learn whether SWUpdate's installer
+/// took the stream (see [`Swupdate::confirm_taken`]); doubled on each further ACK, up to
+/// [`TAKEN_WAIT_MAX`].
+const TAKEN_WAIT: Duration = Duration::from_millis(50);
+const TAKEN_WAIT_MAX: Duration = Duration::from_secs(1);
+/// Requests repeated before giving up on an installer that takes no stream (about 10 s).
+const TAKEN_TRIES: u32 = 15;
 /// The daemon answers a request at once (ACK, NACK): silence this long means it is stuck, and the
 /// request is given up (nothing was installed) instead of waiting forever.
 const REPLY_WAIT: Duration = Duration::from_secs(20);
@@ -78,6 +90,10 @@ pub enum ClientError {
     Unexpected(MsgType),
     #[error("SWUpdate did not answer on {path} within {}s (is the daemon stuck?)", .wait.as_secs())]
     NoAnswer { path: PathBuf, wait: Duration },
+    #[error(
+        "SWUpdate accepted {0} install requests on {1} but its installer took none of the streams (is the daemon stuck?)"
+    )]
+    NotTaken(u32, PathBuf),
 }
 
 impl ClientError {
@@ -89,6 +105,7 @@ impl ClientError {
                 | ClientError::NotListening(_)
                 | ClientError::Busy(_)
                 | ClientError::NoAnswer { .. }
+                | ClientError::NotTaken(..)
         )
     }
 }
@@ -250,6 +267,24 @@ impl Swupdate {
             .status())
     }
 
+    /// The daemon's last result if it is idle (SUCCESS or FAILURE), else `None`. Each GET_STATUS
+    /// pops one queued log line and reports that line's status: only with the queue drained is
+    /// `current` the daemon's own state.
+    async fn idle_result(&self) -> Option<RecoveryStatus> {
+        for _ in 0..=LOG_LINES {
+            let s = self.status().await.ok()?;
+            if !s.desc.is_empty() {
+                continue;
+            }
+            return match (s.current, s.last_result) {
+                (0, 3) => Some(RecoveryStatus::Success),
+                (0, 4) => Some(RecoveryStatus::Failure),
+                _ => None,
+            };
+        }
+        None
+    }
+
     /// GET_UPDATE_STATE: the bootloader's `ustate`, through the daemon.
     pub async fn update_state(&self) -> Result<Option<UpdateState>, ClientError> {
         Ok(self
@@ -315,7 +350,19 @@ impl Swupdate {
                 other => ClientError::Unexpected(other),
             });
         }
+        // Whatever the progress socket says from now on is of this install, on whichever
+        // connection the installer reads.
         acked.store(true, Ordering::SeqCst);
+        let control = match self.confirm_taken(control, &msg).await {
+            Ok(c) => c,
+            Err(e) => {
+                progress.abort();
+                if let Some(n) = notify {
+                    n.abort();
+                }
+                return Err(e);
+            }
+        };
         Ok(Installation {
             client: self.clone(),
             control: Some(control),
@@ -325,7 +372,52 @@ impl Swupdate {
             progress,
             notify,
             log,
+            idle_since: None,
+            fallback: None,
         })
+    }
+
+    /// Makes sure SWUpdate's installer reads the stream of the request it ACKed (`acked`), and
+    /// returns the connection to stream into.
+    ///
+    /// An ACK does not prove it: SWUpdate 2022.12 (Debian 12) wakes its installer thread with a
+    /// `pthread_cond_signal` that has no predicate (core/network_thread.c, REQ_INSTALL; the
+    /// installer waits in core/stream_interface.c, `network_initializer`). A request that comes
+    /// after the previous install set the state back to IDLE but before the installer waits
+    /// again is ACKed, its wake-up is lost, and nobody ever reads the stream: the install stalls
+    /// once the socket buffer is full. Repeating the same request tells the cases apart without
+    /// any byte sent: a NACK ("Installation in progress") means the installer runs on the
+    /// connection ACKed last; another ACK means it was still waiting, and the new connection is
+    /// the one it now reads (the daemon keeps `fd` of the latest ACKed request), so the stream
+    /// moves there. Newer daemons answer the repeat the same way.
+    async fn confirm_taken(
+        &self,
+        acked: UnixStream,
+        msg: &[u8],
+    ) -> Result<UnixStream, ClientError> {
+        let mut current = acked;
+        let mut wait = TAKEN_WAIT;
+        for _ in 0..TAKEN_TRIES {
+            tokio::time::sleep(wait).await;
+            let (s, r) = self.exchange(msg).await?;
+            match r.kind {
+                MsgType::Nack => return Ok(current),
+                MsgType::Ack => {
+                    tracing::warn!(
+                        "SWUpdate accepted the install but its installer did not take the stream \
+                         (a wake-up lost in SWUpdate 2022.12): streaming on the repeated request"
+                    );
+                    // Closing ours lets nothing through to the daemon: it never reads it.
+                    current = s;
+                    wait = (wait * 2).min(TAKEN_WAIT_MAX);
+                }
+                other => return Err(ClientError::Unexpected(other)),
+            }
+        }
+        Err(ClientError::NotTaken(
+            TAKEN_TRIES + 1,
+            self.paths.control.clone(),
+        ))
     }
 
     /// With a fixed wire setting, checks the connect handshake (2024.12 on) before anything is
@@ -481,6 +573,10 @@ pub struct Installation {
     progress: JoinHandle<Result<Verdict, ClientError>>,
     notify: Option<JoinHandle<()>>,
     log: Arc<Mutex<LogBuffer>>,
+    /// Since when the daemon is idle with no result on the progress socket.
+    idle_since: Option<tokio::time::Instant>,
+    /// The daemon's last result, taken when the progress socket carried none.
+    fallback: Option<Verdict>,
 }
 
 impl Installation {
@@ -541,12 +637,7 @@ impl Installation {
         }
         // Nobody reads the events any more: let the reader run free.
         self.events = None;
-        let verdict = (&mut self.progress)
-            .await
-            .unwrap_or(Err(ClientError::ProgressClosed(
-                self.client.paths.progress.clone(),
-            )));
-        let verdict = match verdict {
+        let verdict = match self.wait_verdict().await {
             Ok(v) => v,
             Err(e) => {
                 self.stop_log();
@@ -563,6 +654,68 @@ impl Installation {
             wire: verdict.wire,
             bytes_sent: self.sent,
         })
+    }
+
+    /// The verdict from the progress socket or, when that stays silent after the daemon went
+    /// back to idle, the daemon's last result.
+    ///
+    /// SWUpdate's progress thread accepts connections on its own (core/progress_thread.c) and
+    /// sends each message only to the clients accepted by then: under load, a progress
+    /// connection made before the install request can still wait in the listen backlog when a
+    /// short install ends, and its result never comes (seen in the test suite under load:
+    /// SWUpdate logged success, the agent waited). The daemon's state tells instead:
+    /// [`Swupdate::confirm_taken`] saw the installer busy with this install, so once GET_STATUS
+    /// reports IDLE again, `last_result` is this install's.
+    async fn wait_verdict(&mut self) -> Result<Verdict, ClientError> {
+        loop {
+            if let Some(v) = self.fallback {
+                self.progress.abort();
+                return Ok(v);
+            }
+            tokio::select! {
+                r = &mut self.progress => {
+                    return r.unwrap_or(Err(ClientError::ProgressClosed(
+                        self.client.paths.progress.clone(),
+                    )));
+                }
+                () = tokio::time::sleep(STATUS_POLL) => {}
+            }
+            self.check_idle().await;
+        }
+    }
+
+    /// One look at the daemon's state for [`wait_verdict`](Self::wait_verdict); `true` once
+    /// the daemon has been idle for [`PROGRESS_GRACE`] without a result on the progress socket
+    /// (the result is then its last one). Callers that follow the progress messages call this
+    /// when they stay silent for [`STATUS_POLL`].
+    pub async fn check_idle(&mut self) -> bool {
+        if self.fallback.is_some() {
+            return true;
+        }
+        match (self.client.idle_result().await, self.idle_since) {
+            (Some(status), Some(t)) if t.elapsed() >= PROGRESS_GRACE => {
+                tracing::warn!(
+                    "no result on the progress socket, though SWUpdate is idle again: \
+                     taking its last result ({status:?})"
+                );
+                self.fallback = Some(Verdict { status, wire: None });
+                true
+            }
+            (Some(_), Some(_)) => false,
+            (Some(_), None) => {
+                self.idle_since = Some(tokio::time::Instant::now());
+                false
+            }
+            (None, _) => {
+                self.idle_since = None;
+                false
+            }
+        }
+    }
+
+    /// How long progress may stay silent before [`check_idle`](Self::check_idle) is due.
+    pub fn status_poll() -> Duration {
+        STATUS_POLL
     }
 
     fn stop_log(&mut self) {

@@ -1,0 +1,93 @@
+//! Races of the real SWUpdate daemon (Debian's 2022.12) that an install must ride out.
+//!
+//! SWUpdate 2022.12 wakes its installer thread with a `pthread_cond_signal` that has no
+//! predicate (core/network_thread.c, REQ_INSTALL; the installer waits in
+//! core/stream_interface.c, `network_initializer`). An install request that comes after the
+//! previous install set the state back to IDLE, but before the installer waits again, is ACKed
+//! and its wake-up lost: nobody reads the stream, and the install stalls at its start. The
+//! agent repeats the request before streaming (see `confirm_taken` in its swupdate client).
+
+use std::time::Duration;
+
+use cip_update_agent::install::{self, InstallError};
+use cip_update_agent::source::Opened;
+use cip_update_agent::swupdate::{
+    ClientError, InstallRequest, RunType, SocketPaths, Swupdate, WireSetting,
+};
+use cip_update_agent_tests::pki::TestCert;
+use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
+use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
+
+/// Rounds of "an install ends, the next is asked for at once".
+const ROUNDS: u64 = 12;
+/// A round that takes longer has stalled (each takes about a second, a few under load).
+const ROUND_LIMIT: Duration = Duration::from_secs(15);
+
+/// Each round ends an install at once (its stream closes before the first byte: FAILURE; a short
+/// install, whose result SWUpdate may send before its progress thread accepted the agent's
+/// connection), then
+/// asks for the next one again and again while the daemon answers busy, so the first request it
+/// ACKs comes just after it went idle: in the window where 2022.12 loses the wake-up. Every
+/// such install must complete, with the image written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_asked_for_just_after_the_previous_one_ended_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(dir.path()).unwrap();
+    let daemon = SwupdateDaemon::start(&DaemonOptions::new(&cert)).unwrap();
+    let sw = Swupdate::new(
+        SocketPaths {
+            control: daemon.control_socket(),
+            progress: daemon.progress_socket(),
+        },
+        WireSetting::Auto,
+    );
+    let req = InstallRequest {
+        run: RunType::Install,
+        ..Default::default()
+    };
+    let mut busy = 0;
+    for round in 0..ROUNDS {
+        // Larger than the socket buffers: a stream nobody reads blocks.
+        let data = random_bytes(1 << 20, round);
+        let target = dir.path().join(format!("{round}.target"));
+        let swu = SwuBuilder::new()
+            .image(Image::raw("rootfs.img", data.clone(), target.clone()))
+            .build(&cert, &dir.path().join(format!("{round}.swu")))
+            .unwrap();
+
+        let outcome = tokio::time::timeout(ROUND_LIMIT, async {
+            let empty = sw.start_install(&req).await.unwrap();
+            let o = empty.finish().await.unwrap();
+            assert!(
+                !o.succeeded(),
+                "round {round}: an empty stream cannot install"
+            );
+            loop {
+                let file = tokio::fs::File::open(&swu.path).await.unwrap();
+                let image = Opened {
+                    reader: Box::pin(file),
+                    len: Some(swu.len),
+                };
+                match install::install(&sw, &req, image, &mut (), std::future::pending()).await {
+                    Err(InstallError::Daemon(ClientError::Busy(_))) => busy += 1,
+                    r => break r,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "round {round}: the install stalled; SWUpdate's log:\n{}",
+                daemon.log()
+            )
+        })
+        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(outcome.succeeded(), "round {round}: {outcome:?}");
+        assert!(
+            std::fs::read(&target).unwrap() == data,
+            "round {round}: image written"
+        );
+    }
+    // The requests did come while the daemon was still busy, i.e. right at its end.
+    assert!(busy > 0, "no request came before the daemon was idle again");
+}
