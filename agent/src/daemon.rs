@@ -1220,6 +1220,7 @@ impl Daemon {
                 Ok(p) => {
                     let msg = p.stats.message();
                     tracing::info!(job = %view.id, "{msg}");
+                    self.reporter.delta(&view.id, p.stats.fetched);
                     self.report(view, state, None, &msg, None).await?;
                     return Ok(DeltaPath::Rebuilt(Opened {
                         reader: p.reader,
