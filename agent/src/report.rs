@@ -20,6 +20,8 @@ pub struct Reporter {
     running_version: Option<String>,
     /// The running slot and whether it is on trial, as last read from the bootloader.
     boot: std::sync::Mutex<(Option<String>, Option<bool>)>,
+    /// The job whose update comes as a delta, with the bytes it fetched.
+    delta: std::sync::Mutex<Option<(String, u64)>>,
 }
 
 impl Reporter {
@@ -28,6 +30,7 @@ impl Reporter {
             mqtt,
             running_version,
             boot: std::sync::Mutex::new((None, None)),
+            delta: std::sync::Mutex::new(None),
         }
     }
 
@@ -73,9 +76,25 @@ impl Reporter {
             s.last_error = Some(message.to_owned());
         }
         if matches!(state, "INSTALLING" | "DOWNLOADING") {
-            s.path = Some(mqtt::UpdatePath::Full);
+            (s.path, s.bytes) = match self.delta_of(&job.id) {
+                Some(fetched) => (Some(mqtt::UpdatePath::Delta), Some(fetched)),
+                None => (Some(mqtt::UpdatePath::Full), None),
+            };
         }
         p.state(s);
+    }
+
+    /// `job`'s update comes as a delta that fetched `fetched` bytes: its following states say
+    /// `"path": "delta"` and the bytes (a fallback to the full download is another job's path).
+    pub fn delta(&self, job_id: &str, fetched: u64) {
+        if let Ok(mut d) = self.delta.lock() {
+            *d = Some((job_id.to_owned(), fetched));
+        }
+    }
+
+    fn delta_of(&self, job_id: &str) -> Option<u64> {
+        let d = self.delta.lock().ok()?;
+        d.as_ref().filter(|(id, _)| id == job_id).map(|(_, n)| *n)
     }
 
     /// The bootloader's state, for the following state messages.
@@ -118,6 +137,15 @@ fn notify_status(text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delta_is_remembered_for_its_job_only() {
+        let r = Reporter::new(None, None);
+        assert_eq!(r.delta_of("a"), None);
+        r.delta("a", 1234);
+        assert_eq!(r.delta_of("a"), Some(1234));
+        assert_eq!(r.delta_of("b"), None);
+    }
 
     #[test]
     fn phases() {

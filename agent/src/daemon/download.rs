@@ -249,6 +249,16 @@ impl Daemon {
                 ));
             }
         };
+        // MQTT's state says which path, and the bytes a delta fetches.
+        match &routed.route {
+            crate::delta::route::Route::Rebuilt { stats, .. } => {
+                self.reporter.delta(&view.id, stats.fetched)
+            }
+            crate::delta::route::Route::Native { info, .. } => {
+                self.reporter.delta(&view.id, info.length)
+            }
+            crate::delta::route::Route::Full => {}
+        }
         for note in &routed.notes {
             self.report(view, state, None, note, None).await?;
         }
