@@ -84,11 +84,18 @@ impl Reporter {
         p.state(s);
     }
 
-    /// `job`'s update comes as a delta that fetched `fetched` bytes: its following states say
-    /// `"path": "delta"` and the bytes (a fallback to the full download is another job's path).
-    pub fn delta(&self, job_id: &str, fetched: u64) {
+    /// The route `job`'s update takes: its following states say `"path": "delta"` and the
+    /// bytes a delta fetches (a rebuilt .swu: the chunks; a native delta: its .swu), or
+    /// `"path": "full"` (also after a delta gave way to the full target).
+    pub fn route(&self, job_id: &str, route: &crate::delta::route::Route) {
+        use crate::delta::route::Route;
+        let fetched = match route {
+            Route::Rebuilt { stats, .. } => Some(stats.fetched),
+            Route::Native { info, .. } => Some(info.length),
+            Route::Full => None,
+        };
         if let Ok(mut d) = self.delta.lock() {
-            *d = Some((job_id.to_owned(), fetched));
+            *d = fetched.map(|n| (job_id.to_owned(), n));
         }
     }
 
@@ -140,11 +147,25 @@ mod tests {
 
     #[test]
     fn a_delta_is_remembered_for_its_job_only() {
+        use crate::delta::route::Route;
         let r = Reporter::new(None, None);
         assert_eq!(r.delta_of("a"), None);
-        r.delta("a", 1234);
+        let native = Route::Native {
+            info: crate::tuf::TargetInfo {
+                path: "os-1.1-from-1.0.swu".into(),
+                length: 1234,
+                hashes: Default::default(),
+                custom: serde_json::Value::Null,
+            },
+            url: String::new(),
+            chunk_urls: Vec::new(),
+        };
+        r.route("a", &native);
         assert_eq!(r.delta_of("a"), Some(1234));
         assert_eq!(r.delta_of("b"), None);
+        // The delta failed and the full target follows: the path is full again.
+        r.route("a", &Route::Full);
+        assert_eq!(r.delta_of("a"), None);
     }
 
     #[test]

@@ -250,15 +250,7 @@ impl Daemon {
             }
         };
         // MQTT's state says which path, and the bytes a delta fetches.
-        match &routed.route {
-            crate::delta::route::Route::Rebuilt { stats, .. } => {
-                self.reporter.delta(&view.id, stats.fetched)
-            }
-            crate::delta::route::Route::Native { info, .. } => {
-                self.reporter.delta(&view.id, info.length)
-            }
-            crate::delta::route::Route::Full => {}
-        }
+        self.reporter.route(&view.id, &routed.route);
         for note in &routed.notes {
             self.report(view, state, None, note, None).await?;
         }

@@ -205,6 +205,8 @@ impl Daemon {
                 crate::delta::human(full.length)
             );
             tracing::warn!(job = %view.id, "{msg}");
+            self.reporter
+                .route(&view.id, &crate::delta::route::Route::Full);
             self.report(view, "INSTALLING", None, &msg, None).await?;
             return Ok(Next::Reload);
         }

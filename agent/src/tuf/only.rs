@@ -527,6 +527,7 @@ impl TufOnly {
             )
             .await?
         };
+        self.reporter.route(&v.id, &routed.route);
         for note in &routed.notes {
             self.reporter.job_state(v, "INSTALLING", None, note);
         }
@@ -545,6 +546,7 @@ impl TufOnly {
             crate::delta::human(t.length)
         );
         tracing::warn!("TUF-only: {msg}");
+        self.reporter.route(&v.id, &Route::Full);
         self.reporter.job_state(v, "INSTALLING", None, &msg);
         let result = self.install_by(t, Route::Full, v).await?;
         judge(t, result)
