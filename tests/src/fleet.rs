@@ -393,6 +393,21 @@ impl Fleet {
         serde_json::from_slice(&text).expect("the journal is JSON")
     }
 
+    /// TUF-only mode's record (`state/tuf-only.json`; `Null` before it is written), and whether
+    /// it lists a target whose id (`<path>@<sha256>`) starts with `target` as done.
+    pub fn tuf_only_record(&self, target: &str) -> (Value, bool) {
+        let rec: Value = fs::read(self.path("state/tuf-only.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let done = rec["done"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|d| d.as_str().is_some_and(|d| d.starts_with(target)));
+        (rec, done)
+    }
+
     /// Waits until `cond` holds (60 s), with the agent's log in the failure.
     pub async fn until(&self, what: &str, mut cond: impl FnMut(&Fleet) -> bool) {
         poll_until(

@@ -1065,18 +1065,10 @@ fn start_tuf_only(f: &mut DeltaFleet, delta: &str) {
 
 /// Waits until TUF-only mode recorded the new image as done; its record.
 async fn tuf_only_done(f: &DeltaFleet) -> Value {
-    let record = f.path("state/tuf-only.json");
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let rec: Value = fs::read(&record)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let done = rec["done"].as_array().cloned().unwrap_or_default();
-        if done
-            .iter()
-            .any(|d| d.as_str().is_some_and(|d| d.starts_with(IMAGE)))
-        {
+        let (rec, done) = f.tuf_only_record(IMAGE);
+        if done {
             return rec;
         }
         assert!(

@@ -399,18 +399,9 @@ async fn tuf_only_installs_the_newest_target_for_this_hardware_once() {
     f.f.config.device += &format!("version_file = {:?}\n", f.path("version"));
     f.f.config.extra = f.tuf_section("poll_interval = \"1s\"\n");
     f.f.start_agent();
-    let record = f.path("state/tuf-only.json");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let rec: Value = fs::read(&record)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let done = rec["done"].as_array().cloned().unwrap_or_default();
-        let installed = done.iter().any(|d| {
-            d.as_str()
-                .is_some_and(|d| d.starts_with("qemu-amd64/cip-core-1.6.swu@"))
-        });
+        let (rec, installed) = f.tuf_only_record("qemu-amd64/cip-core-1.6.swu@");
         if installed && rec["pending"].is_null() {
             break;
         }
