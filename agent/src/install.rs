@@ -105,21 +105,12 @@ pub async fn install(
         tokio::select! {
             biased;
             () = &mut cancel => break Stop::Abandon(InstallError::Interrupted { bytes: read, verdict: None }),
-            m = progress.recv(), if progress_open => match m {
-                Some(m) => {
-                    let failed = m.status == RecoveryStatus::Failure;
-                    got_result |= failed || m.status == RecoveryStatus::Success;
-                    observer.progress(&m);
-                    // Failed before or between writes: nothing more is read.
-                    if failed {
-                        break Stop::DaemonStopped;
-                    }
+            // Failed before or between writes: nothing more is read.
+            m = progress.recv(), if progress_open => {
+                if let Some(stop) = on_progress(m, observer, &mut got_result, &mut progress_open) {
+                    break stop;
                 }
-                // The reader ended without a verdict: an install nobody can follow must not
-                // complete. `finish` below returns the reader's error.
-                None if !got_result => break Stop::ProgressLost,
-                None => progress_open = false,
-            },
+            }
             n = image.reader.read(&mut buf) => {
                 let n = match n {
                     Ok(n) => n,
@@ -155,19 +146,12 @@ pub async fn install(
                             }
                             break;
                         }
-                        m = progress.recv(), if progress_open => match m {
-                            Some(m) => {
-                                let failed = m.status == RecoveryStatus::Failure;
-                                got_result |= failed || m.status == RecoveryStatus::Success;
-                                observer.progress(&m);
-                                if failed {
-                                    tracing::debug!("the daemon failed the install while it was streamed");
-                                    break 'stream Stop::DaemonStopped;
-                                }
+                        m = progress.recv(), if progress_open => {
+                            if let Some(stop) = on_progress(m, observer, &mut got_result, &mut progress_open) {
+                                tracing::debug!("the daemon's progress ended the stream while a write waited");
+                                break 'stream stop;
                             }
-                            None if !got_result => break 'stream Stop::ProgressLost,
-                            None => progress_open = false,
-                        },
+                        }
                     }
                 }
             }
@@ -224,6 +208,31 @@ enum Stop {
     ProgressLost,
     /// The agent gives up on the install.
     Abandon(InstallError),
+}
+
+/// A progress message (or the reader's end) while the image streams: passed to the observer;
+/// `Some` when it ends the stream. A FAILURE ends it (the daemon reads no more). The reader
+/// ending without a verdict ends it too: an install nobody can follow must not complete, and
+/// `finish` returns the reader's error.
+fn on_progress(
+    m: Option<ProgressMsg>,
+    observer: &mut dyn Observer,
+    got_result: &mut bool,
+    progress_open: &mut bool,
+) -> Option<Stop> {
+    match m {
+        Some(m) => {
+            let failed = m.status == RecoveryStatus::Failure;
+            *got_result |= failed || m.status == RecoveryStatus::Success;
+            observer.progress(&m);
+            failed.then_some(Stop::DaemonStopped)
+        }
+        None if !*got_result => Some(Stop::ProgressLost),
+        None => {
+            *progress_open = false;
+            None
+        }
+    }
 }
 
 /// Reports progress until the verdict.

@@ -189,21 +189,20 @@ impl Daemon {
         }
         // A delta that SWUpdate failed (nothing was installed) gives way to the full target once,
         // with delta.fallback = "full"; the journal says so before anything else happens.
-        if let (true, Some(full), Some(why)) = (
-            by_delta && self.config.delta.fallback == crate::config::DeltaFallback::Full,
-            full_target.as_ref(),
-            crate::delta::route::swupdate_failed(&result),
-        ) {
+        let full_next = full_target.as_ref().and_then(|full| {
+            crate::delta::route::full_after_failed_delta(
+                &self.config.delta,
+                by_delta,
+                &result,
+                full,
+            )
+        });
+        if let Some(msg) = full_next {
             let r = self.record_mut(view);
             r.delta_failed = Some(index);
             r.committed = None;
             self.save()?;
             crate::faults::point("delta failure recorded");
-            let msg = format!(
-                "delta install failed ({why}); installing the full target {} ({})",
-                full.path,
-                crate::delta::human(full.length)
-            );
             tracing::warn!(job = %view.id, "{msg}");
             self.reporter
                 .route(&view.id, &crate::delta::route::Route::Full);
@@ -231,13 +230,8 @@ impl Daemon {
                 Ok(Next::Reload)
             }
             Ok(o) => {
+                let reason = o.failure_reason();
                 let lines: Vec<String> = o.log.iter().map(|l| l.msg.clone()).collect();
-                let reason = lines
-                    .iter()
-                    .rev()
-                    .find(|l| l.contains("ERROR") || l.contains("error"))
-                    .cloned()
-                    .unwrap_or_else(|| "SWUpdate reported FAILURE".into());
                 let tail: Vec<String> = lines
                     .iter()
                     .rev()

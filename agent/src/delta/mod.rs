@@ -30,7 +30,7 @@
 //! is caught by its checksum while streaming: that install is abandoned before its commit, so
 //! SWUpdate fails it and installs nothing. Such a late failure, like a native delta that
 //! SWUpdate's handler fails, gives way to the full target once with `fallback = "full"`
-//! ([`route::swupdate_failed`], recorded in the journal before the full install starts), or
+//! ([`route::full_after_failed_delta`], recorded in the journal before the full install starts), or
 //! ends the job with `fallback = "fail"`.
 //!
 //! # What survives a restart

@@ -189,21 +189,33 @@ async fn native_route(
     Ok((info, url, chunk_urls))
 }
 
+/// With `delta.fallback = "full"`, a delta install (`by_delta`) that SWUpdate failed gives way
+/// to the full target `full` once: the status line that says so, or `None` when it does not.
+pub fn full_after_failed_delta(
+    cfg: &Delta,
+    by_delta: bool,
+    result: &Result<InstallOutcome, InstallError>,
+    full: &TargetInfo,
+) -> Option<String> {
+    if !by_delta || cfg.fallback != DeltaFallback::Full {
+        return None;
+    }
+    let why = swupdate_failed(result)?;
+    Some(format!(
+        "delta install failed ({why}); installing the full target {} ({})",
+        full.path,
+        human(full.length)
+    ))
+}
+
 /// Why SWUpdate failed an install, when it did: its FAILURE verdict (a handler failed, or the
 /// agent stopped a stream that went wrong, e.g. a rebuild whose seed changed). Nothing was
 /// installed then, so a delta install may give way to the full target. `None` for a success, a
 /// job deleted meanwhile, or a daemon that was away or busy (nothing was tried).
-pub fn swupdate_failed(result: &Result<InstallOutcome, InstallError>) -> Option<String> {
+fn swupdate_failed(result: &Result<InstallOutcome, InstallError>) -> Option<String> {
     match result {
         Ok(o) if o.succeeded() => None,
-        Ok(o) => Some(
-            o.log
-                .iter()
-                .rev()
-                .find(|l| l.msg.contains("ERROR") || l.msg.contains("error"))
-                .map(|l| l.msg.clone())
-                .unwrap_or_else(|| "SWUpdate reported FAILURE".into()),
-        ),
+        Ok(o) => Some(o.failure_reason()),
         Err(InstallError::Interrupted { .. } | InstallError::Daemon(_)) => None,
         Err(e) => e
             .verdict()

@@ -138,6 +138,16 @@ impl InstallOutcome {
     pub fn succeeded(&self) -> bool {
         self.status == RecoveryStatus::Success
     }
+
+    /// Why the daemon failed the install: its last error line, as users read it in its log.
+    pub fn failure_reason(&self) -> String {
+        self.log
+            .iter()
+            .rev()
+            .find(|l| l.msg.contains("ERROR") || l.msg.contains("error"))
+            .map(|l| l.msg.clone())
+            .unwrap_or_else(|| "SWUpdate reported FAILURE".into())
+    }
 }
 
 /// Progress messages queued for the caller; beyond this, percentage updates are dropped (a
@@ -328,32 +338,24 @@ impl Swupdate {
         let log = Arc::new(Mutex::new(LogBuffer::default()));
         let notify = self.start_log_stream(log.clone()).await;
 
-        let (control, reply) = match self.exchange(&msg).await {
-            Ok(x) => x,
-            Err(e) => {
-                progress.abort();
-                if let Some(n) = notify {
-                    n.abort();
-                }
-                return Err(e);
+        // The request, and the proof that the installer took its stream; on any failure the
+        // readers started above go.
+        let started = async {
+            let (control, reply) = self.exchange(&msg).await?;
+            if reply.kind != MsgType::Ack {
+                let text = reply.text();
+                return Err(match reply.kind {
+                    MsgType::Nack if text.contains("in progress") => ClientError::Busy(text),
+                    MsgType::Nack => ClientError::Refused(text),
+                    other => ClientError::Unexpected(other),
+                });
             }
+            // Whatever the progress socket says from now on is of this install, on whichever
+            // connection the installer reads.
+            acked.store(true, Ordering::SeqCst);
+            self.confirm_taken(control, &msg).await
         };
-        if reply.kind != MsgType::Ack {
-            progress.abort();
-            if let Some(n) = notify {
-                n.abort();
-            }
-            let text = reply.text();
-            return Err(match reply.kind {
-                MsgType::Nack if text.contains("in progress") => ClientError::Busy(text),
-                MsgType::Nack => ClientError::Refused(text),
-                other => ClientError::Unexpected(other),
-            });
-        }
-        // Whatever the progress socket says from now on is of this install, on whichever
-        // connection the installer reads.
-        acked.store(true, Ordering::SeqCst);
-        let control = match self.confirm_taken(control, &msg).await {
+        let control = match started.await {
             Ok(c) => c,
             Err(e) => {
                 progress.abort();

@@ -533,18 +533,13 @@ impl TufOnly {
         }
         let by_delta = routed.route.is_delta();
         let result = self.install_by(t, routed.route, v).await?;
-        let Some(why) = crate::delta::route::swupdate_failed(&result)
-            .filter(|_| by_delta && self.delta.fallback == crate::config::DeltaFallback::Full)
+        let Some(msg) =
+            crate::delta::route::full_after_failed_delta(&self.delta, by_delta, &result, t)
         else {
             return judge(t, result);
         };
         rec.delta_failed.insert(id);
         self.save(rec);
-        let msg = format!(
-            "delta install failed ({why}); installing the full target {} ({})",
-            t.path,
-            crate::delta::human(t.length)
-        );
         tracing::warn!("TUF-only: {msg}");
         self.reporter.route(&v.id, &Route::Full);
         self.reporter.job_state(v, "INSTALLING", None, &msg);
@@ -644,12 +639,7 @@ fn judge(
         Ok(o) => Err(format!(
             "installing {} failed: {}",
             t.path,
-            o.log
-                .iter()
-                .rev()
-                .find(|l| l.msg.contains("ERROR") || l.msg.contains("error"))
-                .map(|l| l.msg.clone())
-                .unwrap_or_else(|| "SWUpdate reported FAILURE".into())
+            o.failure_reason()
         )),
         Err(e) => Err(format!("installing {}: {e}", t.path)),
     }
