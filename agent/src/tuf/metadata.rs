@@ -259,6 +259,23 @@ impl MetaType for Targets {
     }
 }
 
+/// The specification (metadata format, `signatures`): "The keyid MUST be unique in the
+/// signatures array: multiple signatures with the same keyid are not allowed." Refused as a
+/// whole, as python-tuf's `Metadata.from_dict` does, so no threshold rule ever sees a repeated
+/// keyid (whichever of the copies it would pick).
+fn check_unique_keyids(signatures: &[Signature]) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for s in signatures {
+        if !seen.insert(s.keyid.as_str()) {
+            return Err(format!(
+                "keyid {:?} has more than one signature (a keyid may sign once in signatures)",
+                s.keyid
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_threshold(t: u64) -> Result<(), String> {
     if t == 0 {
         return Err("a threshold must be at least 1".into());
@@ -318,6 +335,7 @@ impl<T: MetaType> Signed<T> {
             ));
         }
         signed.check().map_err(|m| TufError::invalid(role, m))?;
+        check_unique_keyids(&raw.signatures).map_err(|m| TufError::invalid(role, m))?;
         Ok(Signed {
             signed,
             canonical,

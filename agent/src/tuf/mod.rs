@@ -312,15 +312,19 @@ impl<F: Fetcher> Updater<F> {
     }
 
     /// Loads `role` (delegated by `parent`) into `set`: from the store if it is still the one
-    /// snapshot names, else from the repository.
+    /// snapshot names, else from the repository. A role already loaded through another
+    /// delegator is verified again, against `parent`'s keys (a diamond delegation).
     async fn load_targets(
         &self,
         set: &mut TrustedSet,
         role: &str,
         parent: &str,
     ) -> Result<(), TufError> {
-        if set.targets(role).is_some() {
+        if set.contains(role, parent) {
             return Ok(());
+        }
+        if set.targets(role).is_some() {
+            return set.verify_delegation(role, parent);
         }
         if let Ok(data) = self.store.load(role) {
             match set.update_targets(role, parent, &data) {

@@ -554,11 +554,103 @@ fn threshold_not_met_and_wrong_keys() {
         e.to_string(),
         "timestamp: signed by 0 of its keys, 1 needed"
     );
-    // Root threshold 2, one root signature repeated.
+    // Root threshold 2, one root signature repeated: a keyid signs once at most.
     let mut r = Repo::new();
     r.root_signers = Some(vec![0, 0]);
     let e = r.updater().init(&r.root_bytes()).unwrap_err();
-    assert!(matches!(e, TufError::Threshold { valid: 1, .. }), "{e}");
+    assert!(
+        matches!(&e, TufError::Invalid { role, message }
+            if role == "root" && message.contains("more than one signature")),
+        "{e}"
+    );
+}
+
+/// `bytes` (signed metadata) with its first signature listed once more: `sig` instead of the
+/// copy's own when given, and placed first when `first`.
+fn with_repeated_keyid(bytes: &[u8], sig: Option<&str>, first: bool) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(bytes).unwrap();
+    let sigs = v["signatures"].as_array_mut().unwrap();
+    let mut copy = sigs[0].clone();
+    if let Some(s) = sig {
+        copy["sig"] = json!(s);
+    }
+    if first {
+        sigs.insert(0, copy);
+    } else {
+        sigs.push(copy);
+    }
+    serde_json::to_vec_pretty(&v).unwrap()
+}
+
+/// The specification: a keyid MUST be unique in `signatures`. Metadata listing a keyid twice
+/// is refused, also where one copy would meet the threshold (the same signature twice, or a
+/// junk copy before the good one), for each role; nothing of it is stored.
+#[test]
+fn a_keyid_signing_twice_is_refused() {
+    let junk = "00".repeat(64);
+    for (role, sig, first) in [
+        ("timestamp", None, false),
+        ("timestamp", Some(junk.as_str()), true),
+        ("snapshot", None, false),
+        ("targets", Some(junk.as_str()), false),
+        ("A", None, false),
+    ] {
+        let mut r = Repo::new();
+        r.targets["delegations"] = delegations(&r, vec![role_of("A", &["*"], &r.deleg)]);
+        let mut a = common("targets", 1);
+        a["targets"] = json!({});
+        r.roles.insert("A".into(), a);
+        r.add_target(Some("A"), "f.swu", b"f");
+        r.publish();
+        let name = match role {
+            "timestamp" => "metadata/timestamp.json".to_owned(),
+            r => format!("metadata/1.{r}.json"),
+        };
+        let good = r.fetcher.files.lock().unwrap()[&name].clone();
+        r.fetcher.put(&name, with_repeated_keyid(&good, sig, first));
+        if matches!(role, "snapshot" | "targets") {
+            // Their hashes are listed one level up: list the edited bytes instead.
+            relist(&mut r, role);
+        }
+        let mut u = r.client();
+        let e = block(u.find_target("f.swu")).unwrap_err();
+        assert!(
+            matches!(&e, TufError::Invalid { role: got, message }
+                if got == role && message.contains("more than one signature")),
+            "{role}: {e}"
+        );
+        assert!(r.stored(role).is_none(), "{role} was stored");
+        // The control: the same files without the repeated keyid are accepted.
+        r.fetcher.put(&name, good);
+        if matches!(role, "snapshot" | "targets") {
+            relist(&mut r, role);
+        }
+        let mut u = r.client();
+        assert!(block(u.find_target("f.swu")).unwrap().is_some(), "{role}");
+    }
+}
+
+/// Lists the served bytes of `role` (snapshot or targets) in the metadata above it, re-signed
+/// as new versions (so that what a client stored of an earlier run is no reference).
+fn relist(r: &mut Repo, role: &str) {
+    if role == "targets" {
+        let b = r.fetcher.files.lock().unwrap()["metadata/1.targets.json"].clone();
+        r.snapshot["meta"]["targets.json"] =
+            json!({"version": 1, "length": b.len(), "hashes": {"sha256": sha256(&b)}});
+        Repo::bump(&mut r.snapshot);
+        let sv = r.snapshot["version"].as_u64().unwrap();
+        r.fetcher.put(
+            &format!("metadata/{sv}.snapshot.json"),
+            sign(&r.snapshot, &[&r.snap]),
+        );
+    }
+    let sv = r.snapshot["version"].as_u64().unwrap();
+    let sb = r.fetcher.files.lock().unwrap()[&format!("metadata/{sv}.snapshot.json")].clone();
+    r.timestamp["meta"] = json!({"snapshot.json":
+        {"version": sv, "length": sb.len(), "hashes": {"sha256": sha256(&sb)}}});
+    Repo::bump(&mut r.timestamp);
+    r.fetcher
+        .put("metadata/timestamp.json", sign(&r.timestamp, &[&r.ts]));
 }
 
 #[test]
@@ -681,7 +773,7 @@ fn delegated_role_signed_by_another_key_is_an_error() {
     let mut u = r.client();
     let e = block(u.find_target("f")).unwrap_err();
     assert!(
-        matches!(&e, TufError::Threshold { role, .. } if role == "A"),
+        matches!(&e, TufError::Threshold { role, .. } if role == "A (as targets delegates it)"),
         "{e}"
     );
 }
@@ -814,4 +906,109 @@ fn target_url_and_file_names() {
     assert_eq!(target_file_name(".."), "%2E%2E");
     assert_eq!(target_file_name("../x"), "..%2Fx");
     assert_eq!(store::file_name("bins-0a"), "bins-0a.json");
+}
+
+fn role_of(name: &str, paths: &[&str], key: &TestKey) -> Value {
+    role(name, paths, false, key)
+}
+
+/// A diamond: targets delegates `*/*` to A and `b/*` to B; A delegates `a/*` to C with the key
+/// `deleg`, B delegates `b/*` to C with `other`. C (signed by `deleg` only, unless
+/// `c_signed_by_both`) lists `a/1.swu` and `b/2.swu`.
+fn diamond(other: &TestKey, c_signed_by_both: bool) -> Repo {
+    let mut r = Repo::new();
+    r.targets["delegations"] = delegations(
+        &r,
+        vec![
+            role_of("A", &["*/*"], &r.deleg),
+            role_of("B", &["b/*"], &r.deleg),
+        ],
+    );
+    let mut a = common("targets", 1);
+    a["targets"] = json!({});
+    a["delegations"] = delegations(&r, vec![role_of("C", &["a/*"], &r.deleg)]);
+    let mut b = common("targets", 1);
+    b["targets"] = json!({});
+    b["delegations"] = json!({"keys": {other.id.clone(): other.json()},
+        "roles": [role_of("C", &["b/*"], other)]});
+    let mut c = common("targets", 1);
+    c["targets"] = json!({});
+    r.roles.insert("A".into(), a);
+    r.roles.insert("B".into(), b);
+    r.roles.insert("C".into(), c);
+    r.add_target(Some("C"), "a/1.swu", b"a1");
+    r.add_target(Some("C"), "b/2.swu", b"b2");
+    r.publish();
+    if c_signed_by_both {
+        r.fetcher
+            .put("metadata/1.C.json", sign(&r.roles["C"], &[&r.deleg, other]));
+    }
+    r
+}
+
+/// TUF specification 5.6.7: a role is trusted through the delegation on the current search
+/// path. C, verified through A for `a/1.swu`, is not trusted through B for `b/2.swu` when B's
+/// key did not sign it: the search ends with B's threshold error, in the same process (C already
+/// loaded) as in a fresh one (C from the store), and nothing is fetched again for it.
+#[test]
+fn diamond_delegation_verified_per_delegator() {
+    let other = TestKey::new("other");
+    let r = diamond(&other, false);
+    let mut u = r.client();
+    assert_eq!(block(u.find_target("a/1.swu")).unwrap().unwrap().length, 2);
+    r.fetcher.take_log();
+    let e = block(u.find_target("b/2.swu")).unwrap_err();
+    assert!(
+        matches!(&e, TufError::Threshold { role, valid: 0, threshold: 1 }
+            if role == "C (as B delegates it)"),
+        "{e}"
+    );
+    assert_eq!(r.fetcher.take_log(), ["metadata/1.B.json"]);
+    // A is still a good path to C.
+    assert!(block(u.find_target("a/1.swu")).unwrap().is_some());
+    // A fresh client (the store holds C) reaching C through B first.
+    let mut u = r.updater();
+    let e = block(u.find_target("b/2.swu")).unwrap_err();
+    assert!(matches!(&e, TufError::Threshold { .. }), "{e}");
+    // Through TUF-only mode's listing too: b/2.swu is never listed as trusted.
+    let mut u = r.updater();
+    assert!(block(u.all_targets(100)).is_err());
+
+    // The control: C signed by both keys is found through either delegator.
+    let r = diamond(&other, true);
+    let mut u = r.client();
+    assert!(block(u.find_target("a/1.swu")).unwrap().is_some());
+    assert!(block(u.find_target("b/2.swu")).unwrap().is_some());
+    let mut got: Vec<String> = block(r.updater().all_targets(100))
+        .unwrap()
+        .into_iter()
+        .map(|t| t.path)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["a/1.swu", "b/2.swu"]);
+}
+
+/// The trusted set's rule beside the updater: a role already trusted through one delegator is
+/// not replaced by other content verified through another.
+#[test]
+fn a_role_trusted_through_one_delegator_is_not_replaced_through_another() {
+    let other = TestKey::new("other");
+    let r = diamond(&other, false);
+    let mut u = r.client();
+    block(u.find_target("a/1.swu")).unwrap();
+    // Loads B (and refuses C through it).
+    block(u.find_target("b/2.swu")).unwrap_err();
+    let mut set = u.trusted.take().unwrap();
+    assert!(set.contains("C", "A") && !set.contains("C", "B"));
+    // Another C, signed by B's key alone: valid for B, other content than the trusted C.
+    let mut c2 = r.roles["C"].clone();
+    c2["targets"]["b/evil.swu"] = json!({"length": 1, "hashes": {"sha256": sha256(b"e")}});
+    let c_by_other = sign(&c2, &[&other]);
+    let e = set.update_targets("C", "B", &c_by_other).unwrap_err();
+    assert!(e.to_string().contains("other content"), "{e}");
+    assert!(!set.contains("C", "B"));
+    let e = set.verify_delegation("C", "B").unwrap_err();
+    assert!(matches!(e, TufError::Threshold { .. }), "{e}");
+    assert!(!set.contains("C", "B"));
+    set.verify_delegation("C", "A").unwrap();
 }

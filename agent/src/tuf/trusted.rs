@@ -2,7 +2,7 @@
 //! section 5, in python-tuf ngclient's `TrustedMetadataSet` shape): what new metadata must
 //! satisfy to replace or join what is trusted. No I/O: bytes in, verdicts out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::delegation;
 use super::error::TufError;
@@ -29,6 +29,11 @@ pub struct TrustedSet {
     snapshot: Option<Signed<Snapshot>>,
     /// "targets" and the delegated roles loaded so far.
     targets: BTreeMap<String, Signed<Targets>>,
+    /// (delegator, role): the delegations each loaded role was verified through. A role two
+    /// delegators name ("diamond") is trusted through a delegator only once verified against
+    /// that delegator's keys (TUF specification 5.6.7: each role on the search path is
+    /// validated as its delegator delegates it).
+    delegations: BTreeSet<(String, String)>,
 }
 
 impl TrustedSet {
@@ -43,6 +48,7 @@ impl TrustedSet {
             timestamp: None,
             snapshot: None,
             targets: BTreeMap::new(),
+            delegations: BTreeSet::new(),
         })
     }
 
@@ -60,6 +66,12 @@ impl TrustedSet {
 
     pub fn targets(&self, role: &str) -> Option<&Targets> {
         self.targets.get(role).map(|t| &t.signed)
+    }
+
+    /// Whether `role` is loaded and was verified through `delegator`'s delegation.
+    pub fn contains(&self, role: &str, delegator: &str) -> bool {
+        self.delegations
+            .contains(&(delegator.to_owned(), role.to_owned()))
     }
 
     /// 5.3: the next root of the chain, signed by the threshold of the trusted root AND by its
@@ -233,28 +245,22 @@ impl TrustedSet {
             }
         })?;
         let new: Signed<Targets> = Signed::parse(role, data)?;
-        if delegator == "root" {
-            verify_by(&self.root.signed, role, &new)?;
-        } else {
-            let parent = self
-                .targets
-                .get(delegator)
-                .ok_or_else(|| TufError::invalid(role, format!("{delegator} is not loaded")))?;
-            let d = parent.signed.delegations.as_ref().ok_or_else(|| {
-                TufError::invalid(role, format!("{delegator} delegates to no role"))
-            })?;
-            let (keyids, threshold) = delegation::delegated_role(d, role).ok_or_else(|| {
-                TufError::invalid(role, format!("{delegator} does not delegate to it"))
-            })?;
-            check_threshold(
-                role,
-                &d.keys,
-                keyids,
-                threshold,
-                &new.canonical,
-                &new.signatures,
-            )?;
+        if let Some(loaded) = self.targets.get(role) {
+            // Already trusted through another delegator (a diamond): the file snapshot names is
+            // one file, so it must be that one, now verified against this delegator's keys. A
+            // second, different file is never taken: it would replace what the first
+            // delegation verified.
+            if loaded.canonical != new.canonical {
+                return Err(TufError::invalid(
+                    role,
+                    format!(
+                        "delegated by {delegator} and by another role, but served with other \
+                         content than the one already trusted"
+                    ),
+                ));
+            }
         }
+        self.verify_delegated(role, delegator, &new)?;
         if new.version() != meta.version {
             return Err(TufError::Version {
                 role: role.to_owned(),
@@ -264,7 +270,58 @@ impl TrustedSet {
         }
         new.check_expiry(role, self.now)?;
         self.targets.insert(role.to_owned(), new);
+        self.delegations
+            .insert((delegator.to_owned(), role.to_owned()));
         Ok(())
+    }
+
+    /// A role already loaded through one delegator, reached through another (a diamond):
+    /// trusted through `delegator` only if signed by the threshold of the keys `delegator`
+    /// gives it. No fetch: it is the file snapshot names, already checked against snapshot.
+    pub fn verify_delegation(&mut self, role: &str, delegator: &str) -> Result<(), TufError> {
+        if self.contains(role, delegator) {
+            return Ok(());
+        }
+        let loaded = self
+            .targets
+            .get(role)
+            .ok_or_else(|| TufError::invalid(role, "not loaded"))?;
+        self.verify_delegated(role, delegator, loaded)?;
+        self.delegations
+            .insert((delegator.to_owned(), role.to_owned()));
+        Ok(())
+    }
+
+    /// Checks `new` (targets metadata of `role`) against the keys and threshold `delegator`
+    /// ("root" for the top-level targets) gives `role`.
+    fn verify_delegated(
+        &self,
+        role: &str,
+        delegator: &str,
+        new: &Signed<Targets>,
+    ) -> Result<(), TufError> {
+        if delegator == "root" {
+            return verify_by(&self.root.signed, role, new);
+        }
+        let parent = self
+            .targets
+            .get(delegator)
+            .ok_or_else(|| TufError::invalid(role, format!("{delegator} is not loaded")))?;
+        let d =
+            parent.signed.delegations.as_ref().ok_or_else(|| {
+                TufError::invalid(role, format!("{delegator} delegates to no role"))
+            })?;
+        let (keyids, threshold) = delegation::delegated_role(d, role).ok_or_else(|| {
+            TufError::invalid(role, format!("{delegator} does not delegate to it"))
+        })?;
+        check_threshold(
+            &format!("{role} (as {delegator} delegates it)"),
+            &d.keys,
+            keyids,
+            threshold,
+            &new.canonical,
+            &new.signatures,
+        )
     }
 }
 
