@@ -52,7 +52,14 @@ def main():
                 updater.download_target(info)
         return 0
     except Exception as e:  # the CLI's contract: any failure is exit 1 with the reason
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        # With its causes: a DeserializationError says only "Failed to deserialize JSON", the
+        # reason (e.g. "Multiple signatures found for keyid ...") is the error it was raised from.
+        reasons = [f"{type(e).__name__}: {e}"]
+        cause = e.__cause__
+        while cause is not None and len(reasons) < 8:
+            reasons.append(f"{type(cause).__name__}: {cause}")
+            cause = cause.__cause__
+        print("error: " + ": caused by ".join(reasons), file=sys.stderr)
         return 1
 
 

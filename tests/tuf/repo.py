@@ -23,7 +23,11 @@ Operations (fields other than `op` are optional unless said):
                   hash_overrides ({"sha512": hex}: listed instead of the true hash), serve (true)
   add_fake_targets count, prefix ("fake/"), length (1000): listed, not served (for the bench)
   delegate        delegator (default "targets"), name, paths or path_hash_prefixes,
-                  terminating (false), keys (1), threshold (1)
+                  terminating (false), keys (1), threshold (1); again (true: `name` exists,
+                  delegated by another role already: a second delegation to it, a "diamond",
+                  with its own new keys, which sign `name` only with signs true)
+  duplicate       role, mode (null: none; "same": the first signature listed twice; "junk_first":
+                  a copy of the first keyid with a wrong signature listed before it)
   set_keys        role, keys (1), threshold (1), signers (how many of the keys sign; all),
                   duplicate (true: the first signature is listed twice), key_type
   alias_key       role: the role's first key is listed once more under another keyid, the role
@@ -170,6 +174,9 @@ class Repo:
         opts = self.state["sign_opts"].get(self.key_role(role), {})
         signers = self.signers[self.key_role(role)]
         signers = signers[: opts.get("signers", len(signers))]
+        # The keys of second delegations to `role` that sign it (see `delegate` with `again`).
+        for key_role in self.state.get("extra_signers", {}).get(role, []):
+            signers = list(signers) + self.signers[key_role]
         for s in list(signers) + list(extra_signers):
             md.sign(s, append=True)
         d = md.to_dict()
@@ -177,7 +184,14 @@ class Repo:
         if alias:
             first = d["signatures"][0]
             d["signatures"].append({"keyid": alias, "sig": first["sig"]})
-        if opts.get("duplicate"):
+        # The Metadata API keeps one signature per keyid (a dict): a repeated keyid is
+        # written into the dict form.
+        duplicate = opts.get("duplicate")
+        if duplicate == "junk_first":
+            first = d["signatures"][0]
+            junk = bytes(len(bytes.fromhex(first["sig"]))).hex()
+            d["signatures"].insert(0, {"keyid": first["keyid"], "sig": junk})
+        elif duplicate:
             d["signatures"].append(dict(d["signatures"][0]))
         return d
 
@@ -304,7 +318,17 @@ class Repo:
     def op_delegate(self, op):
         delegator = op.get("delegator", "targets")
         name = op["name"]
-        signers = self.new_keys(name, op.get("keys", 1), self.key_type(op))
+        again = op.get("again", False)
+        if again:
+            if name not in self.state["roles"]:
+                raise ValueError(f"{name} is not delegated yet")
+            key_role = f"{name}@{delegator}"
+            signers = self.new_keys(key_role, op.get("keys", 1), self.key_type(op))
+            if op.get("signs", False):
+                self.state.setdefault("extra_signers", {}).setdefault(name, []).append(key_role)
+                self.dirty(name)
+        else:
+            signers = self.new_keys(name, op.get("keys", 1), self.key_type(op))
         parent = self.md[delegator].signed
         if parent.delegations is None:
             parent.delegations = Delegations(keys={}, roles={})
@@ -320,6 +344,9 @@ class Repo:
             paths=op.get("paths"),
             path_hash_prefixes=op.get("path_hash_prefixes"),
         )
+        if again:
+            self.dirty(delegator)
+            return {}
         self.md[name] = Metadata(Targets(expires=self.md["targets"].signed.expires))
         self.state["roles"].append(name)
         self.state["delegators"][name] = delegator
@@ -367,6 +394,13 @@ class Repo:
         self.state["sign_opts"][role] = opts
         if role != "bins":  # the bins are many: a test touches those it means
             self.dirty(role)
+        return {}
+
+    def op_duplicate(self, op):
+        role = op["role"]
+        opts = self.state["sign_opts"].setdefault(self.key_role(role), {})
+        opts["duplicate"] = op.get("mode")
+        self.dirty(role)
         return {}
 
     def op_alias_key(self, op):
