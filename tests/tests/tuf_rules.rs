@@ -15,6 +15,12 @@
 //! diamond it verifies the stored copy against the second delegator, then downloads the role
 //! again and verifies that; the agent verifies the copy it already trusts and fetches nothing.
 
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cip_update_agent_tests::fleet::Fleet;
+use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
 use cip_update_agent_tests::tuf::{ClientKind, Served, TufClient, TufRepo};
 use cip_update_agent_tests::tuf_tests;
 use serde_json::{Value, json};
@@ -182,6 +188,102 @@ fn diamond_signed_by_both_delegators(kind: ClientKind) {
     s.download(&c, &["a/1.swu", "b/2.swu"]).unwrap().assert_ok();
     assert_eq!(c.target("a/1.swu").as_deref(), Some(&b"a1 from C"[..]));
     assert_eq!(c.target("b/2.swu").as_deref(), Some(&b"b2 from C"[..]));
+}
+
+// The daemon: TUF-only mode ------------------------------------------------------------------
+
+/// `cip-update-agent run` in TUF-only mode (no `[wfx]`: the newest target for this hardware above
+/// the running version 1.0 is installed, by the real SWUpdate) on a diamond whose delegations
+/// are listed B (`b/*`) before A (`*/*`), so that the listing reaches C through A first: C lists
+/// `a/1.swu` (1.1) and `b/2.swu` (1.6). Returns the fleet after `wait` (with the repository it
+/// serves), the two images' targets and `b/2.swu`'s image data.
+async fn tuf_only_diamond(
+    b_key_signs: bool,
+    wait: Duration,
+) -> (Fleet, TufRepo, [PathBuf; 2], Vec<u8>) {
+    let repo = TufRepo::new(json!({"bins_bits": null})).unwrap();
+    let mut f = Fleet::builder().serve(&repo.www()).start();
+    fs::write(f.path("hwrevision"), "board 1.0\n").unwrap();
+    fs::write(f.path("version"), "1.0\n").unwrap();
+    let mut targets = Vec::new();
+    let mut ops = vec![
+        json!({"op": "delegate", "name": "B", "paths": ["b/*"]}),
+        json!({"op": "delegate", "name": "A", "paths": ["*/*"]}),
+        json!({"op": "delegate", "delegator": "A", "name": "C", "paths": ["a/*"]}),
+        json!({"op": "delegate", "delegator": "B", "name": "C", "paths": ["b/*"],
+               "again": true, "signs": b_key_signs}),
+    ];
+    let mut b_data = Vec::new();
+    for (i, (path, version)) in [("a/1.swu", "1.1"), ("b/2.swu", "1.6")]
+        .into_iter()
+        .enumerate()
+    {
+        let data = random_bytes(20_000, i as u64 + 1);
+        let target = f.path(&format!("image-{i}.target"));
+        let file = f.path(&format!("image-{i}.swu"));
+        SwuBuilder::new()
+            .image(Image::raw("rootfs.img", data.clone(), target.clone()))
+            .build(&f.cert, &file)
+            .unwrap();
+        ops.push(json!({"op": "add_target", "path": path, "role": "C",
+            "data_hex": hex::encode(fs::read(&file).unwrap()),
+            "custom": {"version": version, "board": "board", "hardware": ["1.0"]}}));
+        targets.push(target);
+        if path.starts_with("b/") {
+            b_data = data;
+        }
+    }
+    ops.push(json!({"op": "publish"}));
+    repo.ops(Value::Array(ops)).unwrap();
+    f.config.client_id = None;
+    f.config.wfx = false;
+    f.config.progress_interval = None;
+    f.config.device = format!(
+        "hwrevision_file = {:?}\nversion_file = {:?}\n",
+        f.path("hwrevision"),
+        f.path("version")
+    );
+    f.config.extra = format!(
+        "[tuf]\nroot = {:?}\nmetadata_url = \"{}\"\ntargets_url = \"{}\"\npoll_interval = \"1s\"\n",
+        repo.initial_root(),
+        f.nginx().url("metadata"),
+        f.nginx().url("targets"),
+    );
+    f.start_agent();
+    tokio::time::sleep(wait).await;
+    let [a, b]: [PathBuf; 2] = targets.try_into().unwrap();
+    (f, repo, [a, b], b_data)
+}
+
+/// B's key did not sign C: `b/2.swu` (1.6, the newest) is never installed over several polls
+/// (6 s at a 1 s poll interval), and the agent's log names C as B delegates it. A client that
+/// trusts C through B because the path through A verified it installs `b/2.swu`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuf_only_mode_refuses_a_diamond_the_second_delegator_did_not_sign() {
+    let (f, _repo, [a, b], _) = tuf_only_diamond(false, Duration::from_secs(6)).await;
+    let log = f.agent_log();
+    assert!(
+        fs::read(&b).unwrap().is_empty(),
+        "b/2.swu was installed:\n{log}"
+    );
+    // The listing is refused as a whole, as for any role that fails verification: nothing is
+    // installed, not `a/1.swu` either.
+    assert!(fs::read(&a).unwrap().is_empty(), "{log}");
+    assert!(
+        !f.swupdate().log().contains("Software Update started"),
+        "{}",
+        f.swupdate().log()
+    );
+    assert!(log.contains("C (as B delegates it)"), "{log}");
+}
+
+/// The control: with B's key signing C too, `b/2.swu` (1.6) is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuf_only_mode_installs_from_a_diamond_both_delegators_signed() {
+    let (f, _repo, [_, b], data) = tuf_only_diamond(true, Duration::ZERO).await;
+    f.until("b/2.swu installed", |f| f.tuf_only_record("b/2.swu@").1)
+        .await;
+    assert_eq!(fs::read(&b).unwrap(), data);
 }
 
 tuf_tests!(
