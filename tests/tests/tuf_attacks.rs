@@ -498,7 +498,8 @@ fn threshold_not_met_bin(kind: ClientKind) {
     assert!(c.target_files().is_empty());
 }
 
-/// Threshold 2: one key's signature listed twice does not count twice.
+/// Threshold 2: one key's signature listed twice does not count twice (both clients refuse a
+/// keyid listed twice whatever the threshold: `tuf_rules.rs`).
 fn duplicate_signatures(kind: ClientKind) {
     let (s, c) = setup(kind);
     s.repo

@@ -1,7 +1,8 @@
 //! Signature checks: the keys and schemes of securesystemslib (ed25519, RSA-PSS and PKCS#1
 //! v1.5, ECDSA P-256/P-384) over aws-lc-rs, already in the tree through rustls, so no second
 //! crypto library. A threshold counts distinct keys: the same key listed under two key ids, or
-//! one signature repeated, counts once.
+//! one signature repeated, counts once (metadata listing a keyid twice in `signatures` does not
+//! get this far: it is refused when parsed).
 
 use std::collections::{BTreeMap, BTreeSet};
 
