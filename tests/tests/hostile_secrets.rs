@@ -9,7 +9,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use cip_update_agent_tests::agent::agent_cmd;
@@ -89,6 +89,31 @@ fn status_shows_wfx_url_without_its_secrets() {
             assert!(shown.contains(host), "{args:?}: {shown}");
         }
     }
+    // `run` against that wfx, unreachable: its retries are logged, without the secrets.
+    let config = format!(
+        "state_dir = {:?}\n[device]\nclient_id = \"dev-1\"\n[wfx]\nurl = \"{}\"\n",
+        d.path().join("state"),
+        "http://fleet:pw-7Qx9@127.0.0.1:1/api/wfx/v1?token=tok-Qu3ry"
+    );
+    let cfg = d.path().join("agent.toml");
+    fs::write(&cfg, config).unwrap();
+    let mut run = agent_cmd()
+        .unwrap()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    run.kill().unwrap();
+    let log = text(&run.wait_with_output().unwrap());
+    assert!(
+        log.contains("127.0.0.1:1"),
+        "the retries are logged:\n{log}"
+    );
+    assert_no_secret("the log of `run`", &log);
 }
 
 /// A token in the query of `wfx.url` stays in the query: the API path goes before it, and the
