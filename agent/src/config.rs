@@ -1127,6 +1127,9 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
             "[mqtt]\nurl = \"tok-2e@h\"",
             "[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword = 987654",
             "[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword = [\"pw-1f\"]",
+            "[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword = [\n  \"pw-1f\",\n  \"tok-2e\"\n]",
+            "mqtt = { url = \"mqtt://h\", username = \"u\", password = 987654 }",
+            "mqtt = { url = \"mqtt://h\", username = \"u\", password = \"pw-1f\", colour = 1 }",
         ] {
             let e = parse(text).expect_err(text);
             for secret in ["pw-1f", "tok-2e", "987654"] {

@@ -116,19 +116,60 @@ pub fn message(s: &str) -> String {
     escape(&urls_in(s)).into_owned()
 }
 
-/// Keys whose value is a secret whatever it looks like.
-fn is_secret_key(key: &str) -> bool {
-    let k = key.trim().trim_matches('"').to_ascii_lowercase();
-    ["password", "passphrase", "secret", "token"]
-        .iter()
-        .any(|s| k.contains(s))
+/// Words that make a TOML key's value a secret whatever it looks like.
+const SECRET_WORDS: [&str; 4] = ["password", "passphrase", "secret", "token"];
+
+/// `text` without its URLs (a `token=` in a URL's query is redacted by [`url`], not dropped).
+fn without_urls(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let end = rest[i + 3..]
+            .find(ends_url)
+            .map_or(rest.len(), |j| i + 3 + j);
+        out.push_str(&rest[..i]);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
-/// One line of a TOML file as a configuration error may quote it: the value of a secret key
-/// (`password = ...`) is dropped, URLs in any other value are redacted.
+fn mentions_secret(text: &str) -> bool {
+    let t = without_urls(text).to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| t.contains(w))
+}
+
+/// The values given to secret keys on a line (`password = "x"`, `{ token = 12 }`), unquoted.
+fn secret_values(text: &str) -> Vec<String> {
+    let t = without_urls(text);
+    let lower = t.to_ascii_lowercase();
+    let mut values = Vec::new();
+    for w in SECRET_WORDS {
+        for (at, _) in lower.match_indices(w) {
+            let after = t[at + w.len()..]
+                .trim_start_matches(|c: char| c.is_ascii_alphanumeric() || "_-\"'".contains(c))
+                .trim_start();
+            let Some(v) = after.strip_prefix('=').map(str::trim_start) else {
+                continue;
+            };
+            let v = match v.chars().next() {
+                Some(q @ ('"' | '\'')) => v[1..].split(q).next().unwrap_or(""),
+                _ => v.split([',', '}', ']', ' ', '\t']).next().unwrap_or(""),
+            };
+            if !v.is_empty() {
+                values.push(v.to_owned());
+            }
+        }
+    }
+    values
+}
+
+/// One line of a TOML file as a configuration error may quote it: everything after the `=` of
+/// a line that mentions a secret (`password = ...`, an inline table holding one) is dropped,
+/// URLs in any other value are redacted.
 pub fn toml_line(line: &str) -> String {
     match line.split_once('=') {
-        Some((key, _)) if is_secret_key(key) => format!("{}= ***", key),
+        Some((key, _)) if mentions_secret(line) => format!("{key}= ***"),
         Some((key, value)) => {
             // A quoted URL is redacted whole: a bad one may hold a space before its '@'.
             let v = value.trim_start();
@@ -159,21 +200,31 @@ fn excerpt(l: &str) -> Option<(&str, &str)> {
 }
 
 /// A message of the TOML parser: its excerpt of the file (the lines `N | text`) goes through
-/// [`toml_line`], the rest through [`urls_in`]; the value of a secret key on a quoted line is
-/// hidden wherever the message repeats it (`invalid type: integer \`1234\``).
+/// [`toml_line`] (a line continuing a secret's value is dropped whole), the rest through
+/// [`urls_in`]; the value of a secret key is hidden wherever the message repeats it
+/// (`invalid type: integer \`1234\``).
 pub fn toml_error(message: &str) -> String {
     let secrets: Vec<String> = message
         .lines()
         .filter_map(excerpt)
-        .filter_map(|(_, text)| text.split_once('='))
-        .filter(|(key, _)| is_secret_key(key))
-        .map(|(_, v)| v.trim().trim_matches(['"', '\'']).to_owned())
-        .filter(|v| !v.is_empty())
+        .flat_map(|(_, text)| secret_values(text))
         .collect();
+    let mut in_secret = false;
     message
         .lines()
         .map(|l| match excerpt(l) {
-            Some((n, text)) => format!("{n} | {}", toml_line(text)),
+            Some((n, text)) => {
+                if mentions_secret(text) {
+                    in_secret = true;
+                    format!("{n} | {}", toml_line(text))
+                } else if in_secret && !text.contains('=') {
+                    // The rest of a multi-line array or string that holds the secret.
+                    format!("{n} | ***")
+                } else {
+                    in_secret = false;
+                    format!("{n} | {}", toml_line(text))
+                }
+            }
             None => {
                 let mut l = urls_in(l);
                 for v in &secrets {
@@ -275,5 +326,20 @@ mod tests {
         let e = "TOML parse error at line 1\n1 | password = \"hunter22\"\nbad value \"hunter22\"";
         let shown = toml_error(e);
         assert!(!shown.contains("hunter22"), "{shown}");
+        assert_eq!(
+            secret_values(
+                "m = { url = \"http://h/?token=q\", password = 987654, api_token='x y' }"
+            ),
+            ["987654", "x y"]
+        );
+        // An inline table holding a password; a multi-line array holding one.
+        assert_eq!(
+            toml_line("mqtt = { url = \"mqtt://h\", password = \"hunter22\" }"),
+            "mqtt = ***"
+        );
+        let e = "TOML parse error at line 4\n4 | password = [\n5 |   \"hunter22\",\n6 | ]\ninvalid type";
+        let shown = toml_error(e);
+        assert!(!shown.contains("hunter22"), "{shown}");
+        assert!(shown.contains("invalid type"), "{shown}");
     }
 }
