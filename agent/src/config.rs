@@ -196,6 +196,18 @@ impl Tuf {
         if self.root.as_os_str().is_empty() {
             return Err(("tuf.root", "must name the trusted root file".into()));
         }
+        // File names are appended to these base URLs: a query or fragment would swallow them.
+        for (key, u) in [
+            ("tuf.metadata_url", &self.metadata_url),
+            ("tuf.targets_url", &self.targets_url),
+        ] {
+            if u.0.contains(['?', '#']) {
+                return Err((
+                    key,
+                    format!("`{u}` has a query or fragment: file names are appended to it"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -1103,6 +1115,10 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
             (
                 "[tuf]\nmetadata_url = \"http://h/m\"\ntargets_url = \"http://h/t\"\nread_timeout = \"x\"",
                 "not a duration",
+            ),
+            (
+                "[tuf]\nmetadata_url = \"http://h/m?token=t\"\ntargets_url = \"http://h/t\"",
+                "tuf.metadata_url: `http://h/m?token=***` has a query",
             ),
         ];
         for (text, want) in cases {

@@ -189,12 +189,13 @@ fn main() -> ExitCode {
 }
 
 /// The log's field formatter: every value (the message too) with its control characters
-/// escaped, so that a job id or a URI from a server cannot forge a log line or drive a terminal.
+/// escaped, so that a job id or a URI from a server cannot forge a log line or drive a terminal,
+/// and every URL in it redacted, whichever module formatted it (a TUF fetch error, a reqwest
+/// error chain).
 fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
     use tracing_subscriber::field::MakeExt as _;
     tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        let text = format!("{value:?}");
-        let text = cip_update_agent::redact::escape(&text);
+        let text = cip_update_agent::redact::message(&format!("{value:?}"));
         match field.name() {
             "message" => write!(w, "{text}"),
             name => write!(w, "{name}={text}"),

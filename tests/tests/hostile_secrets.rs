@@ -394,3 +394,38 @@ async fn state_files_are_private_under_umask_000() {
         "the journal is checked: {seen:?}"
     );
 }
+
+/// TUF URLs with credentials (a private repository): the fetch errors the agent logs while the
+/// repository is unreachable name the server, not the password or the token (today the TUF
+/// client's errors quote the URL as configured).
+#[test]
+fn tuf_url_credentials_are_not_logged() {
+    let repo = cip_update_agent_tests::tuf::TufRepo::rs_tuf(4).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let config = format!(
+        "state_dir = {:?}\n[tuf]\nroot = {:?}\nmetadata_url = \"{}\"\ntargets_url = \"{}\"\n",
+        d.path().join("state"),
+        repo.initial_root(),
+        "http://fleet:pw-7Qx9@127.0.0.1:1/metadata",
+        "http://tok-U5er@127.0.0.1:1/targets",
+    );
+    let cfg = d.path().join("agent.toml");
+    fs::write(&cfg, config).unwrap();
+    let mut run = agent_cmd()
+        .unwrap()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    run.kill().unwrap();
+    let log = text(&run.wait_with_output().unwrap());
+    assert!(
+        log.contains("127.0.0.1:1/metadata"),
+        "the failed refresh is logged:\n{log}"
+    );
+    assert_no_secret("the log of TUF-only mode", &log);
+}
