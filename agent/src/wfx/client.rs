@@ -240,8 +240,6 @@ impl WfxClient {
     }
 }
 
-/// Percent-encodes a path segment or query value (job ids are `[A-Za-z0-9_.-]`, but the server
-/// is not trusted, and client ids may hold `:`).
 /// `base` + `path` + the query: a query in `base` (a token in `wfx.url`) stays, after the path.
 fn api_url(base: &str, path: &str, query: &[(&str, &str)]) -> String {
     let base = base.split_once('#').map_or(base, |(b, _)| b);
@@ -266,6 +264,8 @@ fn api_url(base: &str, path: &str, query: &[(&str, &str)]) -> String {
     url
 }
 
+/// Percent-encodes a path segment or query value (job ids are `[A-Za-z0-9_.-]`, but the server
+/// is not trusted, and client ids may hold `:`).
 fn encode(seg: &str) -> String {
     seg.bytes()
         .map(|b| match b {
