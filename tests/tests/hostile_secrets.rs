@@ -89,11 +89,13 @@ fn status_shows_wfx_url_without_its_secrets() {
             assert!(shown.contains(host), "{args:?}: {shown}");
         }
     }
-    // `run` against that wfx, unreachable: its retries are logged, without the secrets.
+    // `run` against that wfx, unreachable through a proxy with credentials: its retries are
+    // logged, without the secrets.
     let config = format!(
-        "state_dir = {:?}\n[device]\nclient_id = \"dev-1\"\n[wfx]\nurl = \"{}\"\n",
+        "state_dir = {:?}\n[device]\nclient_id = \"dev-1\"\n[wfx]\nurl = \"{}\"\n[proxy]\nurl = \"{}\"\n",
         d.path().join("state"),
-        "http://fleet:pw-7Qx9@127.0.0.1:1/api/wfx/v1?token=tok-Qu3ry"
+        "http://fleet:pw-7Qx9@127.0.0.1:1/api/wfx/v1?token=tok-Qu3ry",
+        "http://proxy:mq-pw-44@127.0.0.1:1",
     );
     let cfg = d.path().join("agent.toml");
     fs::write(&cfg, config).unwrap();
