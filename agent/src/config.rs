@@ -196,6 +196,18 @@ impl Tuf {
         if self.root.as_os_str().is_empty() {
             return Err(("tuf.root", "must name the trusted root file".into()));
         }
+        // File names are appended to these base URLs: a query or fragment would swallow them.
+        for (key, u) in [
+            ("tuf.metadata_url", &self.metadata_url),
+            ("tuf.targets_url", &self.targets_url),
+        ] {
+            if u.0.contains(['?', '#']) {
+                return Err((
+                    key,
+                    format!("`{u}` has a query or fragment: file names are appended to it"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -508,18 +520,20 @@ pub struct Proxy {
     pub no_proxy: Vec<String>,
 }
 
-/// An http or https URL, checked at load.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An http or https URL, checked at load. Shown (`Display`, `Debug`) with its credentials
+/// redacted ([`crate::redact::url`]); `.0` is the URL itself, for requests only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpUrl(pub String);
 
 impl<'de> Deserialize<'de> for HttpUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
+        let shown = crate::redact::url(&s);
         let u = reqwest::Url::parse(&s)
-            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a URL: {e}")))?;
+            .map_err(|e| serde::de::Error::custom(format!("`{shown}` is not a URL: {e}")))?;
         if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
             return Err(serde::de::Error::custom(format!(
-                "`{s}` is not an http:// or https:// URL with a host"
+                "`{shown}` is not an http:// or https:// URL with a host"
             )));
         }
         Ok(HttpUrl(s.trim_end_matches('/').to_owned()))
@@ -528,7 +542,13 @@ impl<'de> Deserialize<'de> for HttpUrl {
 
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&crate::redact::url(&self.0))
+    }
+}
+
+impl fmt::Debug for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HttpUrl({:?})", crate::redact::url(&self.0))
     }
 }
 
@@ -596,9 +616,10 @@ impl Config {
 
     /// Parses and checks a configuration; `path` only names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        // toml quotes the offending line: a password or a URL's token on it must not be shown.
         let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: crate::redact::toml_error(e.to_string().trim_end()),
         })?;
         c.check().map_err(|(key, message)| ConfigError::Invalid {
             path: path.to_owned(),
@@ -613,6 +634,8 @@ impl Config {
         if !self.state_dir.is_absolute() {
             return Err(("state_dir", "must be an absolute path".into()));
         }
+        self.check_paths()?;
+        self.check_durations()?;
         if let Some(id) = &self.device.client_id {
             check_client_id(id).map_err(|m| ("device.client_id", m))?;
         }
@@ -729,6 +752,169 @@ impl Config {
                     format!("check `{}` has no command", c.name),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+/// Upper bounds of the duration keys: beyond them a value is a typo (`"290000000000y"`), and
+/// a deadline computed from it would overflow the clock.
+pub mod max {
+    use std::time::Duration;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+    pub const READ_TIMEOUT: Duration = HOUR;
+    pub const METADATA_TIMEOUT: Duration = HOUR;
+    pub const TIME_SYNC_TIMEOUT: Duration = DAY;
+    pub const TUF_POLL_INTERVAL: Duration = Duration::from_secs(7 * 86_400);
+    pub const WFX_POLL_INTERVAL: Duration = DAY;
+    pub const PROGRESS_INTERVAL: Duration = HOUR;
+    pub const CONSENT_RETRY: Duration = Duration::from_secs(7 * 86_400);
+    pub const SYSTEMD_TIMEOUT: Duration = DAY;
+    pub const CHECK_TIMEOUT: Duration = DAY;
+}
+
+/// `key: must be at most ...` when `v` is above `max`.
+fn at_most(key: &'static str, v: Duration, max: Duration) -> Result<(), (&'static str, String)> {
+    if v > max {
+        return Err((
+            key,
+            format!(
+                "`{}` is too long: at most {}",
+                humantime::format_duration(v),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A file the agent opens must not depend on the directory it was started in.
+fn absolute(key: &'static str, p: &Path) -> Result<(), (&'static str, String)> {
+    if p.is_absolute() {
+        Ok(())
+    } else {
+        Err((key, format!("`{}` must be an absolute path", p.display())))
+    }
+}
+
+/// A program: a bare name (looked up in PATH) or an absolute path, never relative to the
+/// working directory.
+fn program(key: &'static str, p: &Path) -> Result<(), (&'static str, String)> {
+    let name_only =
+        p.components().count() == 1 && !p.as_os_str().as_encoded_bytes().contains(&b'/');
+    if name_only || p.is_absolute() {
+        Ok(())
+    } else {
+        Err((
+            key,
+            format!(
+                "`{}` must be a program name (looked up in PATH) or an absolute path",
+                p.display()
+            ),
+        ))
+    }
+}
+
+impl Config {
+    /// Paths are absolute: a service's files do not depend on where it was started.
+    fn check_paths(&self) -> Result<(), (&'static str, String)> {
+        absolute("device.version_file", &self.device.version_file)?;
+        absolute("device.hwrevision_file", &self.device.hwrevision_file)?;
+        if let Some(p) = &self.swupdate.control_socket {
+            absolute("swupdate.control_socket", p)?;
+        }
+        if let Some(p) = &self.swupdate.progress_socket {
+            absolute("swupdate.progress_socket", p)?;
+        }
+        for (key, p) in [
+            ("tls.ca_file", &self.tls.ca_file),
+            ("tls.client_cert", &self.tls.client_cert),
+            ("tls.client_key", &self.tls.client_key),
+            ("boot.fw_env_defaults", &self.boot.fw_env_defaults),
+        ] {
+            if let Some(p) = p {
+                absolute(key, p)?;
+            }
+        }
+        if let Some(t) = &self.tuf {
+            absolute("tuf.root", &t.root)?;
+            absolute("tuf.time_sync_file", &t.time_sync_file)?;
+        }
+        for p in &self.boot.ebg_env_files {
+            absolute("boot.ebg_env_files", p)?;
+        }
+        absolute("boot.fw_env_config", &self.boot.fw_env_config)?;
+        program("boot.bg_printenv", &self.boot.bg_printenv)?;
+        program("boot.bg_setenv", &self.boot.bg_setenv)?;
+        program("boot.fw_printenv", &self.boot.fw_printenv)?;
+        program("boot.fw_setenv", &self.boot.fw_setenv)?;
+        program("health.systemctl", &self.health.systemctl)?;
+        if let Some(p) = self.reboot.command.first() {
+            program("reboot.command", Path::new(p))?;
+        }
+        if let Some(p) = self.reboot.consent_command.as_ref().and_then(|c| c.first()) {
+            program("reboot.consent_command", Path::new(p))?;
+        }
+        for c in &self.health.checks {
+            if let Some(p) = c.command.first() {
+                program("health.checks", Path::new(p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every duration key below its bound ([`max`]).
+    fn check_durations(&self) -> Result<(), (&'static str, String)> {
+        if let Some(w) = &self.wfx {
+            at_most("wfx.poll_interval", w.poll_interval, max::WFX_POLL_INTERVAL)?;
+            at_most(
+                "wfx.progress_interval",
+                w.progress_interval,
+                max::PROGRESS_INTERVAL,
+            )?;
+        }
+        if let Some(t) = &self.tuf {
+            at_most(
+                "tuf.connect_timeout",
+                t.connect_timeout,
+                max::CONNECT_TIMEOUT,
+            )?;
+            at_most("tuf.read_timeout", t.read_timeout, max::READ_TIMEOUT)?;
+            at_most(
+                "tuf.metadata_timeout",
+                t.metadata_timeout,
+                max::METADATA_TIMEOUT,
+            )?;
+            at_most(
+                "tuf.time_sync_timeout",
+                t.time_sync_timeout,
+                max::TIME_SYNC_TIMEOUT,
+            )?;
+            at_most("tuf.poll_interval", t.poll_interval, max::TUF_POLL_INTERVAL)?;
+        }
+        if let Some(m) = &self.mqtt {
+            at_most(
+                "mqtt.progress_interval",
+                m.progress_interval,
+                max::PROGRESS_INTERVAL,
+            )?;
+        }
+        at_most(
+            "reboot.consent_retry",
+            self.reboot.consent_retry,
+            max::CONSENT_RETRY,
+        )?;
+        at_most(
+            "health.systemd_timeout",
+            self.health.systemd_timeout,
+            max::SYSTEMD_TIMEOUT,
+        )?;
+        for c in &self.health.checks {
+            at_most("health.checks", c.timeout, max::CHECK_TIMEOUT)?;
         }
         Ok(())
     }
@@ -930,6 +1116,10 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
                 "[tuf]\nmetadata_url = \"http://h/m\"\ntargets_url = \"http://h/t\"\nread_timeout = \"x\"",
                 "not a duration",
             ),
+            (
+                "[tuf]\nmetadata_url = \"http://h/m?token=t\"\ntargets_url = \"http://h/t\"",
+                "tuf.metadata_url: `http://h/m?token=***` has a query",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();
@@ -938,6 +1128,135 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
         }
         let e = parse("[wfx]\nurl = \"http://h\"\npoll = \"1m\"").unwrap_err();
         assert!(e.contains("line 3") && e.contains("poll = \"1m\""), "{e}");
+    }
+
+    /// A configuration error may end up in a support ticket: no password or token in it.
+    #[test]
+    fn errors_show_no_secret() {
+        for text in [
+            "[wfx]\nurl = \"ftp://u:pw-1f@h/?token=tok-2e\"",
+            "[wfx]\nurl = \"http://tok-2e @h:99999\"",
+            "[wfx]\nurl = \"http://u:pw-1f@h/?token=tok-2e\"\npoll_interval = \"0s\"",
+            "[wfx]\nurl = \"http://tok-2e@h\"\npoll_interval = \"soon\"",
+            "[proxy]\nurl = \"socks://tok-2e@p\"",
+            "[mqtt]\nurl = \"mqtt://u:pw-1f@h\"",
+            "[mqtt]\nurl = \"tok-2e@h\"",
+            "[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword = 987654",
+            "[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword = [\"pw-1f\"]",
+            "[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword = [\n  \"pw-1f\",\n  \"tok-2e\"\n]",
+            "mqtt = { url = \"mqtt://h\", username = \"u\", password = 987654 }",
+            "mqtt = { url = \"mqtt://h\", username = \"u\", password = \"pw-1f\", colour = 1 }",
+        ] {
+            let e = parse(text).expect_err(text);
+            for secret in ["pw-1f", "tok-2e", "987654"] {
+                assert!(!e.contains(secret), "{text:?}: {e}");
+            }
+            // Still says which line and what is wrong.
+            assert!(e.starts_with("agent.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn durations_have_upper_bounds() {
+        for (text, want) in [
+            (
+                "[wfx]\nurl = \"http://h\"\npoll_interval = \"290000000000y\"",
+                "wfx.poll_interval: `290000000000years` is too long: at most 1day",
+            ),
+            (
+                "[wfx]\nurl = \"http://h\"\nprogress_interval = \"2h\"",
+                "wfx.progress_interval",
+            ),
+            (
+                "[reboot]\nconsent_retry = \"8days\"",
+                "reboot.consent_retry",
+            ),
+            (
+                "[health]\nsystemd_timeout = \"400d\"",
+                "health.systemd_timeout",
+            ),
+            (
+                "[health]\nchecks = [{ name = \"x\", command = [\"/x\"], timeout = \"1000y\" }]",
+                "health.checks",
+            ),
+            (
+                "[tuf]\nmetadata_url = \"http://h/m\"\ntargets_url = \"http://h/t\"\npoll_interval = \"30d\"",
+                "tuf.poll_interval",
+            ),
+            (
+                "[tuf]\nmetadata_url = \"http://h/m\"\ntargets_url = \"http://h/t\"\nread_timeout = \"2h\"",
+                "tuf.read_timeout",
+            ),
+            (
+                "[mqtt]\nurl = \"mqtt://h\"\nprogress_interval = \"99999999999y\"",
+                "mqtt.progress_interval",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        // At the bound is fine.
+        parse("[wfx]\nurl = \"http://h\"\npoll_interval = \"1day\"").unwrap();
+    }
+
+    /// A service's files do not depend on the directory it was started in.
+    #[test]
+    fn paths_must_be_absolute() {
+        for (text, key) in [
+            (
+                "[device]\nversion_file = \"os-release\"",
+                "device.version_file",
+            ),
+            (
+                "[device]\nhwrevision_file = \"etc/hw\"",
+                "device.hwrevision_file",
+            ),
+            (
+                "[swupdate]\ncontrol_socket = \"sock\"",
+                "swupdate.control_socket",
+            ),
+            (
+                "[swupdate]\nprogress_socket = \"./p\"",
+                "swupdate.progress_socket",
+            ),
+            ("[tls]\nca_file = \"ca.pem\"", "tls.ca_file"),
+            (
+                "[tls]\nclient_cert = \"/c\"\nclient_key = \"k\"",
+                "tls.client_key",
+            ),
+            (
+                "[tuf]\nroot = \"root.json\"\nmetadata_url = \"http://h/m\"\ntargets_url = \"http://h/t\"",
+                "tuf.root",
+            ),
+            (
+                "[boot]\nfw_env_config = \"fw_env.config\"",
+                "boot.fw_env_config",
+            ),
+            ("[boot]\nbg_setenv = \"bin/bg_setenv\"", "boot.bg_setenv"),
+            ("[reboot]\ncommand = [\"./reboot\"]", "reboot.command"),
+            (
+                "[mqtt]\nurl = \"mqtts://h\"\nca_file = \"ca.pem\"",
+                "mqtt.ca_file",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                e.contains(&format!("{key}: `")) && e.contains("absolute path"),
+                "{text:?}: {e}"
+            );
+        }
+        // Programs may still be names looked up in PATH.
+        parse("[boot]\nbg_setenv = \"bg_setenv\"\n[reboot]\ncommand = [\"systemctl\", \"reboot\"]")
+            .unwrap();
+    }
+
+    #[test]
+    fn the_wfx_url_is_shown_redacted() {
+        let c = parse("[wfx]\nurl = \"https://TOKEN@h/api?k=v\"").unwrap();
+        let w = c.wfx.unwrap();
+        assert_eq!(w.url.0, "https://TOKEN@h/api?k=v");
+        assert_eq!(w.url.to_string(), "https://***@h/api?k=***");
+        assert!(!format!("{:?}", w.url).contains("TOKEN"));
     }
 
     #[test]

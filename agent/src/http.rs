@@ -77,7 +77,7 @@ pub fn client(
     }
     if let Some(url) = &proxy.url {
         let p = reqwest::Proxy::all(&url.0)
-            .map_err(|e| HttpSetupError::Proxy(e.to_string()))?
+            .map_err(|e| HttpSetupError::Proxy(crate::redact::urls_in(&e.to_string())))?
             .no_proxy(reqwest::NoProxy::from_string(&proxy.no_proxy.join(",")));
         b = b.proxy(p);
     }

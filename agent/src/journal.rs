@@ -3,8 +3,7 @@
 //! directory. A power cut at any instant leaves the old journal or the new one, never a mix.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -100,24 +99,15 @@ impl Store {
     /// Replaces the journal atomically and durably.
     pub fn save(&self, journal: &Journal) -> Result<(), JournalError> {
         let path = self.path();
-        let tmp = self.dir.join(format!("{FILE}.tmp"));
         let mut j = journal.clone();
         j.schema = SCHEMA;
         let bytes = serde_json::to_vec_pretty(&j).map_err(|e| JournalError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
-        let mut f = File::create(&tmp).map_err(self.io(&tmp))?;
-        f.write_all(&bytes).map_err(self.io(&tmp))?;
-        f.sync_all().map_err(self.io(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(self.io(&path))?;
-        // The rename is durable only once the directory is.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(self.io(&self.dir))?;
-        Ok(())
+        crate::atomic::create_dirs(&self.dir).map_err(self.io(&self.dir))?;
+        // Temporary, fsync, rename, fsync of the directory; 0600 whatever the umask.
+        crate::atomic::write(&path, &bytes, crate::atomic::PRIVATE_FILE).map_err(self.io(&path))
     }
 }
 

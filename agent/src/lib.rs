@@ -2,6 +2,7 @@
 //!
 //! The library holds every capability; `main.rs` is the command line over it.
 
+pub mod atomic;
 pub mod boot;
 pub mod config;
 pub mod daemon;

@@ -139,6 +139,9 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_env("CIP_UPDATE_AGENT_LOG").unwrap_or_else(|_| filter.into()),
         )
+        .fmt_fields(escaped_fields())
+        // Colours only for a person at a terminal; journald and log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -183,6 +186,22 @@ fn main() -> ExitCode {
     // hold the exit.
     rt.shutdown_background();
     ExitCode::from(code)
+}
+
+/// The log's field formatter: every value (the message too) with its control characters
+/// escaped, so that a job id or a URI from a server cannot forge a log line or drive a terminal,
+/// and every URL in it redacted, whichever module formatted it (a TUF fetch error, a reqwest
+/// error chain).
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt as _;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = cip_update_agent::redact::message(&format!("{value:?}"));
+        match field.name() {
+            "message" => write!(w, "{text}"),
+            name => write!(w, "{name}={text}"),
+        }
+    })
+    .delimited(" ")
 }
 
 fn show_status(config: &Config, json: bool) -> u8 {
@@ -358,13 +377,11 @@ async fn run_install(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
         }
     };
     let d = &config.swupdate;
+    // A path typed on the command line is the user's: relative to where they are, said once here.
+    let typed = |p: Option<PathBuf>| p.map(|p| std::path::absolute(&p).unwrap_or(p));
     let paths = SocketPaths::with_overrides(
-        args.daemon
-            .control_socket
-            .or_else(|| d.control_socket.clone()),
-        args.daemon
-            .progress_socket
-            .or_else(|| d.progress_socket.clone()),
+        typed(args.daemon.control_socket).or_else(|| d.control_socket.clone()),
+        typed(args.daemon.progress_socket).or_else(|| d.progress_socket.clone()),
     );
     let sw = Swupdate::new(paths, args.daemon.wire.unwrap_or(d.wire));
     // URLs go through the configured TLS (CA, client certificate) and proxy, as in `run`.

@@ -38,7 +38,9 @@ pub fn send_to(path: &OsStr, msg: &str) {
 
 /// `STATUS=<text>` (one line, at most 200 characters).
 pub fn status_line(text: &str) -> String {
-    let line: String = text.chars().filter(|c| *c != '\n').take(200).collect();
+    // One line (a newline would start another sd_notify assignment), no control character or
+    // URL credential from a server's text in `systemctl status`.
+    let line: String = crate::redact::message(text).chars().take(200).collect();
     format!("STATUS={line}")
 }
 
@@ -127,7 +129,7 @@ mod tests {
         send_to(p.as_os_str(), &status_line("job j1: INSTALLING\nnext"));
         let mut buf = [0u8; 256];
         let n = server.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"STATUS=job j1: INSTALLINGnext");
+        assert_eq!(&buf[..n], b"STATUS=job j1: INSTALLING\\nnext");
         use std::os::linux::net::SocketAddrExt;
         let name = format!("cip-update-agent-test-{}", std::process::id());
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();

@@ -86,10 +86,12 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// ([`crate::redact::url`]).
 pub fn http_error(e: &reqwest::Error) -> String {
     let s = error_chain(e);
-    match e.url() {
+    let s = match e.url() {
         Some(u) => s.replace(u.as_str(), &crate::redact::url(u.as_str())),
         None => s,
-    }
+    };
+    // Any other URL the chain quotes (a redirect's, a proxy's) too.
+    crate::redact::urls_in(&s)
 }
 
 async fn open_file(path: &std::path::Path) -> Result<Opened, SourceError> {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::job::Record;
 use crate::journal::{JournalError, LastResult, Store};
+use crate::redact::escape;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Status {
@@ -91,12 +92,18 @@ pub fn collect(config: &Config) -> Result<Status, JournalError> {
             .ok()
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty()),
-        wfx: config.wfx.as_ref().map(|w| w.url.0.clone()),
+        // Displayed redacted: its password and tokens stay in the configuration file.
+        wfx: config.wfx.as_ref().map(|w| w.url.to_string()),
         current_job: journal.jobs.values().next().map(|r| CurrentJob {
             job_id: r.job_id.clone(),
             phase: phase(r),
         }),
-        last_result: journal.last,
+        // The message may come from a server (an error body, a URI): no URL's credentials, no
+        // control characters (a journal written by an older agent may hold either).
+        last_result: journal.last.map(|l| LastResult {
+            message: crate::redact::message(&l.message),
+            ..l
+        }),
     })
 }
 
@@ -115,7 +122,12 @@ pub fn render(s: &Status) -> String {
     let _ = writeln!(out, "wfx:       {}", or(&s.wfx, "(not configured)"));
     match &s.current_job {
         Some(j) => {
-            let _ = writeln!(out, "job:       {} ({})", j.job_id, j.phase);
+            let _ = writeln!(
+                out,
+                "job:       {} ({})",
+                escape(&j.job_id),
+                escape(&j.phase)
+            );
         }
         None => {
             let _ = writeln!(out, "job:       none");
@@ -146,10 +158,16 @@ pub fn render(s: &Status) -> String {
     }
     match &s.last_result {
         Some(l) if l.message.is_empty() => {
-            let _ = writeln!(out, "last:      {} {}", l.job_id, l.state);
+            let _ = writeln!(out, "last:      {} {}", escape(&l.job_id), escape(&l.state));
         }
         Some(l) => {
-            let _ = writeln!(out, "last:      {} {}: {}", l.job_id, l.state, l.message);
+            let _ = writeln!(
+                out,
+                "last:      {} {}: {}",
+                escape(&l.job_id),
+                escape(&l.state),
+                l.message
+            );
         }
         None => {
             let _ = writeln!(out, "last:      none");

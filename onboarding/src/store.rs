@@ -64,7 +64,8 @@ pub fn save(state_dir: &Path, o: &Onboarded) -> Result<(), StoreError> {
         reason: e.to_string(),
     })?;
     bytes.push(b'\n');
-    atomic::write(&p, &bytes, 0o644).map_err(|source| StoreError::Io { path: p, source })
+    atomic::write(&p, &bytes, atomic::PRIVATE_FILE)
+        .map_err(|source| StoreError::Io { path: p, source })
 }
 
 #[cfg(test)]

@@ -129,9 +129,7 @@ impl Daemon {
     ) -> Result<(), String> {
         use futures_util::StreamExt;
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| e.to_string())?;
+            crate::atomic::create_dirs(dir).map_err(|e| e.to_string())?;
         }
         let mut have = tokio::fs::metadata(path)
             .await
@@ -157,14 +155,16 @@ impl Daemon {
         if !status.is_success() {
             return Err(format!("HTTP {}", status.as_u16()));
         }
-        let mut f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(path)
-            .await
+        // 0600, never through a link planted in the staging directory.
+        let mut f = crate::atomic::open_private(path, crate::atomic::PRIVATE_FILE, !append)
+            .map(tokio::fs::File::from_std)
             .map_err(|e| e.to_string())?;
+        if append {
+            use tokio::io::AsyncSeekExt as _;
+            f.seek(std::io::SeekFrom::End(0))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let mut body = resp.bytes_stream();
         let mut size = if append { have } else { 0 };
         loop {
@@ -269,13 +269,11 @@ impl Daemon {
 /// Writes a rebuilt .swu to the staging file (then verified against its target like a download).
 pub(super) async fn write_staged(image: Opened, path: &std::path::Path) -> Result<(), String> {
     if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| e.to_string())?;
+        crate::atomic::create_dirs(dir).map_err(|e| e.to_string())?;
     }
     let part = path.with_extension("delta-part");
-    let mut f = tokio::fs::File::create(&part)
-        .await
+    let mut f = crate::atomic::open_private(&part, crate::atomic::PRIVATE_FILE, true)
+        .map(tokio::fs::File::from_std)
         .map_err(|e| e.to_string())?;
     let mut reader = image.reader;
     tokio::io::copy(&mut reader, &mut f)

@@ -21,7 +21,7 @@ fn io(path: &Path, e: std::io::Error) -> DeltaError {
 
 impl ChunkCache {
     pub fn open(dir: &Path, hash: HashType) -> Result<ChunkCache, DeltaError> {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        crate::atomic::create_dirs(dir).map_err(|e| io(dir, e))?;
         Ok(ChunkCache {
             dir: dir.to_owned(),
             hash,
@@ -41,9 +41,7 @@ impl ChunkCache {
     /// Stores verified bytes (the caller checked `digest`).
     pub fn put(&self, digest: &Digest, data: &[u8]) -> Result<(), DeltaError> {
         let path = self.path(digest);
-        let tmp = path.with_extension("part");
-        std::fs::write(&tmp, data).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+        crate::atomic::write(&path, data, crate::atomic::PRIVATE_FILE).map_err(|e| io(&path, e))
     }
 
     /// The bytes stored for `digest`, if present and still right (a bad entry is removed).

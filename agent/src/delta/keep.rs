@@ -32,8 +32,10 @@ impl Keeper {
         let file = self
             .part
             .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::File::create(&self.part));
+            .map_or(Ok(()), crate::atomic::create_dirs)
+            .and_then(|()| {
+                crate::atomic::open_private(&self.part, crate::atomic::PRIVATE_FILE, true)
+            });
         match file {
             Ok(f) => Box::pin(KeepingReader {
                 inner,

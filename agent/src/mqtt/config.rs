@@ -80,6 +80,15 @@ impl MqttConfig {
     /// Checks what spans several keys: the TLS files against the scheme, the certificate against
     /// its key, the password against the user. Returns `(key, message)`.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (key, p) in [
+            ("mqtt.ca_file", &self.ca_file),
+            ("mqtt.client_cert", &self.client_cert),
+            ("mqtt.client_key", &self.client_key),
+        ] {
+            if let Some(p) = p.as_deref().filter(|p| !p.is_absolute()) {
+                return Err((key, format!("`{}` must be an absolute path", p.display())));
+            }
+        }
         if !self.url.tls {
             for (key, set) in [
                 ("mqtt.ca_file", self.ca_file.is_some()),
@@ -166,8 +175,11 @@ impl BrokerUrl {
     /// Parses `mqtt://host[:port]` or `mqtts://host[:port]` (an optional trailing `/`; no user,
     /// path or query: credentials have their own keys).
     pub fn parse(s: &str) -> Result<BrokerUrl, String> {
-        let bad =
-            |why: &str| format!("`{s}` is not an mqtt://host:port or mqtts://host:port url: {why}");
+        // Credentials have no place here, but one typed in by mistake must not be echoed.
+        let shown = crate::redact::url_like(s);
+        let bad = |why: &str| {
+            format!("`{shown}` is not an mqtt://host:port or mqtts://host:port url: {why}")
+        };
         let (tls, rest) = if let Some(rest) = s.strip_prefix("mqtt://") {
             (false, rest)
         } else if let Some(rest) = s.strip_prefix("mqtts://") {

@@ -151,7 +151,10 @@ impl Publisher {
 
     /// Queues a state change (retained, QoS 1; every change is delivered, in order, up to the
     /// outbox capacity: see [`super::outbox`]).
-    pub fn state(&self, state: State) {
+    pub fn state(&self, mut state: State) {
+        // The retained state outlives the job: no credential and no control character in the
+        // error text, whoever built it.
+        state.last_error = state.last_error.as_deref().map(crate::redact::message);
         if let Some(p) = self.payload(&state) {
             if self.inner.shared.outbox().push_state(p) {
                 tracing::warn!("MQTT broker away too long: dropped the oldest queued state change");
@@ -520,7 +523,9 @@ impl Connection {
         if !self.connected || self.shared.is_closing() || !self.shared.outbox().has_progress() {
             return None;
         }
-        self.last_progress.map(|t| t + self.progress_interval)
+        // checked: a progress interval built without the configuration's bound cannot panic.
+        self.last_progress
+            .map(|t| t.checked_add(self.progress_interval).unwrap_or(t))
     }
 
     /// Publishes the online topic's `online` or `offline` (retained, QoS 1).

@@ -530,9 +530,9 @@ impl<F: Fetcher> Updater<F> {
         }
         let url = self.target_url(info)?;
         let mut verifier = TargetVerifier::new(info)?;
-        std::fs::create_dir_all(dir).map_err(store_err(dir))?;
-        let tmp = store::tmp_path(&path);
-        let mut file = std::fs::File::create(&tmp).map_err(store_err(&tmp))?;
+        let (mut file, tmp) =
+            cip_onboarding::atomic::create_temp(&path, cip_onboarding::atomic::PRIVATE_FILE)
+                .map_err(store_err(&path))?;
         let fetched = self
             .fetcher
             .fetch(
@@ -552,8 +552,7 @@ impl<F: Fetcher> Updater<F> {
         let done = fetched
             .and_then(|()| verifier.finish())
             .and_then(|()| file.sync_all().map_err(store_err(&tmp)))
-            .and_then(|()| std::fs::rename(&tmp, &path).map_err(store_err(&path)))
-            .and_then(|()| store::sync_dir(dir).map_err(store_err(dir)));
+            .and_then(|()| cip_onboarding::atomic::persist(&tmp, &path).map_err(store_err(&path)));
         if done.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }

@@ -2,7 +2,7 @@
 //! received, replaced atomically (temporary file, fsync, rename, fsync of the directory) so a
 //! power cut leaves the old or the new file, never a mix.
 
-use std::io::Write;
+use cip_onboarding::atomic;
 use std::path::{Path, PathBuf};
 
 use super::error::TufError;
@@ -52,23 +52,8 @@ impl MetadataStore {
 /// Writes `bytes` to `path` atomically (creating the directory if needed).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = tmp_path(path);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    sync_dir(dir)
-}
-
-/// `.<name>.tmp` beside `path`.
-pub fn tmp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
+    atomic::create_dirs(dir)?;
+    atomic::write(path, bytes, atomic::PRIVATE_FILE)
 }
 
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {

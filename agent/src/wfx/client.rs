@@ -110,13 +110,7 @@ impl WfxClient {
 
     /// A request with query parameters (encoded here: reqwest's `query` needs another feature).
     fn request_q(&self, method: Method, path: &str, query: &[(&str, &str)]) -> RequestBuilder {
-        let mut url = format!("{}{path}", self.base);
-        for (i, (k, v)) in query.iter().enumerate() {
-            url.push(if i == 0 { '?' } else { '&' });
-            url.push_str(&encode(k));
-            url.push('=');
-            url.push_str(&encode(v));
-        }
+        let url = api_url(&self.base, path, query);
         self.http
             .request(method, url)
             .header("X-Client-Id", &self.client_id)
@@ -207,6 +201,9 @@ impl WfxClient {
         let path = format!("/jobs/{}/status", encode(id));
         let mut body = status.clone();
         body.client_id = Some(self.client_id.clone());
+        // Whatever built the message, the fleet's job history gets no credential and no control
+        // character from it.
+        body.message = body.message.as_deref().map(crate::redact::message);
         let mut tries = 0;
         loop {
             match self
@@ -241,6 +238,30 @@ impl WfxClient {
             ready: std::collections::VecDeque::new(),
         })
     }
+}
+
+/// `base` + `path` + the query: a query in `base` (a token in `wfx.url`) stays, after the path.
+fn api_url(base: &str, path: &str, query: &[(&str, &str)]) -> String {
+    let base = base.split_once('#').map_or(base, |(b, _)| b);
+    let (base, base_query) = match base.split_once('?') {
+        Some((b, q)) => (b, Some(q).filter(|q| !q.is_empty())),
+        None => (base, None),
+    };
+    let mut url = format!("{}{path}", base.trim_end_matches('/'));
+    let mut sep = '?';
+    if let Some(q) = base_query {
+        url.push(sep);
+        url.push_str(q);
+        sep = '&';
+    }
+    for (k, v) in query {
+        url.push(sep);
+        sep = '&';
+        url.push_str(&encode(k));
+        url.push('=');
+        url.push_str(&encode(v));
+    }
+    url
 }
 
 /// Percent-encodes a path segment or query value (job ids are `[A-Za-z0-9_.-]`, but the server
@@ -321,6 +342,24 @@ impl EventStream {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_query_in_the_base_url_stays_after_the_path() {
+        assert_eq!(
+            api_url(
+                "http://h/api/wfx/v1?token=t",
+                "/jobs",
+                &[("clientId", "d 1")]
+            ),
+            "http://h/api/wfx/v1/jobs?token=t&clientId=d%201"
+        );
+        assert_eq!(
+            api_url("http://h/api/?token=t#f", "/jobs/1/status", &[]),
+            "http://h/api/jobs/1/status?token=t"
+        );
+        assert_eq!(api_url("http://h/api", "/jobs", &[]), "http://h/api/jobs");
+    }
+
     use super::*;
 
     #[test]
