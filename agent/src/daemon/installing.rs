@@ -88,7 +88,8 @@ impl Daemon {
         let by_delta = native || rebuilt.is_some();
         let mut image: Opened = match rebuilt {
             Some(o) => o,
-            None => match source::open_with(&src, &self.http).await {
+            None => match source::open_with(&src, &self.http, &self.config.download.limits()).await
+            {
                 Ok(i) => i,
                 Err(e) => return self.terminate(view, &e.to_string(), None).await,
             },
@@ -166,6 +167,7 @@ impl Daemon {
             &self.swupdate,
             &req,
             image,
+            self.config.download.max_image_size,
             &mut obs,
             job_gone(
                 self.wfx.clone(),
