@@ -167,6 +167,8 @@ pub struct Guarded<S> {
     meter: Meter,
     timer: Pin<Box<Sleep>>,
     beat_every: Duration,
+    /// A stall seen when bytes arrived, told at the next poll.
+    stalled: Option<TransferError>,
     failed: bool,
 }
 
@@ -182,6 +184,7 @@ impl<S> Guarded<S> {
             )),
             meter,
             beat_every,
+            stalled: None,
             failed: false,
         }
     }
@@ -202,12 +205,16 @@ where
         if self.failed {
             return Poll::Ready(None);
         }
+        if let Some(e) = self.stalled.take() {
+            return self.fail(e);
+        }
         match self.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(b))) => {
                 self.meter.add(b.len());
                 crate::notify::beat();
+                // These bytes still count (and are handed on); the stall is told next.
                 if let Err(e) = self.meter.check(Instant::now()) {
-                    return self.fail(e);
+                    self.stalled = Some(e);
                 }
                 return Poll::Ready(Some(Ok(b)));
             }

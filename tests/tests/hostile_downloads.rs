@@ -276,7 +276,9 @@ async fn a_cpio_header_claiming_4gb_is_refused_when_read() {
 }
 
 /// A valid .swu followed by endless data, without `[tuf]`: installed, and read only up to its
-/// trailer (and padding); the kept copy is the archive, not the endless rest.
+/// trailer (and padding); the kept copy is the archive, not the endless rest. (The base commit
+/// passes this one too: SWUpdate closes the stream at the trailer. It shows that stopping there
+/// keeps a real install whole.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_data_after_the_trailer_is_not_read() {
     let mut f = fleet();
@@ -474,4 +476,60 @@ async fn a_stalling_tuf_metadata_server_is_cut() {
             .any(|p| p == "/metadata/timestamp.json")
     );
     assert!(fs::read(&swu.images[0].target).unwrap().is_empty());
+}
+
+/// The delta path (`delta::prepare`, what `run` calls for a target with a zchunk companion)
+/// against a companion server that never answers, or dribbles: the delta fails within the
+/// bound, naming the stall, instead of hanging (`run` then falls back to the full target).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalling_delta_server_fails_the_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = |path: &str, length: u64| cip_update_agent::tuf::TargetInfo {
+        path: path.to_owned(),
+        length,
+        hashes: [("sha256".to_owned(), "ab".repeat(32))]
+            .into_iter()
+            .collect(),
+        custom: Value::Null,
+    };
+    let cfg = cip_update_agent::config::Delta {
+        seeds: Vec::new(),
+        max_retries: 1,
+        ..Default::default()
+    };
+    let timing = cip_update_agent::delta::Timing {
+        // Longer than the test: only the download bounds can end it.
+        idle: Duration::from_secs(600),
+        limits: cip_update_agent::http::Limits {
+            headers: Duration::from_secs(3),
+            stall_window: Duration::from_secs(2),
+            stall_min_bytes: 1024,
+        },
+    };
+    for (behaviour, words) in [
+        (Behaviour::Silent, "no response headers within 3s"),
+        (
+            Behaviour::Dribble(vec![0x5a; 1 << 20], Duration::from_millis(200)),
+            "download stalled",
+        ),
+    ] {
+        let server = HostileServer::start(behaviour).unwrap();
+        let t0 = Instant::now();
+        let r = cip_update_agent::delta::prepare(
+            &reqwest::Client::new(),
+            &cfg,
+            dir.path(),
+            &info("os.swu.zck", 1 << 20),
+            &server.url("os.swu.zck"),
+            &info("os.swu", 2 << 20),
+            timing,
+        )
+        .await;
+        let e = r.err().expect("the delta fails");
+        eprintln!("after {:?}: {e}", t0.elapsed());
+        assert!(e.to_string().contains(words), "{e}");
+        // Two tries (delta.max_retries = 1), each ended by the bounds.
+        assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+        assert_eq!(server.requests(), 2);
+    }
 }

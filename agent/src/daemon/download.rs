@@ -135,7 +135,10 @@ impl Daemon {
         use futures_util::StreamExt;
         let limits = self.config.download.limits();
         let max_image = self.config.download.max_image_size;
-        let max = max.unwrap_or(max_image);
+        let (max, bound) = match max {
+            Some(m) => (m, "the TUF target's length"),
+            None => (max_image, "download.max_image_size"),
+        };
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir)
                 .await
@@ -199,7 +202,7 @@ impl Daemon {
                 drop(f);
                 let _ = tokio::fs::remove_file(path).await;
                 return Err(format!(
-                    "more than the {max} bytes allowed arrived (endless data?)"
+                    "more than {max} bytes ({bound}) arrived (endless data?)"
                 ));
             }
             let taken = match tracker.feed(&chunk) {
