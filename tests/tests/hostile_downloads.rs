@@ -28,16 +28,22 @@ use serde_json::{Value, json};
 const BOUND: Duration = Duration::from_secs(30);
 /// `download.max_image_size` of the tests.
 const MAX_IMAGE: u64 = 16 << 20;
+/// The agent's peak RSS allowed (a debug build idles at ~20 MiB; one read is 128 KiB).
+const MAX_RSS: u64 = 64 << 20;
 /// The watchdog period the agent is started with (`WATCHDOG_USEC`).
 const WATCHDOG: Duration = Duration::from_secs(1);
 const TUF_IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
 
 fn download_section() -> String {
+    download_section_with("3s")
+}
+
+fn download_section_with(headers_timeout: &str) -> String {
     if std::env::var_os("HOSTILE_DEFAULT_BOUNDS").is_some() {
         return String::new();
     }
     format!(
-        "[download]\nheaders_timeout = \"3s\"\nstall_timeout = \"2s\"\nstall_min_bytes = 1024\nmax_image_size = {MAX_IMAGE}\n"
+        "[download]\nheaders_timeout = \"{headers_timeout}\"\nstall_timeout = \"2s\"\nstall_min_bytes = 1024\nmax_image_size = {MAX_IMAGE}\n"
     )
 }
 
@@ -151,6 +157,25 @@ async fn within_bound(f: &Fleet, id: &str, states: &[&str], since: Instant) -> (
     }
 }
 
+/// The agent's peak resident memory so far (VmHWM), in bytes.
+fn peak_rss(f: &Fleet) -> u64 {
+    let pid = f.agent.as_ref().expect("the agent runs").pid();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib * 1024
+}
+
+/// Asserts the agent's peak RSS stayed under [`MAX_RSS`].
+fn assert_rss(f: &Fleet) {
+    let rss = peak_rss(f);
+    eprintln!("agent peak RSS: {} KiB", rss >> 10);
+    assert!(rss < MAX_RSS, "peak RSS {rss} bytes");
+}
+
 fn message(j: &Value) -> String {
     j["status"]["message"].as_str().unwrap_or("").to_owned()
 }
@@ -215,6 +240,7 @@ async fn terminated_with_the_watchdog_fed(f: &mut Fleet, url: &str) -> Value {
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     pings.assert_fed(t0, end, &f.agent_log());
     assert!(!part_file(f).exists(), "previous.swu.part left behind");
+    assert_rss(f);
     j
 }
 
@@ -227,6 +253,37 @@ async fn a_server_that_never_answers_ends_the_job() {
     let msg = message(&j);
     assert!(msg.contains("no response headers within 3s"), "{msg}");
     assert!(server.requests() >= 1);
+}
+
+/// A server that never answers, its job deleted while the agent waits for the headers (here
+/// for up to a minute): the agent lets go of the job at once and forgets it; the watchdog is fed
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_deleted_while_its_server_never_answers_is_let_go() {
+    let mut f = fleet();
+    f.config.extra = download_section_with("60s");
+    let server = HostileServer::start(Behaviour::Silent).unwrap();
+    let pings = start_notified(&mut f);
+    let t0 = Instant::now();
+    let id = f.create_job(DIRECT, firmware(&server.url("os.swu"))).await;
+    let _ = within_bound(&f, &id, &["INSTALLING"], t0).await;
+    while server.requests() == 0 {
+        assert!(t0.elapsed() < BOUND, "no request: {}", f.agent_log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deleted = Instant::now();
+    f.delete(&id).await;
+    while f.journal_jobs().contains(&id) {
+        assert!(
+            deleted.elapsed() < Duration::from_secs(15),
+            "the deleted job is still held: {}",
+            f.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let end = Instant::now();
+    eprintln!("let go {:?} after the delete", end - deleted);
+    pings.assert_fed(t0, end, &f.agent_log());
 }
 
 /// Headers, then silence: the download stalled.
@@ -301,6 +358,7 @@ async fn endless_data_after_the_trailer_is_not_read() {
     );
     pings.assert_fed(t0, end, &f.agent_log());
     assert!(installed(&swu, &data));
+    assert_rss(&f);
     let sent = server.sent();
     eprintln!("server sent {sent} bytes for a {len}-byte .swu");
     assert!(sent < len + MAX_IMAGE, "{sent}");
@@ -333,6 +391,7 @@ async fn a_phased_endless_body_is_not_staged() {
     assert!(msg.contains("claims 4294967295 bytes"), "{msg}");
     let staged = files_below(&f.path("state/staging"));
     assert!(staged.is_empty(), "left in staging: {staged:?}");
+    assert_rss(&f);
     thread::sleep(Duration::from_millis(500));
     assert!(server.sent() < MAX_IMAGE, "{} bytes read", server.sent());
 }
