@@ -37,6 +37,62 @@ pub struct Config {
     pub tuf: Option<Tuf>,
     /// Delta downloads (zchunk companions, SWUpdate-native delta targets).
     pub delta: Delta,
+    /// Time and size bounds of every download.
+    pub download: Download,
+}
+
+/// `[download]`: bounds on every artifact, delta and TUF transfer, with or without `[tuf]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Download {
+    /// Longest wait for a response's headers.
+    #[serde(deserialize_with = "duration")]
+    pub headers_timeout: Duration,
+    /// A transfer that gets fewer than `stall_min_bytes` in this long has stalled and fails.
+    #[serde(deserialize_with = "duration")]
+    pub stall_timeout: Duration,
+    pub stall_min_bytes: u64,
+    /// Largest `.swu` accepted without a TUF length to bound it (and largest entry it may
+    /// claim): an endless or lying image stops here.
+    pub max_image_size: u64,
+}
+
+/// Default of `download.max_image_size`: 8 GiB, beyond any device's image.
+pub const MAX_IMAGE_SIZE: u64 = 8 << 30;
+
+impl Default for Download {
+    fn default() -> Self {
+        Download {
+            headers_timeout: crate::http::HEADERS_TIMEOUT,
+            stall_timeout: crate::http::STALL_WINDOW,
+            stall_min_bytes: crate::http::STALL_MIN_BYTES,
+            max_image_size: MAX_IMAGE_SIZE,
+        }
+    }
+}
+
+impl Download {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.stall_min_bytes == 0 {
+            return Err(("download.stall_min_bytes", "must be at least 1 byte".into()));
+        }
+        if self.max_image_size == 0 {
+            return Err((
+                "download.max_image_size",
+                "must be more than 0 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The time bounds of one transfer.
+    pub fn limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            headers: self.headers_timeout,
+            stall_window: self.stall_timeout,
+            stall_min_bytes: self.stall_min_bytes,
+        }
+    }
 }
 
 /// `[delta]`: how a target with a zchunk companion (`custom.zchunk`) or a SWUpdate-native delta
@@ -429,6 +485,7 @@ impl Default for Config {
             onboarding: Onboarding::default(),
             tuf: None,
             delta: Delta::default(),
+            download: Download::default(),
         }
     }
 }
@@ -680,6 +737,7 @@ impl Config {
             t.check()?;
         }
         self.delta.check()?;
+        self.download.check()?;
         match (&self.tls.client_cert, &self.tls.client_key) {
             (Some(_), None) => {
                 return Err(("tls.client_key", "is needed with tls.client_cert".into()));
@@ -951,6 +1009,34 @@ mod tests {
         assert_eq!(c.state_dir, Path::new("/var/lib/cip-update-agent"));
         assert!(c.wfx.is_none());
         assert_eq!(c.swupdate.wire, WireSetting::Auto);
+    }
+
+    #[test]
+    fn download_bounds() {
+        let c = parse("").unwrap();
+        assert_eq!(c.download.limits(), crate::http::Limits::default());
+        assert_eq!(c.download.max_image_size, 8 << 30);
+        let c = parse(
+            "[download]\nheaders_timeout = \"2s\"\nstall_timeout = \"3s\"\nstall_min_bytes = 10\nmax_image_size = 1000",
+        )
+        .unwrap();
+        assert_eq!(
+            c.download.limits(),
+            crate::http::Limits {
+                headers: Duration::from_secs(2),
+                stall_window: Duration::from_secs(3),
+                stall_min_bytes: 10,
+            }
+        );
+        assert_eq!(c.download.max_image_size, 1000);
+        for (text, key) in [
+            ("stall_min_bytes = 0", "download.stall_min_bytes"),
+            ("max_image_size = 0", "download.max_image_size"),
+            ("stall_timeout = \"0s\"", "stall_timeout"),
+        ] {
+            let e = parse(&format!("[download]\n{text}")).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

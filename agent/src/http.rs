@@ -1,11 +1,239 @@
 //! The HTTP client every wfx request and download uses, built from `[tls]` and `[proxy]`:
 //! rustls, the configured CA (only it, when given), a client certificate for mutual TLS, and an
 //! explicit proxy (the environment is not read: a service behaves the same whoever starts it).
+//!
+//! Also the time bounds of every download ([`send`], [`body`]): a limit on the wait for the
+//! response headers and a minimum throughput for the body, so that a server that accepts and
+//! never answers, or dribbles, fails the transfer instead of holding it forever. While a transfer
+//! is within those bounds it keeps the watchdog fed: the wait is bounded, so it is not a hang.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
+
 use crate::config::{Proxy, Tls};
+
+/// Default of `download.headers_timeout`: the longest wait for a response's headers.
+pub const HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `download.stall_timeout`: the window in which [`STALL_MIN_BYTES`] must arrive.
+pub const STALL_WINDOW: Duration = Duration::from_secs(60);
+/// Default of `download.stall_min_bytes`.
+pub const STALL_MIN_BYTES: u64 = 1024;
+
+/// The time bounds of one transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest wait for the response headers.
+    pub headers: Duration,
+    /// Fewer than `stall_min_bytes` in any `stall_window` (counted in consecutive windows): the
+    /// transfer stalled.
+    pub stall_window: Duration,
+    pub stall_min_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            headers: HEADERS_TIMEOUT,
+            stall_window: STALL_WINDOW,
+            stall_min_bytes: STALL_MIN_BYTES,
+        }
+    }
+}
+
+/// Why a transfer failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error("no response headers within {}", humantime::format_duration(*.0))]
+    Headers(Duration),
+    #[error(
+        "download stalled: {got} bytes in {} (at least {min} expected)",
+        humantime::format_duration(*.window)
+    )]
+    Stalled {
+        got: u64,
+        min: u64,
+        window: Duration,
+    },
+    /// The client's message, without the URL (the caller names the URL, redacted).
+    #[error("{0}")]
+    Network(String),
+}
+
+/// The client's error with its causes, its URL left out.
+fn network(e: reqwest::Error) -> TransferError {
+    TransferError::Network(crate::source::error_chain(&e.without_url()))
+}
+
+/// How often a transfer that waits within its bounds feeds the watchdog: several times per
+/// watchdog period (`WATCHDOG_USEC`), else every few seconds.
+fn beat_every() -> Duration {
+    crate::notify::watchdog_period().map_or(Duration::from_secs(5), |p| {
+        (p / 4).max(Duration::from_millis(50))
+    })
+}
+
+/// Sends `req`; fails when its response headers have not come within `limits.headers`.
+pub async fn send(
+    req: reqwest::RequestBuilder,
+    limits: &Limits,
+) -> Result<reqwest::Response, TransferError> {
+    let send = req.send();
+    within_headers(send, limits.headers).await?.map_err(network)
+}
+
+/// `fut`, or [`TransferError::Headers`] after `limit`; the watchdog is fed meanwhile.
+async fn within_headers<T>(
+    fut: impl Future<Output = T>,
+    limit: Duration,
+) -> Result<T, TransferError> {
+    tokio::pin!(fut);
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(beat_every());
+    loop {
+        tokio::select! {
+            r = &mut fut => return Ok(r),
+            () = &mut deadline => return Err(TransferError::Headers(limit)),
+            _ = tick.tick() => crate::notify::beat(),
+        }
+    }
+}
+
+/// The body of `resp` under the stall bound of `limits`.
+pub fn body(
+    resp: reqwest::Response,
+    limits: &Limits,
+) -> Guarded<impl Stream<Item = Result<Bytes, TransferError>> + Send + use<>> {
+    Guarded::new(resp.bytes_stream().map(|r| r.map_err(network)), limits)
+}
+
+/// Counts the bytes of consecutive windows: the decision of [`Guarded`], without its clock.
+#[derive(Debug, Clone)]
+struct Meter {
+    window: Duration,
+    min: u64,
+    start: Instant,
+    got: u64,
+}
+
+impl Meter {
+    fn new(limits: &Limits, now: Instant) -> Meter {
+        Meter {
+            window: limits.stall_window,
+            min: limits.stall_min_bytes,
+            start: now,
+            got: 0,
+        }
+    }
+
+    fn add(&mut self, n: usize) {
+        self.got = self.got.saturating_add(n as u64);
+    }
+
+    /// When the current window ends.
+    fn window_end(&self) -> Instant {
+        self.start + self.window
+    }
+
+    /// At the end of a window: enough bytes came (a new window starts), or the transfer stalled.
+    fn check(&mut self, now: Instant) -> Result<(), TransferError> {
+        if now < self.window_end() {
+            return Ok(());
+        }
+        if self.got < self.min {
+            return Err(TransferError::Stalled {
+                got: self.got,
+                min: self.min,
+                window: self.window,
+            });
+        }
+        self.start = now;
+        self.got = 0;
+        Ok(())
+    }
+}
+
+/// A body stream that fails with [`TransferError::Stalled`] when too few bytes arrive in a
+/// window, and feeds the watchdog while it waits within that bound.
+pub struct Guarded<S> {
+    inner: Pin<Box<S>>,
+    meter: Meter,
+    timer: Pin<Box<Sleep>>,
+    beat_every: Duration,
+    /// A stall seen when bytes arrived, told at the next poll.
+    stalled: Option<TransferError>,
+    failed: bool,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S, limits: &Limits) -> Guarded<S> {
+        let now = Instant::now();
+        let meter = Meter::new(limits, now);
+        let beat_every = beat_every();
+        Guarded {
+            inner: Box::pin(inner),
+            timer: Box::pin(tokio::time::sleep_until(
+                (now + beat_every).min(meter.window_end()),
+            )),
+            meter,
+            beat_every,
+            stalled: None,
+            failed: false,
+        }
+    }
+
+    fn fail(&mut self, e: TransferError) -> Poll<Option<Result<Bytes, TransferError>>> {
+        self.failed = true;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl<S> Stream for Guarded<S>
+where
+    S: Stream<Item = Result<Bytes, TransferError>>,
+{
+    type Item = Result<Bytes, TransferError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        if let Some(e) = self.stalled.take() {
+            return self.fail(e);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.meter.add(b.len());
+                crate::notify::beat();
+                // These bytes still count (and are handed on); the stall is told next.
+                if let Err(e) = self.meter.check(Instant::now()) {
+                    self.stalled = Some(e);
+                }
+                return Poll::Ready(Some(Ok(b)));
+            }
+            Poll::Ready(Some(Err(e))) => return self.fail(e),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if let Err(e) = self.meter.check(now) {
+                return self.fail(e);
+            }
+            crate::notify::beat();
+            let next = (now + self.beat_every).min(self.meter.window_end());
+            self.timer.as_mut().reset(next);
+        }
+        Poll::Pending
+    }
+}
 
 /// Why a client cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +330,115 @@ fn with_sources(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use futures_util::stream;
+
+    fn limits(window_secs: u64, min: u64) -> Limits {
+        Limits {
+            headers: Duration::from_secs(5),
+            stall_window: Duration::from_secs(window_secs),
+            stall_min_bytes: min,
+        }
+    }
+
+    #[test]
+    fn meter_windows() {
+        let t0 = Instant::now();
+        let mut m = Meter::new(&limits(60, 1024), t0);
+        m.add(1000);
+        assert!(
+            m.check(t0 + Duration::from_secs(59)).is_ok(),
+            "window not over"
+        );
+        m.add(24);
+        // Enough in the first window: a new one starts, empty.
+        assert!(m.check(t0 + Duration::from_secs(60)).is_ok());
+        assert_eq!(m.window_end(), t0 + Duration::from_secs(120));
+        m.add(1023);
+        let e = m.check(t0 + Duration::from_secs(120)).unwrap_err();
+        assert_eq!(
+            e,
+            TransferError::Stalled {
+                got: 1023,
+                min: 1024,
+                window: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "download stalled: 1023 bytes in 1m (at least 1024 expected)"
+        );
+    }
+
+    /// A body that sends nothing after its headers fails once the window is over.
+    #[tokio::test(start_paused = true)]
+    async fn silence_after_the_headers_stalls() {
+        let t0 = Instant::now();
+        let mut g = Guarded::new(
+            stream::pending::<Result<Bytes, TransferError>>(),
+            &limits(60, 1),
+        );
+        let e = g.next().await.unwrap().unwrap_err();
+        assert!(matches!(e, TransferError::Stalled { got: 0, .. }), "{e}");
+        assert_eq!(t0.elapsed(), Duration::from_secs(60));
+        assert!(g.next().await.is_none(), "nothing after the failure");
+    }
+
+    /// A dribble (one byte a second) is cut at the end of the first window.
+    #[tokio::test(start_paused = true)]
+    async fn a_dribble_stalls() {
+        let t0 = Instant::now();
+        let dribble = stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Ok(Bytes::from_static(b"x")), ()))
+        });
+        let mut g = Guarded::new(dribble, &limits(60, 1024));
+        let mut got = 0;
+        let e = loop {
+            match g.next().await.unwrap() {
+                Ok(b) => got += b.len(),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(e, TransferError::Stalled { .. }), "{e}");
+        assert!((58..=60).contains(&got), "{got}");
+        assert!(
+            t0.elapsed() <= Duration::from_secs(61),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+
+    /// A steady body above the minimum goes through, however long it takes, and ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_but_steady_body_passes() {
+        let steady = stream::iter(0..300).then(|_| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(Bytes::from(vec![0u8; 20]))
+        });
+        let mut g = Guarded::new(steady, &limits(60, 1024));
+        let mut got = 0;
+        while let Some(b) = g.next().await {
+            got += b.unwrap().len();
+        }
+        assert_eq!(got, 6000);
+    }
+
+    /// Headers that never come fail after the limit.
+    #[tokio::test(start_paused = true)]
+    async fn headers_bound() {
+        let t0 = Instant::now();
+        let e = within_headers(std::future::pending::<()>(), Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert_eq!(e, TransferError::Headers(Duration::from_secs(30)));
+        assert_eq!(e.to_string(), "no response headers within 30s");
+        assert_eq!(t0.elapsed(), Duration::from_secs(30));
+        assert_eq!(
+            within_headers(async { 7 }, Duration::from_secs(1)).await,
+            Ok(7)
+        );
+    }
 
     #[test]
     fn defaults_build() {

@@ -81,18 +81,32 @@ impl InstallError {
 /// Streams `image` into the daemon and waits for its verdict. `cancel` resolving abandons the
 /// install (SWUpdate then fails it). A SUCCESS or FAILURE from the daemon is `Ok`: the caller
 /// judges it; `Err` means the agent itself stopped the install or could not run it.
+///
+/// The image is read up to the end of its archive (the cpio trailer and its padding), never
+/// beyond, and never past `max_image` bytes: an endless or lying source cannot feed SWUpdate
+/// (or anything wrapping the reader) more than that.
 pub async fn install(
     sw: &Swupdate,
     req: &InstallRequest,
     mut image: Opened,
+    max_image: u64,
     observer: &mut dyn Observer,
     cancel: impl Future<Output = ()>,
 ) -> Result<InstallOutcome, InstallError> {
+    let mut tracker = SwuTracker::with_max(max_image);
+    if let Some(len) = image.len.filter(|l| *l > max_image) {
+        return Err(InstallError::Malformed {
+            error: crate::swu::SwuError::TooLarge {
+                max: max_image,
+                what: format!("its length is {len} bytes"),
+            },
+            verdict: None,
+        });
+    }
     let mut inst = sw.start_install(req).await?;
     let mut progress = inst
         .take_progress()
         .expect("a new install has its progress");
-    let mut tracker = SwuTracker::new();
     let mut buf = vec![0u8; CHUNK];
     let mut read = 0u64;
     let mut progress_open = true;
@@ -117,15 +131,17 @@ pub async fn install(
                     Err(error) => break Stop::Abandon(InstallError::Read { bytes: read, error, verdict: None }),
                 };
                 if n == 0 {
-                    break match tracker.finish() {
-                        Ok(()) => Stop::Complete,
-                        Err(error) => Stop::Abandon(InstallError::Malformed { error, verdict: None }),
-                    };
+                    break finished(&tracker);
+                }
+                // Only the archive's own bytes go on; past its end, the stream is over.
+                let n = match tracker.feed(&buf[..n]) {
+                    Ok(taken) => taken,
+                    Err(error) => break Stop::Abandon(InstallError::Malformed { error, verdict: None }),
+                };
+                if n == 0 {
+                    break finished(&tracker);
                 }
                 read += n as u64;
-                if let Err(error) = tracker.feed(&buf[..n]) {
-                    break Stop::Abandon(InstallError::Malformed { error, verdict: None });
-                }
                 observer.streamed(read, image.len);
                 // A daemon that stops reading must not keep an interrupt waiting, nor hide its
                 // verdict: SWUpdate can fail an install (a stream it does not recognise) and stop
@@ -153,6 +169,10 @@ pub async fn install(
                             }
                         }
                     }
+                }
+                // Not one more read: a source that never ends must not hold the install.
+                if tracker.ended() {
+                    break finished(&tracker);
                 }
             }
         }
@@ -195,6 +215,17 @@ pub async fn install(
             }
             Err(e)
         }
+    }
+}
+
+/// The stream of the archive is over: whole, or cut short.
+fn finished(tracker: &SwuTracker) -> Stop {
+    match tracker.finish() {
+        Ok(()) => Stop::Complete,
+        Err(error) => Stop::Abandon(InstallError::Malformed {
+            error,
+            verdict: None,
+        }),
     }
 }
 

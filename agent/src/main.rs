@@ -391,7 +391,7 @@ async fn run_install(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
             &config.proxy,
             std::time::Duration::from_secs(30),
         ) {
-            Ok(http) => source::open_with(&src, &http).await,
+            Ok(http) => source::open_with(&src, &http, &config.download.limits()).await,
             Err(e) => {
                 eprintln!("error: {e}");
                 return exit::CONFIG;
@@ -428,15 +428,16 @@ async fn run_install(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
         ..Default::default()
     };
     let total = image.len;
+    let max_image = config.download.max_image_size;
     let result = if std::io::stderr().is_terminal() {
         let mut bar = BarView::new(total);
-        let r = install::install(&sw, &req, image, &mut bar, interrupted()).await;
+        let r = install::install(&sw, &req, image, max_image, &mut bar, interrupted()).await;
         bar.finish();
         r
     } else {
         let mut plain = PlainView::new(std::io::stderr());
         let obs: &mut dyn Observer = &mut plain;
-        install::install(&sw, &req, image, obs, interrupted()).await
+        install::install(&sw, &req, image, max_image, obs, interrupted()).await
     };
     report(&src, args.dry_run, verbose, result)
 }

@@ -113,7 +113,7 @@ async fn open_file(path: &std::path::Path) -> Result<Opened, SourceError> {
     })
 }
 
-/// Opens a source for streaming; a URL with a default HTTP client.
+/// Opens a source for streaming; a URL with a default HTTP client and the default time bounds.
 pub async fn open(source: &Source) -> Result<Opened, SourceError> {
     match source {
         Source::File(path) => open_file(path).await,
@@ -125,22 +125,29 @@ pub async fn open(source: &Source) -> Result<Opened, SourceError> {
                     url: crate::redact::url(url),
                     message: error_chain(&e.without_url()),
                 })?;
-            open_with(source, &client).await
+            open_with(source, &client, &crate::http::Limits::default()).await
         }
     }
 }
 
-/// Opens a source for streaming; URLs go through `client` (TLS and proxy of the configuration).
-pub async fn open_with(source: &Source, client: &reqwest::Client) -> Result<Opened, SourceError> {
+/// Opens a source for streaming; URLs go through `client` (TLS and proxy of the configuration)
+/// within the time bounds of `limits` (headers, then a minimum throughput of the body).
+pub async fn open_with(
+    source: &Source,
+    client: &reqwest::Client,
+    limits: &crate::http::Limits,
+) -> Result<Opened, SourceError> {
     match source {
         Source::File(path) => open_file(path).await,
         Source::Url(url) => {
             // reqwest's messages name the URL: ours is redacted, theirs dropped.
-            let net = |e: reqwest::Error| SourceError::Network {
+            let net = |e: crate::http::TransferError| SourceError::Network {
                 url: crate::redact::url(url),
-                message: error_chain(&e.without_url()),
+                message: e.to_string(),
             };
-            let resp = client.get(url).send().await.map_err(net)?;
+            let resp = crate::http::send(client.get(url), limits)
+                .await
+                .map_err(net)?;
             let status = resp.status();
             if !status.is_success() {
                 return Err(SourceError::HttpStatus {
@@ -149,9 +156,8 @@ pub async fn open_with(source: &Source, client: &reqwest::Client) -> Result<Open
                 });
             }
             let len = resp.content_length();
-            let stream = resp
-                .bytes_stream()
-                .map_err(|e| io::Error::other(error_chain(&e.without_url())));
+            let stream =
+                crate::http::body(resp, limits).map_err(|e| io::Error::other(e.to_string()));
             Ok(Opened {
                 reader: Box::pin(StreamReader::new(stream)),
                 len,

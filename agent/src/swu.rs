@@ -2,7 +2,9 @@
 //!
 //! SWUpdate judges the content; this only knows where the archive should end, so that an image
 //! cut short (a truncated file, a download that stopped) is named as such, with the entry it ends
-//! in, instead of surfacing as a bare FAILURE from the daemon.
+//! in, instead of surfacing as a bare FAILURE from the daemon; and so that an image that does not
+//! end (endless data after the trailer, an entry claiming more than the size limit) is stopped
+//! where the archive ends, or as soon as its claim is read.
 
 use std::fmt;
 
@@ -11,6 +13,9 @@ const HEADER: usize = 110;
 /// Longest name accepted; SWUpdate's own limit is far lower.
 const MAX_NAME: usize = 4096;
 const TRAILER: &str = "TRAILER!!!";
+/// Bytes accepted after the trailer: cpio pads an archive to its block size (512 bytes for
+/// newc, more with a larger block); what comes beyond this is not part of the archive.
+pub const AFTER_TRAILER: u64 = 64 * 1024;
 
 /// What is wrong with the archive.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +32,8 @@ pub enum SwuError {
         missing: u64,
         place: Place,
     },
+    #[error("the .swu is larger than the {max}-byte limit (download.max_image_size): {what}")]
+    TooLarge { max: u64, what: String },
 }
 
 fn truncation(missing: u64, place: &Place) -> String {
@@ -78,6 +85,10 @@ pub struct SwuTracker {
     entries: usize,
     current: String,
     filesize: u64,
+    /// The largest archive accepted.
+    max: u64,
+    /// Bytes seen after the trailer.
+    after: u64,
 }
 
 impl Default for SwuTracker {
@@ -89,6 +100,8 @@ impl Default for SwuTracker {
             entries: 0,
             current: String::new(),
             filesize: 0,
+            max: u64::MAX,
+            after: 0,
         }
     }
 }
@@ -107,6 +120,25 @@ impl SwuTracker {
         Self::default()
     }
 
+    /// A tracker that refuses an archive (or an entry's claim) beyond `max` bytes.
+    pub fn with_max(max: u64) -> Self {
+        SwuTracker {
+            max,
+            ..Self::default()
+        }
+    }
+
+    /// Bytes of the archive taken so far (padding after the trailer included).
+    pub fn offset(&self) -> u64 {
+        self.offset + self.after
+    }
+
+    /// The archive is over: its trailer and all the padding accepted after it were seen, so
+    /// no further byte belongs to it.
+    pub fn ended(&self) -> bool {
+        self.complete() && self.after >= AFTER_TRAILER
+    }
+
     /// Entries seen so far, the trailer not counted.
     pub fn entries(&self) -> usize {
         self.entries
@@ -117,11 +149,28 @@ impl SwuTracker {
         matches!(self.state, State::Done)
     }
 
-    /// Takes the next bytes of the stream.
-    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), SwuError> {
+    /// Takes the next bytes of the stream; how many of them belong to the archive: all of them
+    /// but what comes after the trailer and [`AFTER_TRAILER`] bytes of padding.
+    pub fn feed(&mut self, data: &[u8]) -> Result<usize, SwuError> {
+        let total = data.len();
+        let left = self.feed_archive(data)?;
+        let room = AFTER_TRAILER.saturating_sub(self.after);
+        let padding = (left as u64).min(room);
+        self.after += padding;
+        if self.offset() > self.max {
+            return Err(SwuError::TooLarge {
+                max: self.max,
+                what: format!("it goes on past byte {}", self.max),
+            });
+        }
+        Ok(total - left + padding as usize)
+    }
+
+    /// Follows the archive up to its trailer; the number of bytes of `data` left after it.
+    fn feed_archive(&mut self, mut data: &[u8]) -> Result<usize, SwuError> {
         while !data.is_empty() {
             match self.state.clone() {
-                State::Done => return Ok(()),
+                State::Done => return Ok(data.len()),
                 State::Header => {
                     let take = (HEADER - self.buf.len()).min(data.len());
                     self.buf.extend_from_slice(&data[..take]);
@@ -160,7 +209,7 @@ impl SwuTracker {
                 }
             }
         }
-        Ok(())
+        Ok(0)
     }
 
     fn parse_header(&mut self) -> Result<(), SwuError> {
@@ -203,6 +252,17 @@ impl SwuTracker {
         }
         if self.entries == 0 && name != "sw-description" {
             return Err(SwuError::FirstEntry(name));
+        }
+        let end = self.offset.saturating_add(self.filesize);
+        if end > self.max {
+            return Err(SwuError::TooLarge {
+                max: self.max,
+                what: format!(
+                    "its entry `{}` claims {} bytes, ending at byte {end}",
+                    name.escape_debug(),
+                    self.filesize
+                ),
+            });
         }
         self.entries += 1;
         self.current = name;
@@ -289,6 +349,11 @@ mod tests {
         a
     }
 
+    /// The end of the trailer entry (its name and padding; it has no data).
+    fn trailer_end(a: &[u8]) -> u64 {
+        (a.windows(10).position(|w| w == b"TRAILER!!!").unwrap() + 11 + 3) as u64
+    }
+
     #[test]
     fn a_whole_archive_in_any_split() {
         let a = archive();
@@ -358,6 +423,59 @@ mod tests {
             .feed(&entry("rootfs.img", b"x"))
             .unwrap_err();
         assert_eq!(e, SwuError::FirstEntry("rootfs.img".into()));
+    }
+
+    /// Whatever follows the trailer and its padding is not taken; the archive then has ended.
+    #[test]
+    fn the_archive_ends_at_its_trailer() {
+        let a = archive();
+        let mut endless = a.clone();
+        endless.extend(vec![0xAB; 200_000]);
+        for split in [1000, 4096, 128 * 1024, endless.len()] {
+            let mut t = SwuTracker::new();
+            let mut taken = 0;
+            for c in endless.chunks(split) {
+                let n = t.feed(c).unwrap();
+                taken += n;
+                if n < c.len() {
+                    break;
+                }
+            }
+            assert!(t.complete() && t.ended(), "split {split}");
+            // The archive (trailer and padding to 512) and AFTER_TRAILER bytes beyond the trailer.
+            assert_eq!(taken as u64, trailer_end(&a) + AFTER_TRAILER);
+            t.finish().unwrap();
+        }
+        // A whole archive and its padding, nothing after: taken whole, not yet ended.
+        let mut t = SwuTracker::new();
+        assert_eq!(t.feed(&a).unwrap(), a.len());
+        assert!(t.complete() && !t.ended());
+    }
+
+    /// An entry that claims more than the limit is refused when its name is read, before its
+    /// data; an archive that goes on past the limit, when it does.
+    #[test]
+    fn the_size_limit() {
+        let mut h = entry("sw-description", b"x");
+        let mut big = entry("rootfs.img", b"");
+        big[6 + 6 * 8..6 + 7 * 8].copy_from_slice(b"FFFFFFFF");
+        h.extend_from_slice(&big);
+        let mut t = SwuTracker::with_max(1 << 20);
+        let e = t.feed(&h).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the .swu is larger than the 1048576-byte limit (download.max_image_size): its entry `rootfs.img` claims 4294967295 bytes, ending at byte {}",
+                h.len() as u64 + 0xFFFF_FFFF
+            )
+        );
+        // Under the limit: the claim passes.
+        assert!(SwuTracker::with_max(8 << 30).feed(&h).is_ok());
+        let a = archive();
+        let mut t = SwuTracker::with_max(a.len() as u64 - 1);
+        let e = t.feed(&a).unwrap_err();
+        assert!(matches!(e, SwuError::TooLarge { .. }), "{e}");
+        SwuTracker::with_max(a.len() as u64).feed(&a).unwrap();
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod cut_proxy;
 pub mod delta;
 pub mod fleet;
 pub mod gnu_time;
+pub mod hostile_http;
 pub mod mosquitto;
 pub mod nginx;
 pub mod pki;

@@ -646,7 +646,10 @@ async fn prepare_only(
         &info(companion),
         url,
         &info(full),
-        Duration::from_secs(10),
+        cip_update_agent::delta::Timing {
+            idle: Duration::from_secs(10),
+            limits: cip_update_agent::http::Limits::default(),
+        },
     )
     .await
     .map_err(|e| e.to_string())

@@ -73,7 +73,9 @@ async fn an_install_asked_for_just_after_the_previous_one_ended_completes() {
                     reader: Box::pin(file),
                     len: Some(swu.len),
                 };
-                match install::install(&sw, &req, image, &mut (), std::future::pending()).await {
+                match install::install(&sw, &req, image, u64::MAX, &mut (), std::future::pending())
+                    .await
+                {
                     Err(InstallError::Daemon(ClientError::Busy(_))) => busy += 1,
                     r => break r,
                 }

@@ -7,7 +7,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::job::{Final, JobView, Record};
 use crate::redact;
-use crate::source::{self, Opened};
+use crate::source::Opened;
+use crate::swu::SwuTracker;
 use crate::tuf::artifacts::{self as trust, Trust};
 
 use super::events::job_gone;
@@ -92,6 +93,8 @@ impl Daemon {
                 None => Ok(()),
             });
             if let Err(msg) = fetched {
+                // The job ends here: its partial file is of no use.
+                let _ = tokio::fs::remove_file(&path).await;
                 let message = format!("download of {} failed: {msg}", redact::url(&a.uri));
                 self.record_mut(view).final_state = Some(Final {
                     state: "TERMINATED".into(),
@@ -118,8 +121,10 @@ impl Daemon {
     }
 
     /// Downloads `uri` to `path`, resuming a partial file; `max`: the most bytes the file may
-    /// have (the TUF target's length), checked while streaming; `idle`: the longest wait for
-    /// the next bytes (slow retrieval).
+    /// have (the TUF target's length; without one, `download.max_image_size`), checked while
+    /// streaming; `idle`: the longest wait for the next bytes (slow retrieval). The file ends
+    /// where the `.swu`'s archive ends: endless data after it is not staged. On an error the
+    /// partial file stays (a restart resumes it); the caller removes it when it gives up.
     pub(super) async fn fetch_to(
         &self,
         uri: &str,
@@ -128,6 +133,12 @@ impl Daemon {
         idle: Option<Duration>,
     ) -> Result<(), String> {
         use futures_util::StreamExt;
+        let limits = self.config.download.limits();
+        let max_image = self.config.download.max_image_size;
+        let (max, bound) = match max {
+            Some(m) => (m, "the TUF target's length"),
+            None => (max_image, "download.max_image_size"),
+        };
         if let Some(dir) = path.parent() {
             crate::atomic::create_dirs(dir).map_err(|e| e.to_string())?;
         }
@@ -135,18 +146,24 @@ impl Daemon {
             .await
             .map(|m| m.len())
             .unwrap_or(0);
-        if max.is_some_and(|m| have > m) {
+        // A resumed file is followed from its start; one that cannot be the start of a .swu
+        // within the limits is fetched anew.
+        let mut tracker = SwuTracker::with_max(max_image);
+        if have > max || (have > 0 && track_file(path, &mut tracker).await.is_err()) {
             let _ = tokio::fs::remove_file(path).await;
             have = 0;
+            tracker = SwuTracker::with_max(max_image);
+        }
+        if tracker.ended() {
+            return Ok(());
         }
         let mut req = self.http.get(uri);
         if have > 0 {
             req = req.header("Range", format!("bytes={have}-"));
         }
-        let resp = req
-            .send()
+        let resp = crate::http::send(req, &limits)
             .await
-            .map_err(|e| source::error_chain(&e.without_url()))?;
+            .map_err(|e| e.to_string())?;
         let status = resp.status();
         let append = status == reqwest::StatusCode::PARTIAL_CONTENT;
         if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
@@ -154,6 +171,9 @@ impl Daemon {
         }
         if !status.is_success() {
             return Err(format!("HTTP {}", status.as_u16()));
+        }
+        if !append && have > 0 {
+            tracker = SwuTracker::with_max(max_image);
         }
         // 0600, never through a link planted in the staging directory.
         let mut f = crate::atomic::open_private(path, crate::atomic::PRIVATE_FILE, !append)
@@ -165,7 +185,7 @@ impl Daemon {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        let mut body = resp.bytes_stream();
+        let mut body = crate::http::body(resp, &limits);
         let mut size = if append { have } else { 0 };
         loop {
             let next = match idle {
@@ -175,17 +195,31 @@ impl Daemon {
                 None => body.next().await,
             };
             let Some(chunk) = next else { break };
-            let chunk = chunk.map_err(|e| source::error_chain(&e.without_url()))?;
+            let chunk = chunk.map_err(|e| e.to_string())?;
             crate::notify::beat();
             size += chunk.len() as u64;
-            if let Some(m) = max.filter(|m| size > *m) {
+            if size > max {
                 drop(f);
                 let _ = tokio::fs::remove_file(path).await;
                 return Err(format!(
-                    "more than the {m} bytes of the TUF target arrived (endless data?)"
+                    "more than {max} bytes ({bound}) arrived (endless data?)"
                 ));
             }
-            f.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            let taken = match tracker.feed(&chunk) {
+                Ok(n) => n,
+                Err(e) => {
+                    drop(f);
+                    let _ = tokio::fs::remove_file(path).await;
+                    return Err(e.to_string());
+                }
+            };
+            f.write_all(&chunk[..taken])
+                .await
+                .map_err(|e| e.to_string())?;
+            // The archive is over: what else the server sends is not part of it.
+            if tracker.ended() {
+                break;
+            }
         }
         f.sync_all().await.map_err(|e| e.to_string())
     }
@@ -263,6 +297,22 @@ impl Daemon {
                 chunk_urls,
             } => DeltaPath::Native(info, url, chunk_urls),
         })
+    }
+}
+
+/// Feeds a staged file to `tracker`, as the start of a `.swu`.
+async fn track_file(path: &std::path::Path, tracker: &mut SwuTracker) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        let n = f.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(());
+        }
+        tracker.feed(&buf[..n]).map_err(|e| e.to_string())?;
     }
 }
 

@@ -88,10 +88,29 @@ impl Daemon {
         let by_delta = native || rebuilt.is_some();
         let mut image: Opened = match rebuilt {
             Some(o) => o,
-            None => match source::open_with(&src, &self.http).await {
-                Ok(i) => i,
-                Err(e) => return self.terminate(view, &e.to_string(), None).await,
-            },
+            None => {
+                // Waiting for the headers (download.headers_timeout) is given up, too, when the
+                // job is deleted meanwhile.
+                let limits = self.config.download.limits();
+                let gone = job_gone(
+                    self.wfx.clone(),
+                    self.deleted.clone(),
+                    view.id.clone(),
+                    GONE_CHECK,
+                );
+                let opened = tokio::select! {
+                    r = source::open_with(&src, &self.http, &limits) => r,
+                    () = gone => {
+                        tracing::info!(job = %view.id, "the job was deleted while its download started: stopped");
+                        self.forget(&view.id).await?;
+                        return Ok(Next::Wait);
+                    }
+                };
+                match opened {
+                    Ok(i) => i,
+                    Err(e) => return self.terminate(view, &e.to_string(), None).await,
+                }
+            }
         };
         // The full .swu is kept as the next seed (a native delta .swu is no seed of the image).
         let keeper = (self.config.delta.cache_previous_swu && !dry_run && !native)
@@ -166,6 +185,7 @@ impl Daemon {
             &self.swupdate,
             &req,
             image,
+            self.config.download.max_image_size,
             &mut obs,
             job_gone(
                 self.wfx.clone(),

@@ -23,7 +23,7 @@ pub(super) struct Ranges<'a> {
     pub http: &'a reqwest::Client,
     pub url: &'a str,
     pub file_len: u64,
-    pub idle: Duration,
+    pub timing: super::Timing,
 }
 
 impl Ranges<'_> {
@@ -70,15 +70,16 @@ async fn get_range(
         http,
         url,
         file_len,
-        idle,
+        timing,
     } = r;
+    let idle = timing.idle;
     stats.requests += 1;
-    let resp = http
+    let req = http
         .get(url)
-        .header(reqwest::header::RANGE, format!("bytes={first}-{last}"))
-        .send()
+        .header(reqwest::header::RANGE, format!("bytes={first}-{last}"));
+    let resp = crate::http::send(req, &timing.limits)
         .await
-        .map_err(|e| DeltaError::Http(format!("{url}: {}", crate::source::error_chain(&e))))?;
+        .map_err(|e| DeltaError::Http(format!("{url}: {e}")))?;
     let status = resp.status();
     let start = match status.as_u16() {
         206 => {
@@ -114,14 +115,13 @@ async fn get_range(
     let skip = first - start;
     let mut out = Vec::with_capacity(want.min(FIRST) as usize);
     let mut seen = 0u64;
-    let mut body = resp.bytes_stream();
+    let mut body = crate::http::body(resp, &timing.limits);
     while (out.len() as u64) < want {
         let next = tokio::time::timeout(idle, body.next())
             .await
             .map_err(|_| DeltaError::Http(format!("{url}: no data for {}s", idle.as_secs())))?;
         let Some(piece) = next else { break };
-        let piece = piece
-            .map_err(|e| DeltaError::Http(format!("{url}: {}", crate::source::error_chain(&e))))?;
+        let piece = piece.map_err(|e| DeltaError::Http(format!("{url}: {e}")))?;
         stats.fetched += piece.len() as u64;
         let from = skip.saturating_sub(seen).min(piece.len() as u64) as usize;
         seen += piece.len() as u64;
@@ -144,7 +144,7 @@ pub(super) async fn fetch_header(
     url: &str,
     companion: &TargetInfo,
     full: &TargetInfo,
-    idle: Duration,
+    timing: super::Timing,
     retries: u32,
     stats: &mut Stats,
 ) -> Result<Header, DeltaError> {
@@ -157,7 +157,7 @@ pub(super) async fn fetch_header(
         http,
         url,
         file_len: companion.length,
-        idle,
+        timing,
     };
     let mut buf = ranges.get_retrying(0, first - 1, retries, stats).await?;
     let lead = zchunk::Lead::parse(&buf).map_err(|e| bad(e.to_string()))?;

@@ -12,7 +12,7 @@ use super::{ChunkCache, DeltaError, Stats};
 
 pub(super) struct Limits {
     pub plan: PlanOptions,
-    pub idle: Duration,
+    pub timing: super::Timing,
     pub max_retries: u32,
     /// The companion's TUF length.
     pub file_len: u64,
@@ -20,10 +20,6 @@ pub(super) struct Limits {
 
 /// Bytes of part headers allowed per range beyond the ranges' own bytes (nginx sends ~90).
 const PART_OVERHEAD: u64 = 512;
-
-fn http_err(url: &str, e: &reqwest::Error) -> DeltaError {
-    DeltaError::Http(format!("{url}: {}", crate::source::error_chain(e)))
-}
 
 /// Fetches `missing` into the cache.
 pub(super) async fn fetch_missing(
@@ -101,7 +97,7 @@ async fn decoder(
                 http,
                 url,
                 file_len: limits.file_len,
-                idle: limits.idle,
+                timing: limits.timing,
             };
             ranges
                 .get_retrying(d.offset, d.end() - 1, limits.max_retries, stats)
@@ -128,12 +124,12 @@ async fn fetch_request(
     stats.requests += 1;
     stats.chunk_requests += 1;
     stats.ranges += req.ranges.len() as u32;
-    let resp = http
+    let request = http
         .get(url)
-        .header(reqwest::header::RANGE, req.range_header())
-        .send()
+        .header(reqwest::header::RANGE, req.range_header());
+    let resp = crate::http::send(request, &limits.timing.limits)
         .await
-        .map_err(|e| http_err(url, &e))?;
+        .map_err(|e| DeltaError::Http(format!("{url}: {e}")))?;
     let status = resp.status().as_u16();
     let content_type = resp
         .headers()
@@ -185,15 +181,14 @@ async fn fetch_request(
     };
     let mut collector = Collector::new(req.wants());
     let mut received = 0u64;
-    let mut body = resp.bytes_stream();
+    let mut body = crate::http::body(resp, &limits.timing.limits);
     loop {
-        let next = tokio::time::timeout(limits.idle, body.next())
+        let idle = limits.timing.idle;
+        let next = tokio::time::timeout(idle, body.next())
             .await
-            .map_err(|_| {
-                DeltaError::Http(format!("{url}: no data for {}s", limits.idle.as_secs()))
-            })?;
+            .map_err(|_| DeltaError::Http(format!("{url}: no data for {}s", idle.as_secs())))?;
         let Some(piece) = next else { break };
-        let piece = piece.map_err(|e| http_err(url, &e))?;
+        let piece = piece.map_err(|e| DeltaError::Http(format!("{url}: {e}")))?;
         crate::notify::beat();
         received += piece.len() as u64;
         stats.fetched += piece.len() as u64;

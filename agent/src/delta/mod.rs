@@ -171,6 +171,15 @@ pub struct Prepared {
     pub stats: Stats,
 }
 
+/// The time bounds of the delta's requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// `tuf.read_timeout`: the longest wait for the next bytes.
+    pub idle: Duration,
+    /// `[download]`: the headers limit and the minimum throughput.
+    pub limits: crate::http::Limits,
+}
+
 /// Fetches the companion's header, finds the chunks on the device, fetches the missing ones into
 /// the chunk cache, and returns the reader of the rebuilt `.swu` (its chunks verified again as
 /// they are read).
@@ -181,7 +190,7 @@ pub async fn prepare(
     companion: &TargetInfo,
     companion_url: &str,
     full: &TargetInfo,
-    idle: Duration,
+    timing: Timing,
 ) -> Result<Prepared, DeltaError> {
     let mut stats = Stats {
         full_len: full.length,
@@ -192,7 +201,7 @@ pub async fn prepare(
         companion_url,
         companion,
         full,
-        idle,
+        timing,
         cfg.max_retries,
         &mut stats,
     )
@@ -231,7 +240,7 @@ pub async fn prepare(
         &cache,
         &fetch::Limits {
             plan: opts,
-            idle,
+            timing,
             max_retries: cfg.max_retries,
             file_len: companion.length,
         },

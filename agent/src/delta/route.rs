@@ -119,9 +119,12 @@ pub async fn choose(
         }
     }
     if let Some(path) = companion {
-        let idle = trust.read_timeout();
+        let timing = super::Timing {
+            idle: trust.read_timeout(),
+            limits: trust.transfer_limits(),
+        };
         let prepared = match trust.related(&path).await {
-            Ok((info, url)) => super::prepare(http, cfg, state_dir, &info, &url, full, idle)
+            Ok((info, url)) => super::prepare(http, cfg, state_dir, &info, &url, full, timing)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(super::DeltaError::Companion(e).to_string()),

@@ -89,6 +89,7 @@ pub struct Trust {
     wait_for_sync: Option<(PathBuf, Duration)>,
     sync_waited: bool,
     read_timeout: Duration,
+    transfer_limits: crate::http::Limits,
 }
 
 impl Trust {
@@ -106,7 +107,7 @@ impl Trust {
             &t.metadata_url.0,
             Some(&t.targets_url.0),
             t.limits(),
-            HttpFetcher::new(http, t.read_timeout),
+            HttpFetcher::new(http, t.read_timeout).with_limits(config.download.limits()),
             clock.clone(),
         );
         let root = std::fs::read(&t.root).map_err(|source| TrustSetupError::Root {
@@ -129,12 +130,19 @@ impl Trust {
                 .then(|| (t.time_sync_file.clone(), t.time_sync_timeout)),
             sync_waited: false,
             read_timeout: t.read_timeout,
+            transfer_limits: config.download.limits(),
         }))
     }
 
     /// `tuf.read_timeout`: the longest wait for the next bytes of a target, too.
     pub fn read_timeout(&self) -> Duration {
         self.read_timeout
+    }
+
+    /// `[download]`'s headers limit and minimum throughput, for the fetches beside the updater's
+    /// (delta chunks).
+    pub fn transfer_limits(&self) -> crate::http::Limits {
+        self.transfer_limits
     }
 
     /// Refreshes the metadata (after waiting once for the clock, when configured).

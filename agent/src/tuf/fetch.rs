@@ -1,7 +1,9 @@
 //! Getting bytes: a small trait so the workflow can be fed without a server, and its
 //! implementation over the agent's reqwest client (which carries `[tls]` and `[proxy]`).
 //! Every fetch has a byte limit (enforced while streaming, so endless data stops), an idle
-//! limit per read and a limit on the whole transfer (so slow retrieval fails, never hangs).
+//! limit per read, the headers limit and minimum throughput of every download
+//! ([`crate::http::Limits`]) and a limit on the whole transfer (so slow retrieval fails, never
+//! hangs).
 
 use std::future::Future;
 use std::time::Duration;
@@ -45,6 +47,7 @@ pub async fn fetch_bytes<F: Fetcher>(
 pub struct HttpFetcher {
     client: reqwest::Client,
     read_timeout: Duration,
+    limits: crate::http::Limits,
 }
 
 impl HttpFetcher {
@@ -53,7 +56,14 @@ impl HttpFetcher {
         HttpFetcher {
             client,
             read_timeout,
+            limits: crate::http::Limits::default(),
         }
+    }
+
+    /// The headers limit and minimum throughput (`[download]`) instead of the defaults.
+    pub fn with_limits(mut self, limits: crate::http::Limits) -> HttpFetcher {
+        self.limits = limits;
+        self
     }
 }
 
@@ -73,14 +83,17 @@ impl Fetcher for HttpFetcher {
                 secs: idle.as_secs(),
             };
             let transfer = async {
-                let net = |e: reqwest::Error| FetchError::Network {
+                let net = |e: crate::http::TransferError| FetchError::Network {
                     url: url.clone(),
-                    message: error_chain(&e),
+                    message: e.to_string(),
                 };
-                let resp = tokio::time::timeout(idle, self.client.get(&url).send())
-                    .await
-                    .map_err(|_| stalled(&url))?
-                    .map_err(net)?;
+                let resp = tokio::time::timeout(
+                    idle,
+                    crate::http::send(self.client.get(&url), &self.limits),
+                )
+                .await
+                .map_err(|_| stalled(&url))?
+                .map_err(net)?;
                 let status = resp.status();
                 if !status.is_success() {
                     return Err(FetchError::Status {
@@ -94,7 +107,7 @@ impl Fetcher for HttpFetcher {
                         max,
                     });
                 }
-                let mut body = resp.bytes_stream();
+                let mut body = crate::http::body(resp, &self.limits);
                 let mut seen: u64 = 0;
                 loop {
                     let next = tokio::time::timeout(idle, body.next())
@@ -124,16 +137,4 @@ impl Fetcher for HttpFetcher {
                 })?
         }
     }
-}
-
-/// reqwest's message with its causes ("error sending request: connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

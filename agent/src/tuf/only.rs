@@ -199,6 +199,7 @@ pub struct TufOnly {
     health: Health,
     reboot: Reboot,
     delta: crate::config::Delta,
+    download: crate::config::Download,
     state_dir: PathBuf,
 }
 
@@ -237,6 +238,7 @@ impl TufOnly {
             health: config.health.clone(),
             reboot: config.reboot.clone(),
             delta: config.delta.clone(),
+            download: config.download.clone(),
             state_dir: config.state_dir.clone(),
         })
     }
@@ -557,9 +559,10 @@ impl TufOnly {
         let (target, mut image, chunk_urls, keep) = match route {
             Route::Full => {
                 let url = self.trust.target_url(full).map_err(|e| e.to_string())?;
-                let image = source::open_with(&Source::Url(url), &self.http)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let image =
+                    source::open_with(&Source::Url(url), &self.http, &self.download.limits())
+                        .await
+                        .map_err(|e| e.to_string())?;
                 (full.clone(), image, Vec::new(), true)
             }
             Route::Rebuilt { image, .. } => (full.clone(), image, Vec::new(), true),
@@ -568,9 +571,10 @@ impl TufOnly {
                 url,
                 chunk_urls,
             } => {
-                let image = source::open_with(&Source::Url(url), &self.http)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let image =
+                    source::open_with(&Source::Url(url), &self.http, &self.download.limits())
+                        .await
+                        .map_err(|e| e.to_string())?;
                 (info, image, chunk_urls, false)
             }
         };
@@ -612,6 +616,7 @@ impl TufOnly {
             &self.swupdate,
             &req,
             image,
+            self.download.max_image_size,
             &mut obs,
             std::future::pending::<()>(),
         )

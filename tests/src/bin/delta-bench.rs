@@ -92,7 +92,10 @@ async fn main() -> anyhow::Result<()> {
         &companion,
         &nginx.url("new.swu.zck"),
         &full,
-        std::time::Duration::from_secs(30),
+        cip_update_agent::delta::Timing {
+            idle: std::time::Duration::from_secs(30),
+            limits: cip_update_agent::http::Limits::default(),
+        },
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
