@@ -833,6 +833,8 @@ pub mod max {
     pub const CONSENT_RETRY: Duration = Duration::from_secs(7 * 86_400);
     pub const SYSTEMD_TIMEOUT: Duration = DAY;
     pub const CHECK_TIMEOUT: Duration = DAY;
+    pub const HEADERS_TIMEOUT: Duration = HOUR;
+    pub const STALL_TIMEOUT: Duration = HOUR;
 }
 
 /// `key: must be at most ...` when `v` is above `max`.
@@ -974,6 +976,16 @@ impl Config {
         for c in &self.health.checks {
             at_most("health.checks", c.timeout, max::CHECK_TIMEOUT)?;
         }
+        at_most(
+            "download.headers_timeout",
+            self.download.headers_timeout,
+            max::HEADERS_TIMEOUT,
+        )?;
+        at_most(
+            "download.stall_timeout",
+            self.download.stall_timeout,
+            max::STALL_TIMEOUT,
+        )?;
         Ok(())
     }
 }
@@ -1276,6 +1288,14 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
             (
                 "[mqtt]\nurl = \"mqtt://h\"\nprogress_interval = \"99999999999y\"",
                 "mqtt.progress_interval",
+            ),
+            (
+                "[download]\nheaders_timeout = \"290000000000y\"",
+                "download.headers_timeout",
+            ),
+            (
+                "[download]\nstall_timeout = \"2h\"",
+                "download.stall_timeout",
             ),
         ] {
             let e = parse(text).unwrap_err();
