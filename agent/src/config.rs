@@ -453,6 +453,21 @@ pub struct Wfx {
     /// At most one progress update to wfx per interval.
     #[serde(default = "default_progress", deserialize_with = "duration")]
     pub progress_interval: Duration,
+    /// One request to wfx, its answer's body included (not the event stream).
+    #[serde(default = "default_wfx_request", deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// The event stream: the wait for its answer, and the longest time without a complete line
+    /// (wfx sends a keepalive every 30 s); then it is reconnected.
+    #[serde(default = "default_wfx_stream", deserialize_with = "duration")]
+    pub stream_timeout: Duration,
+}
+
+fn default_wfx_request() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_wfx_stream() -> Duration {
+    Duration::from_secs(75)
 }
 
 fn default_poll() -> Duration {
@@ -794,6 +809,8 @@ no_proxy = ["localhost", ".plant.local", "10.0.0.1"]
         assert_eq!(w.url.0, "https://wfx.example:8443/api/wfx/v1");
         assert_eq!(w.poll_interval, Duration::from_secs(90));
         assert_eq!(w.progress_interval, Duration::from_secs(2));
+        assert_eq!(w.request_timeout, Duration::from_secs(30));
+        assert_eq!(w.stream_timeout, Duration::from_secs(75));
         assert_eq!(c.device.client_id.as_deref(), Some("dev-0042"));
         assert_eq!(
             c.swupdate.wire,

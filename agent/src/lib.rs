@@ -3,6 +3,7 @@
 //! The library holds every capability; `main.rs` is the command line over it.
 
 pub mod boot;
+pub mod bounded;
 pub mod config;
 pub mod daemon;
 pub mod delta;
