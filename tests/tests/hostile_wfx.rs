@@ -477,11 +477,21 @@ fn full_pages_forever_stop_at_the_page_limit() {
         },
         no_events,
     );
-    // A long poll: only the start's listing falls within the phase.
+    // A long poll: only the start's listing falls within the test.
     let r = Run::start(wfx, "60s", "");
-    r.watch(PHASE);
+    assert!(
+        cip_update_agent_tests::wait_for(|| r.wfx.lists() >= 20, Duration::from_secs(30)),
+        "the start's listing: {} pages\n{}",
+        r.wfx.lists(),
+        tail(&r.log())
+    );
+    let first = r.started.elapsed();
+    r.watch(PHASE / 2);
     let n = r.wfx.lists();
-    eprintln!("{n} listing requests in {PHASE:?}");
+    eprintln!(
+        "20 pages read in {first:?}; {n} listing requests after {:?}",
+        r.started.elapsed()
+    );
     assert_eq!(n, 20, "one listing of 20 pages, then the poll interval");
     assert!(
         r.log().contains("still more after 20 pages"),
