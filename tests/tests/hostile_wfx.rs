@@ -16,7 +16,7 @@ use cip_update_agent_tests::raw_http::{RawServer, read_head};
 use nix::sys::signal::Signal;
 
 /// Peak resident memory the agent may reach under any of these attacks. The debug build peaks at
-/// 19-25 MiB under them (2 MiB of job list per listing, 1 MiB per event, 256 KiB of deleted ids);
+/// 19-21 MiB under them, 40 MiB for a job list of tiny values (1 MiB of job list per listing, 256 KiB per event, 256 KiB of deleted ids);
 /// without those bounds it went past 400 MiB.
 const RSS_BOUND_KIB: u64 = 48 * 1024;
 /// How long a hostile phase lasts before the checks.
@@ -601,6 +601,26 @@ fn dribbling_answers_are_given_up() {
         "a dribbling listing is cut and retried: {lists}"
     );
     assert!(events >= 2, "a dribbling stream is reconnected: {events}");
+    r.legit_job_is_handled();
+    r.stops_on_sigterm();
+}
+
+#[test]
+fn a_job_list_of_tiny_values_under_the_byte_bound_stays_bounded() {
+    // The parse costs most per byte here: 2 bytes of JSON ("0,") per value of 32 bytes.
+    let wfx = HostileWfx::start(
+        |s, _, _| {
+            let zeros = "0,".repeat((1 << 20) / 2 - 1000);
+            let body = format!(
+                r#"{{"content":[{{"id":"tiny","workflow":{{"name":"other.workflow"}},"definition":[{zeros}0]}}]}}"#
+            );
+            respond(s, "200 OK", &body)
+        },
+        no_events,
+    );
+    let r = Run::start(wfx, "2s", "");
+    r.watch(PHASE);
+    assert!(r.wfx.lists() >= 2, "listed again at the next poll");
     r.legit_job_is_handled();
     r.stops_on_sigterm();
 }

@@ -17,11 +17,12 @@ const PAGE: usize = 50;
 /// Pages read per listing of the open jobs (1000 jobs): a server whose every page is full must
 /// not be paged forever; the jobs read so far are worked on and the rest waits for the next poll.
 pub const MAX_PAGES: usize = 20;
-/// Bytes of job lists read per listing, all pages together (wfx's jobs are a few KiB each; the
-/// parsed JSON takes several times this in memory).
-pub const JOB_LIST_MAX: usize = 2 << 20;
+/// Bytes of job lists read per listing, all pages together (a wfx job is 1-2 KiB). Parsed JSON
+/// takes up to 16 times its size in memory (`[0,0,...]`: 32 bytes per 2-byte value), so this
+/// bounds the agent's memory more than the bytes themselves.
+pub const JOB_LIST_MAX: usize = 1 << 20;
 /// Bytes of one job or status answer.
-pub const ANSWER_MAX: usize = 1 << 20;
+pub const ANSWER_MAX: usize = 512 << 10;
 /// Bytes of an error answer kept (the rest is not read: only its beginning is shown).
 pub const ERROR_BODY_MAX: usize = 64 << 10;
 /// Longest silence within an answer's body before the request is given up.

@@ -11,10 +11,10 @@ pub struct Event {
 }
 
 /// Longest line accepted: a server that sends endless data must not exhaust memory.
-pub const MAX_LINE: usize = 1 << 20;
+pub const MAX_LINE: usize = 256 << 10;
 /// Largest event accepted (its data lines together): endless `data:` lines in one event must
-/// not exhaust memory either. A wfx event holds one job: a few KiB.
-pub const MAX_EVENT: usize = 1 << 20;
+/// not exhaust memory either. A wfx event holds one job: 1-2 KiB.
+pub const MAX_EVENT: usize = 256 << 10;
 
 /// What the parser refuses; the stream is then broken off.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
