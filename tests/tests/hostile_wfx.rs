@@ -16,8 +16,8 @@ use cip_update_agent_tests::raw_http::{RawServer, read_head};
 use nix::sys::signal::Signal;
 
 /// Peak resident memory the agent may reach under any of these attacks. The debug build peaks at
-/// 19-21 MiB under them, 40 MiB for a job list of tiny values (1 MiB of job list per listing, 256 KiB per event, 256 KiB of deleted ids);
-/// without those bounds it went past 400 MiB.
+/// 19-21 MiB under them, 40 MiB for a job list of tiny values (bounds: 1 MiB of job list per
+/// listing, 256 KiB per event, 256 KiB of deleted ids); without the bounds it went past 400 MiB.
 const RSS_BOUND_KIB: u64 = 48 * 1024;
 /// How long a hostile phase lasts before the checks.
 const PHASE: Duration = Duration::from_secs(10);
