@@ -15,6 +15,8 @@ pub enum BodyError {
     TooLarge { limit: usize },
     #[error("answer stalled: nothing received for {0:?}")]
     Stalled(Duration),
+    #[error("answer too slow: not whole after {0:?}")]
+    TooSlow(Duration),
     #[error("{0}")]
     Network(String),
 }
@@ -26,10 +28,12 @@ pub struct Bounds {
     pub limit: usize,
     /// Longest wait for the next piece.
     pub stall: Duration,
+    /// Longest time for the whole body (a dribble that never stalls ends too).
+    pub total: Duration,
 }
 
 /// Reads the whole body, failing past `bounds.limit` bytes (told by `Content-Length` at once,
-/// else while streaming, without buffering more than the limit) or a stall.
+/// else while streaming, without buffering more than the limit), a stall or the total time.
 pub async fn read(resp: reqwest::Response, bounds: Bounds) -> Result<Vec<u8>, BodyError> {
     if resp
         .content_length()
@@ -43,7 +47,8 @@ pub async fn read(resp: reqwest::Response, bounds: Bounds) -> Result<Vec<u8>, Bo
 }
 
 /// Reads at most `bounds.limit` bytes of the body and drops the rest unread (for error answers,
-/// of which only the beginning is shown); a stall or a broken connection ends it too.
+/// of which only the beginning is shown); a stall, the total time or a broken connection ends it
+/// too, with what came until then.
 pub async fn read_prefix(resp: reqwest::Response, bounds: Bounds) -> Vec<u8> {
     let mut buf = Vec::new();
     let _ = read_into(resp.bytes_stream(), bounds, true, &mut buf).await;
@@ -68,10 +73,18 @@ async fn read_into<E: std::fmt::Display>(
     buf: &mut Vec<u8>,
 ) -> Result<(), BodyError> {
     let mut body = std::pin::pin!(body);
+    let end = tokio::time::Instant::now() + bounds.total;
     loop {
-        let piece = tokio::time::timeout(bounds.stall, body.next())
+        let stall = tokio::time::Instant::now() + bounds.stall;
+        let piece = tokio::time::timeout_at(stall.min(end), body.next())
             .await
-            .map_err(|_| BodyError::Stalled(bounds.stall))?;
+            .map_err(|_| {
+                if stall < end {
+                    BodyError::Stalled(bounds.stall)
+                } else {
+                    BodyError::TooSlow(bounds.total)
+                }
+            })?;
         match piece {
             None => return Ok(()),
             Some(Err(e)) => return Err(BodyError::Network(e.to_string())),
@@ -106,6 +119,7 @@ mod tests {
     const B: Bounds = Bounds {
         limit: 10,
         stall: Duration::from_millis(50),
+        total: Duration::from_secs(5),
     };
 
     fn run<F: std::future::Future>(f: F) -> F::Output {
@@ -175,6 +189,26 @@ mod tests {
                 read_stream(then_silent, B, false).await,
                 Err(BodyError::Stalled(Duration::from_millis(50)))
             );
+        })
+    }
+
+    #[test]
+    fn a_dribble_that_never_stalls_ends_at_the_total_time() {
+        run(async {
+            let dribble = stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Some((Ok::<_, String>(Bytes::from_static(b"")), ()))
+            });
+            let b = Bounds {
+                total: Duration::from_millis(200),
+                ..B
+            };
+            let started = std::time::Instant::now();
+            assert_eq!(
+                read_stream(dribble, b, false).await,
+                Err(BodyError::TooSlow(Duration::from_millis(200)))
+            );
+            assert!(started.elapsed() < Duration::from_secs(2));
         })
     }
 

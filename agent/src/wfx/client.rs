@@ -205,6 +205,7 @@ impl WfxClient {
         Bounds {
             limit,
             stall: BODY_STALL.min(self.timeouts.request),
+            total: self.timeouts.request,
         }
     }
 
@@ -214,7 +215,9 @@ impl WfxClient {
             .await
             .map_err(|e| match e {
                 BodyError::TooLarge { .. } => WfxError::Decode(e.to_string()),
-                BodyError::Stalled(_) | BodyError::Network(_) => WfxError::Network(e.to_string()),
+                BodyError::Stalled(_) | BodyError::TooSlow(_) | BodyError::Network(_) => {
+                    WfxError::Network(e.to_string())
+                }
             })
     }
 
