@@ -638,3 +638,34 @@ fn pages_of_tiny_values_stop_at_the_byte_bound() {
     r.legit_job_is_handled();
     r.stops_on_sigterm();
 }
+
+#[test]
+fn a_dribbling_error_answer_of_the_event_stream_is_cut() {
+    // The event stream has no whole-request timeout (it lasts): its error answers need their own.
+    let wfx = HostileWfx::start(no_jobs, |s, _, stop| {
+        s.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
+        )?;
+        dribble(
+            s,
+            stop,
+            "busy ".repeat(10_000).as_bytes(),
+            Duration::from_millis(100),
+        )
+    });
+    let r = Run::start(
+        wfx,
+        "2s",
+        "request_timeout = \"2s\"\nstream_timeout = \"3s\"\n",
+    );
+    r.watch(PHASE);
+    let events = r.wfx.events();
+    eprintln!("{events} event stream requests in {PHASE:?}");
+    assert!(
+        events >= 3,
+        "a dribbling error answer is cut and retried: {events}"
+    );
+    assert!(r.log().contains("wfx: 503: busy"), "{}", tail(&r.log()));
+    r.legit_job_is_handled();
+    r.stops_on_sigterm();
+}
