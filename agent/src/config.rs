@@ -522,6 +522,21 @@ pub struct Wfx {
     /// At most one progress update to wfx per interval.
     #[serde(default = "default_progress", deserialize_with = "duration")]
     pub progress_interval: Duration,
+    /// One request to wfx, its answer's body included (not the event stream).
+    #[serde(default = "default_wfx_request", deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// The event stream: the wait for its answer, and the longest time without a complete line
+    /// (wfx sends a keepalive every 30 s); then it is reconnected.
+    #[serde(default = "default_wfx_stream", deserialize_with = "duration")]
+    pub stream_timeout: Duration,
+}
+
+fn default_wfx_request() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_wfx_stream() -> Duration {
+    Duration::from_secs(75)
 }
 
 fn default_poll() -> Duration {
@@ -835,6 +850,8 @@ pub mod max {
     pub const CHECK_TIMEOUT: Duration = DAY;
     pub const HEADERS_TIMEOUT: Duration = HOUR;
     pub const STALL_TIMEOUT: Duration = HOUR;
+    pub const WFX_REQUEST_TIMEOUT: Duration = HOUR;
+    pub const WFX_STREAM_TIMEOUT: Duration = HOUR;
 }
 
 /// `key: must be at most ...` when `v` is above `max`.
@@ -936,6 +953,19 @@ impl Config {
                 w.progress_interval,
                 max::PROGRESS_INTERVAL,
             )?;
+            for (key, v, max) in [
+                (
+                    "wfx.request_timeout",
+                    w.request_timeout,
+                    max::WFX_REQUEST_TIMEOUT,
+                ),
+                ("wfx.stream_timeout", w.stream_timeout, max::WFX_STREAM_TIMEOUT),
+            ] {
+                at_most(key, v, max)?;
+                if v.is_zero() {
+                    return Err((key, "must be more than 0s".into()));
+                }
+            }
         }
         if let Some(t) = &self.tuf {
             at_most(
@@ -1078,6 +1108,8 @@ no_proxy = ["localhost", ".plant.local", "10.0.0.1"]
         assert_eq!(w.url.0, "https://wfx.example:8443/api/wfx/v1");
         assert_eq!(w.poll_interval, Duration::from_secs(90));
         assert_eq!(w.progress_interval, Duration::from_secs(2));
+        assert_eq!(w.request_timeout, Duration::from_secs(30));
+        assert_eq!(w.stream_timeout, Duration::from_secs(75));
         assert_eq!(c.device.client_id.as_deref(), Some("dev-0042"));
         assert_eq!(
             c.swupdate.wire,
@@ -1296,6 +1328,14 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
             (
                 "[download]\nstall_timeout = \"2h\"",
                 "download.stall_timeout",
+            ),
+            (
+                "[wfx]\nurl = \"http://h\"\nrequest_timeout = \"2h\"",
+                "wfx.request_timeout",
+            ),
+            (
+                "[wfx]\nurl = \"http://h\"\nstream_timeout = \"0s\"",
+                "wfx.stream_timeout: must be more than 0s",
             ),
         ] {
             let e = parse(text).unwrap_err();

@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod boot;
+pub mod bounded;
 pub mod config;
 pub mod daemon;
 pub mod delta;

@@ -56,7 +56,8 @@ pub async fn client_id(config: &Config, on_rejection: OnRejection) -> Result<Str
     let http = crate::http::client(&config.tls, &config.proxy, Duration::from_secs(30))?;
     if let Some(o) = store::load(&config.state_dir)? {
         if !o.closed {
-            let wfx = WfxClient::new(&wfx_cfg.url.0, &bootstrap_client_id(&o.serial), http);
+            let wfx = WfxClient::new(&wfx_cfg.url.0, &bootstrap_client_id(&o.serial), http)
+                .with_timeouts(wfx_cfg.into());
             close(config, &wfx, o.clone()).await;
         }
         return Ok(o.client_id);
@@ -131,7 +132,7 @@ async fn onboard(
         "onboarding as {boot_id} (serial from {from}, model {model:?}, device key {})",
         protocol::public_key_hex(&key.verifying_key())
     );
-    let wfx = WfxClient::new(&wfx_cfg.url.0, &boot_id, http);
+    let wfx = WfxClient::new(&wfx_cfg.url.0, &boot_id, http).with_timeouts(wfx_cfg.into());
     let me = Me {
         serial: &serial,
         model: &model,

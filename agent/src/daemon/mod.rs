@@ -134,7 +134,8 @@ impl Daemon {
         }
         Ok(Daemon {
             trust,
-            wfx: WfxClient::new(&wfx_cfg.url.0, &client_id, http.clone()),
+            wfx: WfxClient::new(&wfx_cfg.url.0, &client_id, http.clone())
+                .with_timeouts((&wfx_cfg).into()),
             wfx_cfg,
             http,
             swupdate: Swupdate::new(config.swupdate.socket_paths(), config.swupdate.wire),
@@ -399,7 +400,7 @@ impl Daemon {
 
     async fn forget(&mut self, id: &str) -> Result<(), StepError> {
         self.remove_staged(id).await;
-        self.deleted.ids.lock().expect("deleted lock").remove(id);
+        self.deleted.remove(id);
         if self.journal.jobs.remove(id).is_some() {
             self.save()?;
             if self.journal.jobs.is_empty() {

@@ -10,13 +10,51 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use super::backoff::Backoff;
 use super::model::{ApiError, ErrorResponse, Job, JobEvent, JobList, JobStatus};
 use super::sse;
+use crate::bounded::{self, BodyError, Bounds};
 
-/// How long one request may take (not the event stream).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// wfx sends a keepalive every 30 s: a stream silent for longer than this is dead.
-const STREAM_SILENCE: Duration = Duration::from_secs(75);
 /// Page size when listing jobs.
 const PAGE: usize = 50;
+/// Pages read per listing of the open jobs (1000 jobs): a server whose every page is full must
+/// not be paged forever; the jobs read so far are worked on and the rest waits for the next poll.
+pub const MAX_PAGES: usize = 20;
+/// Bytes of job lists read per listing, all pages together (a wfx job is 1-2 KiB). Parsed JSON
+/// takes up to 16 times its size in memory (`[0,0,...]`: 32 bytes per 2-byte value), so this
+/// bounds the agent's memory more than the bytes themselves.
+pub const JOB_LIST_MAX: usize = 1 << 20;
+/// Bytes of one job or status answer.
+pub const ANSWER_MAX: usize = 512 << 10;
+/// Bytes of an error answer kept (the rest is not read: only its beginning is shown).
+pub const ERROR_BODY_MAX: usize = 64 << 10;
+/// Longest silence within an answer's body before the request is given up.
+const BODY_STALL: Duration = Duration::from_secs(10);
+
+/// The time bounds of the wfx client (`[wfx]` `request_timeout`, `stream_timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// One request, answer and body included (the event stream excepted).
+    pub request: Duration,
+    /// The event stream: its answer's headers, and the longest time without a complete line
+    /// (wfx sends a keepalive every 30 s); then the stream is reconnected.
+    pub stream: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            request: Duration::from_secs(30),
+            stream: Duration::from_secs(75),
+        }
+    }
+}
+
+impl From<&crate::config::Wfx> for Timeouts {
+    fn from(c: &crate::config::Wfx) -> Self {
+        Timeouts {
+            request: c.request_timeout,
+            stream: c.stream_timeout,
+        }
+    }
+}
 
 /// What wfx or the way to it said.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +114,7 @@ pub struct WfxClient {
     backoff: Backoff,
     /// Attempts per request for transient errors.
     attempts: u32,
+    timeouts: Timeouts,
 }
 
 fn unit() -> f64 {
@@ -90,7 +129,14 @@ impl WfxClient {
             http,
             backoff: Backoff::default(),
             attempts: 5,
+            timeouts: Timeouts::default(),
         }
+    }
+
+    /// Changes the time bounds.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     /// Changes the retry policy (tests use short waits).
@@ -119,17 +165,24 @@ impl WfxClient {
 
     /// Sends, retrying transient failures; returns a successful answer or the error.
     async fn send(&self, make: impl Fn() -> RequestBuilder) -> Result<Response, WfxError> {
-        self.send_with(|| make().timeout(REQUEST_TIMEOUT)).await
+        let t = self.timeouts.request;
+        self.send_with(|| make().timeout(t), t).await
     }
 
-    /// [`send`](Self::send) without the per-request timeout (for the event stream).
-    async fn send_with(&self, make: impl Fn() -> RequestBuilder) -> Result<Response, WfxError> {
+    /// [`send`](Self::send) without the per-request timeout (for the event stream), the answer's
+    /// headers awaited at most `headers`.
+    async fn send_with(
+        &self,
+        make: impl Fn() -> RequestBuilder,
+        headers: Duration,
+    ) -> Result<Response, WfxError> {
         let mut attempt = 0;
         loop {
-            let e = match make().send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(resp),
-                Ok(resp) => error_of(resp).await,
-                Err(e) => WfxError::Network(crate::source::http_error(&e)),
+            let e = match tokio::time::timeout(headers, make().send()).await {
+                Ok(Ok(resp)) if resp.status().is_success() => return Ok(resp),
+                Ok(Ok(resp)) => self.error_of(resp).await,
+                Ok(Err(e)) => WfxError::Network(crate::source::http_error(&e)),
+                Err(_) => WfxError::Network(format!("no answer within {headers:?}")),
             };
             attempt += 1;
             if !e.is_transient() || attempt >= self.attempts {
@@ -142,18 +195,49 @@ impl WfxClient {
         }
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, WfxError> {
-        let bytes = resp
-            .bytes()
+    fn bounds(&self, limit: usize) -> Bounds {
+        Bounds {
+            limit,
+            stall: BODY_STALL.min(self.timeouts.request),
+            total: self.timeouts.request,
+        }
+    }
+
+    /// The body of a successful answer, at most `limit` bytes.
+    async fn body(&self, resp: Response, limit: usize) -> Result<Vec<u8>, WfxError> {
+        bounded::read(resp, self.bounds(limit))
             .await
-            .map_err(|e| WfxError::Network(crate::source::http_error(&e)))?;
+            .map_err(|e| match e {
+                BodyError::TooLarge { .. } => WfxError::Decode(e.to_string()),
+                BodyError::Stalled(_) | BodyError::TooSlow(_) | BodyError::Network(_) => {
+                    WfxError::Network(e.to_string())
+                }
+            })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: Response,
+        limit: usize,
+    ) -> Result<T, WfxError> {
+        let bytes = self.body(resp, limit).await?;
         serde_json::from_slice(&bytes).map_err(|e| WfxError::Decode(e.to_string()))
     }
 
-    /// The device's open jobs (group OPEN), oldest first, every page.
+    /// Reads an error answer in either of wfx's formats (its beginning only).
+    async fn error_of(&self, resp: Response) -> WfxError {
+        let status = resp.status();
+        let body = bounded::read_prefix(resp, self.bounds(ERROR_BODY_MAX)).await;
+        error_from(status, &String::from_utf8_lossy(&body))
+    }
+
+    /// The device's open jobs (group OPEN), oldest first, every page up to [`MAX_PAGES`] pages
+    /// and [`JOB_LIST_MAX`] bytes: past either, the jobs read so far (the rest waits for the
+    /// next listing).
     pub async fn open_jobs(&self) -> Result<Vec<Job>, WfxError> {
         let mut jobs = Vec::new();
-        loop {
+        let mut budget = JOB_LIST_MAX;
+        for page_no in 0..MAX_PAGES {
             let offset = jobs.len().to_string();
             let limit = PAGE.to_string();
             let resp = self
@@ -171,13 +255,30 @@ impl WfxClient {
                     )
                 })
                 .await?;
-            let page: JobList = Self::json(resp).await?;
+            let bytes = match self.body(resp, budget).await {
+                Err(WfxError::Decode(e)) if page_no > 0 => {
+                    tracing::warn!(
+                        "open jobs: {e} after {} jobs: working on those, the rest waits",
+                        jobs.len()
+                    );
+                    return Ok(jobs);
+                }
+                other => other?,
+            };
+            budget -= bytes.len();
+            let page = parse_job_list(&bytes)?;
+            drop(bytes);
             let n = page.content.len();
             jobs.extend(page.content);
             if n < PAGE {
                 return Ok(jobs);
             }
         }
+        tracing::warn!(
+            "open jobs: still more after {MAX_PAGES} pages ({} jobs): working on those, the rest waits",
+            jobs.len()
+        );
+        Ok(jobs)
     }
 
     /// One page of jobs matching `query` (wfx's `GET /jobs` filters, e.g. `workflow`,
@@ -186,13 +287,14 @@ impl WfxClient {
         let resp = self
             .send(|| self.request_q(Method::GET, "/jobs", query))
             .await?;
-        let page: JobList = Self::json(resp).await?;
-        Ok(page.content)
+        let bytes = self.body(resp, JOB_LIST_MAX).await?;
+        Ok(parse_job_list(&bytes)?.content)
     }
 
     pub async fn job(&self, id: &str) -> Result<Job, WfxError> {
         let path = format!("/jobs/{}", encode(id));
-        Self::json(self.send(|| self.request(Method::GET, &path)).await?).await
+        let resp = self.send(|| self.request(Method::GET, &path)).await?;
+        self.json(resp, ANSWER_MAX).await
     }
 
     /// Replaces the job's status. On `wfx.jobModifiedConcurrently` the job is read again (it
@@ -210,7 +312,7 @@ impl WfxClient {
                 .send(|| self.request(Method::PUT, &path).json(&body))
                 .await
             {
-                Ok(resp) => return Self::json(resp).await,
+                Ok(resp) => return self.json(resp, ANSWER_MAX).await,
                 Err(e) if e.has_code("wfx.jobModifiedConcurrently") && tries < 3 => {
                     tries += 1;
                     self.job(id).await?;
@@ -223,19 +325,24 @@ impl WfxClient {
     /// Opens the event stream of this device's jobs.
     pub async fn events(&self) -> Result<EventStream, WfxError> {
         let resp = self
-            .send_with(|| {
-                self.request_q(
-                    Method::GET,
-                    "/jobs/events",
-                    &[("clientIds", self.client_id.as_str())],
-                )
-                .header("Accept", "text/event-stream")
-            })
+            .send_with(
+                || {
+                    self.request_q(
+                        Method::GET,
+                        "/jobs/events",
+                        &[("clientIds", self.client_id.as_str())],
+                    )
+                    .header("Accept", "text/event-stream")
+                },
+                self.timeouts.stream,
+            )
             .await?;
         Ok(EventStream {
             body: Box::pin(resp.bytes_stream()),
             parser: sse::Parser::new(),
             ready: std::collections::VecDeque::new(),
+            silence: self.timeouts.stream,
+            last_line: tokio::time::Instant::now(),
         })
     }
 }
@@ -264,6 +371,16 @@ fn api_url(base: &str, path: &str, query: &[(&str, &str)]) -> String {
     url
 }
 
+/// A job list as wfx sends it (`GET /jobs`).
+pub fn parse_job_list(bytes: &[u8]) -> Result<JobList, WfxError> {
+    serde_json::from_slice(bytes).map_err(|e| WfxError::Decode(e.to_string()))
+}
+
+/// A server-sent event's data as a job event.
+pub fn parse_event(data: &str) -> Result<JobEvent, serde_json::Error> {
+    serde_json::from_str(data)
+}
+
 /// Percent-encodes a path segment or query value (job ids are `[A-Za-z0-9_.-]`, but the server
 /// is not trusted, and client ids may hold `:`).
 fn encode(seg: &str) -> String {
@@ -273,13 +390,6 @@ fn encode(seg: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Reads an error answer in either of wfx's formats.
-async fn error_of(resp: Response) -> WfxError {
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    error_from(status, &body)
 }
 
 fn error_from(status: StatusCode, body: &str) -> WfxError {
@@ -303,14 +413,19 @@ pub struct EventStream {
     body: ByteStream,
     parser: sse::Parser,
     ready: std::collections::VecDeque<sse::Event>,
+    /// Longest time without a complete line (a keepalive at least).
+    silence: Duration,
+    last_line: tokio::time::Instant,
 }
 
 impl EventStream {
-    /// The next job event. Events whose data is not a job event are skipped (logged).
+    /// The next job event. Events whose data is not a job event are skipped (logged). A stream
+    /// that completes no line (event, field or keepalive) within the silence bound is broken off,
+    /// whether it sends nothing or dribbles bytes.
     pub async fn next(&mut self) -> Option<Result<JobEvent, WfxError>> {
         loop {
             if let Some(e) = self.ready.pop_front() {
-                match serde_json::from_str::<JobEvent>(&e.data) {
+                match parse_event(&e.data) {
                     Ok(ev) => return Some(Ok(ev)),
                     Err(err) => {
                         tracing::warn!("skipping an unreadable wfx event: {err}");
@@ -318,17 +433,24 @@ impl EventStream {
                     }
                 }
             }
-            let next = tokio::time::timeout(STREAM_SILENCE, self.body.next()).await;
-            let Ok(next) = next else {
+            let deadline = self.last_line + self.silence;
+            let Ok(next) = tokio::time::timeout_at(deadline, self.body.next()).await else {
                 return Some(Err(WfxError::Network(format!(
-                    "no event nor keepalive for {STREAM_SILENCE:?}"
+                    "no event nor keepalive for {:?}",
+                    self.silence
                 ))));
             };
             match next? {
-                Ok(chunk) => match self.parser.push(&chunk) {
-                    Ok(evs) => self.ready.extend(evs),
-                    Err(e) => return Some(Err(WfxError::Decode(e.to_string()))),
-                },
+                Ok(chunk) => {
+                    let lines = self.parser.lines;
+                    match self.parser.push(&chunk) {
+                        Ok(evs) => self.ready.extend(evs),
+                        Err(e) => return Some(Err(WfxError::Decode(e.to_string()))),
+                    }
+                    if self.parser.lines != lines {
+                        self.last_line = tokio::time::Instant::now();
+                    }
+                }
                 Err(e) => return Some(Err(WfxError::Network(crate::source::http_error(&e)))),
             }
         }

@@ -2,16 +2,27 @@
 //! both the update loop and the onboarding loop need.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::{JobEvent, WfxClient, WfxError};
 
+/// Shortest time between two wakes caused by events: a burst (or a flood) of events leads to
+/// one reconcile per window, not one per event.
+pub const EVENT_COALESCE: Duration = Duration::from_secs(1);
+
+/// A stream that stayed open this long was a working one: the backoff starts over after it. One
+/// closed sooner (a server that accepts and hangs up) counts as a failure.
+const STREAM_LIVED: Duration = Duration::from_secs(30);
+
 /// Follows the event stream: wakes `wake` after every (re)connect (events are not guaranteed,
-/// so a reconnect means a reconcile) and after every event, which `on_event` sees first;
+/// so a reconnect means a reconcile) and after events, at most once per [`EVENT_COALESCE`]
+/// (events within a window wake once at its end); `on_event` sees every event at once.
 /// `on_error` hears why the stream could not be opened or broke off. Reconnects with backoff and
-/// jitter, the backoff starting over after a stream that opened. Never returns.
+/// jitter, the backoff starting over after a stream that lived [`STREAM_LIVED`]. Never returns.
 pub async fn follow_events(
     wfx: WfxClient,
     wake: Arc<Notify>,
@@ -23,24 +34,72 @@ pub async fn follow_events(
     loop {
         match wfx.events().await {
             Ok(mut s) => {
-                failures = 0;
+                let opened = Instant::now();
                 wake.notify_one();
-                while let Some(ev) = s.next().await {
-                    match ev {
-                        Ok(ev) => {
-                            on_event(&ev);
-                            wake.notify_one();
+                let mut woken = Instant::now();
+                let mut pending = false;
+                loop {
+                    let ev = if pending {
+                        tokio::select! {
+                            ev = s.next() => ev,
+                            () = tokio::time::sleep_until(woken + EVENT_COALESCE) => {
+                                wake.notify_one();
+                                woken = Instant::now();
+                                pending = false;
+                                continue;
+                            }
                         }
-                        Err(e) => {
+                    } else {
+                        s.next().await
+                    };
+                    match ev {
+                        Some(Ok(ev)) => {
+                            on_event(&ev);
+                            let now = Instant::now();
+                            if window_over(woken, now) {
+                                wake.notify_one();
+                                woken = now;
+                            } else {
+                                pending = true;
+                            }
+                        }
+                        Some(Err(e)) => {
                             on_error(&e);
                             break;
                         }
+                        None => break,
                     }
+                }
+                if pending {
+                    wake.notify_one();
+                }
+                if opened.elapsed() >= STREAM_LIVED {
+                    failures = 0;
                 }
             }
             Err(e) => on_error(&e),
         }
         failures += 1;
         tokio::time::sleep(backoff.delay(failures.saturating_sub(1), fastrand::f64())).await;
+    }
+}
+
+/// Whether an event at `now` may wake at once: the last wake was a whole window ago.
+fn window_over(woken: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(woken) >= EVENT_COALESCE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_wake_per_window() {
+        let t0 = Instant::now();
+        assert!(!window_over(t0, t0));
+        assert!(!window_over(t0, t0 + EVENT_COALESCE / 2));
+        assert!(window_over(t0, t0 + EVENT_COALESCE));
+        // A clock that seems to go back (it does not, but) never wakes early.
+        assert!(!window_over(t0 + EVENT_COALESCE, t0));
     }
 }
