@@ -24,5 +24,6 @@ pub mod status;
 pub mod swu;
 pub mod swupdate;
 pub mod tuf;
+pub mod uri;
 pub mod view;
 pub mod wfx;

@@ -200,6 +200,8 @@ pub struct TufOnly {
     reboot: Reboot,
     delta: crate::config::Delta,
     state_dir: PathBuf,
+    /// The `uri` of the artifact TUF-only mode's jobs show (their `name` is the target path).
+    targets_url: crate::uri::ArtifactUri,
 }
 
 /// Consent and reboot commands.
@@ -238,6 +240,7 @@ impl TufOnly {
             reboot: config.reboot.clone(),
             delta: config.delta.clone(),
             state_dir: config.state_dir.clone(),
+            targets_url: crate::uri::ArtifactUri::from_config(&t.targets_url),
         })
     }
 
@@ -271,7 +274,7 @@ impl TufOnly {
 
     fn view(&self, path: &str, version: &str, id: &str, state: &str) -> JobView {
         JobView {
-            id: format!("tuf:{path}"),
+            id: crate::wfx::JobId::tuf_target(path),
             flow: Flow::Direct,
             state: state.to_owned(),
             definition_hash: id.to_owned(),
@@ -280,7 +283,7 @@ impl TufOnly {
                 artifacts: vec![Artifact {
                     name: Some(path.to_owned()),
                     version: Some(version.to_owned()),
-                    uri: String::new(),
+                    uri: self.targets_url.clone(),
                 }],
             }),
         }
@@ -603,7 +606,7 @@ impl TufOnly {
         };
         let mut obs = OnlyObserver {
             reporter: &self.reporter,
-            id: v.id.clone(),
+            id: v.id.to_string(),
             verify,
         };
         image.reader =

@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use super::backoff::Backoff;
+use super::id::JobId;
 use super::model::{ApiError, ErrorResponse, Job, JobEvent, JobList, JobStatus};
 use super::sse;
 
@@ -156,11 +157,12 @@ impl WfxClient {
         serde_json::from_slice(&bytes).map_err(|e| WfxError::Decode(e.to_string()))
     }
 
-    /// The device's open jobs (group OPEN), oldest first, every page.
-    pub async fn open_jobs(&self) -> Result<Vec<Job>, WfxError> {
-        let mut jobs = Vec::new();
+    /// The device's open jobs (group OPEN), oldest first, every page; entries that are not
+    /// jobs the agent can hold in `rejected`.
+    pub async fn open_jobs(&self) -> Result<JobList, WfxError> {
+        let mut jobs = JobList::default();
         loop {
-            let offset = jobs.len().to_string();
+            let offset = jobs.entries().to_string();
             let limit = PAGE.to_string();
             let resp = self
                 .send(|| {
@@ -178,8 +180,9 @@ impl WfxClient {
                 })
                 .await?;
             let page: JobList = Self::json(resp).await?;
-            let n = page.content.len();
-            jobs.extend(page.content);
+            let n = page.entries();
+            jobs.content.extend(page.content);
+            jobs.rejected.extend(page.rejected);
             if n < PAGE {
                 return Ok(jobs);
             }
@@ -196,15 +199,26 @@ impl WfxClient {
         Ok(page.content)
     }
 
-    pub async fn job(&self, id: &str) -> Result<Job, WfxError> {
-        let path = format!("/jobs/{}", encode(id));
-        Self::json(self.send(|| self.request(Method::GET, &path)).await?).await
+    pub async fn job(&self, id: &JobId) -> Result<Job, WfxError> {
+        let job: Job = Self::json(
+            self.send(|| self.request(Method::GET, &job_path(id, "")))
+                .await?,
+        )
+        .await?;
+        // The answer decides what happens to `id`: it must be about `id`.
+        if job.id != *id {
+            return Err(WfxError::Decode(format!(
+                "asked for job {id}, wfx answered with job {}",
+                job.id
+            )));
+        }
+        Ok(job)
     }
 
     /// Replaces the job's status. On `wfx.jobModifiedConcurrently` the job is read again (it
     /// may be gone) and the update retried.
-    pub async fn put_status(&self, id: &str, status: &JobStatus) -> Result<JobStatus, WfxError> {
-        let path = format!("/jobs/{}/status", encode(id));
+    pub async fn put_status(&self, id: &JobId, status: &JobStatus) -> Result<JobStatus, WfxError> {
+        let path = job_path(id, "/status");
         let mut body = status.clone();
         body.client_id = Some(self.client_id.clone());
         let mut tries = 0;
@@ -241,6 +255,13 @@ impl WfxClient {
             ready: std::collections::VecDeque::new(),
         })
     }
+}
+
+/// The API path of a job (`/jobs/{id}` and `rest`): the id is one percent-encoded segment, so
+/// `/`, `?`, `#` or `%` in it cannot change the request (`.` and `..`, which URL rules resolve
+/// even encoded, are no [`JobId`]).
+fn job_path(id: &JobId, rest: &str) -> String {
+    format!("/jobs/{}{rest}", encode(id))
 }
 
 /// Percent-encodes a path segment or query value (job ids are `[A-Za-z0-9_.-]`, but the server
@@ -350,5 +371,37 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(encode("job-1_a.b"), "job-1_a.b");
         assert_eq!(encode("../x y"), "..%2Fx%20y");
+    }
+
+    /// Whatever a job id holds, the request goes to that job's resource on the configured
+    /// server, with the configured query (none).
+    #[test]
+    fn job_ids_cannot_change_the_request() {
+        let c = WfxClient::new(
+            "http://127.0.0.1:9/api/wfx/v1",
+            "dev",
+            reqwest::Client::new(),
+        );
+        for (id, path) in [
+            ("j1", "/api/wfx/v1/jobs/j1/status"),
+            ("../../..", "/api/wfx/v1/jobs/..%2F..%2F../status"),
+            ("/abs/dir", "/api/wfx/v1/jobs/%2Fabs%2Fdir/status"),
+            (
+                "x?clientId=other#f",
+                "/api/wfx/v1/jobs/x%3FclientId%3Dother%23f/status",
+            ),
+            ("50%2F..", "/api/wfx/v1/jobs/50%252F../status"),
+            ("...", "/api/wfx/v1/jobs/.../status"),
+        ] {
+            let id = JobId::parse(id).unwrap();
+            let req = c
+                .request(Method::PUT, &job_path(&id, "/status"))
+                .build()
+                .unwrap();
+            assert_eq!(req.url().path(), path, "{id}");
+            assert_eq!(req.url().query(), None, "{id}");
+            assert_eq!(req.url().fragment(), None, "{id}");
+            assert_eq!(req.url().host_str(), Some("127.0.0.1"));
+        }
     }
 }
