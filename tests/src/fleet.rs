@@ -395,6 +395,14 @@ impl Fleet {
         assert!(r.status().is_success(), "{}", r.status());
     }
 
+    /// Where the agent stages job `id`'s downloads: `state/staging/<SHA-256 of the id, hex>`
+    /// (never a path made of the id).
+    pub fn staging_dir(&self, id: &str) -> PathBuf {
+        use sha2::Digest;
+        self.path("state/staging")
+            .join(hex::encode(sha2::Sha256::digest(id.as_bytes())))
+    }
+
     /// The agent's journal: job ids it holds.
     pub fn journal_jobs(&self) -> Vec<String> {
         self.journal()["jobs"]

@@ -20,7 +20,6 @@ use cip_update_agent_tests::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
 use cip_update_agent_tests::tuf::TufRepo;
 use cip_update_agent_tests::wfx::model::{Eligible, JobStatus};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// How long the agent may take to bring a job to its next state (they take about a second).
 const BOUND: Duration = Duration::from_secs(30);
@@ -97,10 +96,6 @@ fn names_in(d: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 /// A job created in `workflow`, then given the id `id` on the emulator; `id`.
@@ -186,7 +181,7 @@ async fn phased_jobs_with_path_ids_stage_under_a_digest_and_forget_only_their_ow
         let j = reach(&f, id, &["DOWNLOADED", "TERMINATED"]).await;
         assert_eq!(j["status"]["state"], "DOWNLOADED", "{id}: {j:#}");
         guard.check(&f, &format!("{id} downloaded"));
-        let staged = f.path("state/staging").join(sha256_hex(id)).join("0.swu");
+        let staged = f.staging_dir(id).join("0.swu");
         assert!(
             fs::read(&staged).ok() == fs::read(f.path(&format!("www/p{i}.swu"))).ok(),
             "{id}: not staged as {}",
@@ -408,7 +403,7 @@ async fn with_tuf_local_uris_are_refused_and_path_ids_stay_in_staging() {
     let j = reach(&f, &id, &["DOWNLOADED", "TERMINATED"]).await;
     assert_eq!(j["status"]["state"], "DOWNLOADED", "{j:#}");
     guard.check(&f, "downloaded");
-    let staged = f.path("state/staging").join(sha256_hex(&id)).join("0.swu");
+    let staged = f.staging_dir(&id).join("0.swu");
     assert!(
         fs::read(&staged).ok() == Some(bytes),
         "not staged as {}",
@@ -421,4 +416,58 @@ async fn with_tuf_local_uris_are_refused_and_path_ids_stay_in_staging() {
     forgotten(&f).await;
     guard.check(&f, "forgotten");
     assert!(f.path("state/tuf/latest-known-time").exists());
+}
+
+/// Upgrade, not an attack (passes on the base binary too): a phased job staged by an agent of
+/// the old layout (`staging/<id>/0.swu`) is installed from its staged file after the upgrade
+/// (the directory is renamed to the digest of the id at start); the image is no longer served,
+/// so nothing but the staged file can be installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_staged_by_the_old_layout_is_installed_after_the_upgrade() {
+    let mut f = Fleet::new();
+    let (swu, data, url) = f.image("old", 100_000, false);
+    let id = f.create_job(PHASED, firmware(&url)).await;
+    advance(&f, &id, "DOWNLOAD");
+    for state in ["DOWNLOADING", "DOWNLOADED"] {
+        let status = JobStatus {
+            state: state.into(),
+            client_id: cip_update_agent_tests::fleet::CLIENT.into(),
+            ..Default::default()
+        };
+        f.wfx
+            .store()
+            .update_status(&id, status, Eligible::Client)
+            .unwrap();
+    }
+    let hash = job(&f, &id)["status"]["definitionHash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let old = f.path("state/staging").join(&id);
+    fs::create_dir_all(&old).unwrap();
+    fs::rename(f.path("www/old.swu"), old.join("0.swu")).unwrap();
+    fs::write(
+        f.path("state/state.json"),
+        json!({"schema": 1, "jobs": {&id: {"job_id": &id, "definition_hash": hash,
+                                           "downloaded": true, "installed": 0}}})
+        .to_string(),
+    )
+    .unwrap();
+    f.start_agent();
+    let moved = f.staging_dir(&id).join("0.swu");
+    f.until("the staged file moved to the digest name", |_| {
+        moved.exists() && !old.exists()
+    })
+    .await;
+    advance(&f, &id, "INSTALL");
+    let j = reach(&f, &id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(
+        j["status"]["state"],
+        "ACTIVATED",
+        "{j:#}\n{}",
+        f.agent_log()
+    );
+    assert!(installed(&swu, &data));
+    forgotten(&f).await;
+    assert!(names_in(&f.path("state/staging")).is_empty());
 }
