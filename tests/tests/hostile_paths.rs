@@ -225,6 +225,28 @@ async fn terminated_jobs_with_path_ids_remove_nothing_else() {
     guard.check(&f, "after");
 }
 
+/// Direct jobs with path ids (created before the agent starts, so it sees only the hostile
+/// ids): each installed and ACTIVATED, and forgetting them removes nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_jobs_with_path_ids_are_installed_and_forgotten_harmlessly() {
+    let mut f = Fleet::new();
+    let guard = Guard::plant(&f, false);
+    let mut jobs = Vec::new();
+    for (i, id) in path_ids(&f).iter().enumerate() {
+        let (swu, data, url) = f.image(&format!("d{i}"), 100_000, false);
+        job_with_id(&f, DIRECT, firmware(&url), id).await;
+        jobs.push((id.clone(), swu, data));
+    }
+    f.start_agent();
+    for (id, swu, data) in &jobs {
+        let j = reach(&f, id, &["ACTIVATED", "TERMINATED"]).await;
+        assert_eq!(j["status"]["state"], "ACTIVATED", "{id}: {j:#}");
+        assert!(installed(swu, data), "{id}");
+    }
+    forgotten(&f).await;
+    guard.check(&f, "all forgotten");
+}
+
 /// Ids wfx cannot be asked about (`.` and `..` resolve even percent-encoded), control
 /// characters (a forged log line), 300 bytes: the entry is skipped, the job left as wfx has it,
 /// the reason logged once (not at every poll), and the next job runs.

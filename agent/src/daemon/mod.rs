@@ -521,7 +521,9 @@ fn view_of(job: &Job) -> Option<JobView> {
     Some(JobView {
         id: job.id.clone(),
         flow,
-        state: status.state.clone(),
+        // (Escaped: the state goes into log lines; a state with control characters is no
+        // DAU state, so the job waits like for any unknown one.)
+        state: crate::wfx::id::shown(&status.state),
         definition_hash: status.definition_hash.clone().unwrap_or_default(),
         definition: match &job.definition {
             Some(d) => Definition::parse(d),
@@ -536,4 +538,25 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state with a line break from wfx does not forge a log line, and waits like any
+    /// unknown state.
+    #[test]
+    fn states_are_escaped_for_the_log() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "id": "j1",
+            "workflow": {"name": Flow::DIRECT},
+            "definition": {"artifacts": [{"uri": "http://h/a.swu"}]},
+            "status": {"state": "INSTALL\nINFO forged"},
+        }))
+        .unwrap();
+        let view = view_of(&job).unwrap();
+        assert_eq!(view.state, "INSTALL\\nINFO forged");
+        assert_eq!(job::decide(&view, None), Action::Wait);
+    }
 }
