@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::shown;
 use crate::uri::ArtifactUri;
-use crate::wfx::id::{JobId, shown};
+use crate::wfx::id::JobId;
 
 /// The two DAU workflows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,7 +33,7 @@ pub enum BadUri {
 
 impl ArtifactUri {
     pub fn parse(s: &str) -> Result<ArtifactUri, BadUri> {
-        let show = || crate::wfx::id::shown(&crate::redact::url(s));
+        let show = || crate::text::shown(&crate::redact::url(s));
         if s.is_empty() {
             return Err(BadUri::Empty);
         }

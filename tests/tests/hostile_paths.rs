@@ -307,12 +307,14 @@ async fn ids_that_cannot_be_named_are_skipped_logged_once_and_the_next_job_runs(
     guard.check(&f, "end");
 }
 
-/// A local "secret" and the URIs that name it (absolute, `file://`, relative).
+/// `/etc/passwd`, a local "secret", and URIs that name them (absolute, `file://`, relative).
 fn local_uris(f: &Fleet) -> Vec<String> {
     let secret = f.path("secret.swu");
     fs::write(&secret, SECRET.repeat(100)).unwrap();
     let abs = secret.to_str().unwrap().to_owned();
     vec![
+        "/etc/passwd".to_owned(),
+        "file:///etc/passwd".to_owned(),
         abs.clone(),
         format!("file://{abs}"),
         format!("../{}", secret.file_name().unwrap().to_str().unwrap()),
@@ -329,9 +331,12 @@ fn refused_local(f: &Fleet, j: &Value, uri: &str) {
         msg.contains("is not an http:// or https:// URL") && msg.contains("local file"),
         "{uri}: {msg}"
     );
+    // (The base agent quoted a file's first 6 bytes: `not a .swu ... (found "root:x")`.)
+    let passwd = fs::read("/etc/passwd").unwrap_or_default();
+    let passwd = String::from_utf8_lossy(&passwd[..passwd.len().min(6)]).into_owned();
     for m in messages(j) {
         assert!(
-            !m.contains("SECRET-c0ffee"),
+            !m.contains("SECRET") && (passwd.is_empty() || !m.contains(&passwd)),
             "{uri}: a local file's bytes sent to wfx: {m}"
         );
     }

@@ -32,17 +32,16 @@ impl Daemon {
         let Ok(dir) = std::fs::read_dir(&self.staging) else {
             return; // none yet
         };
-        let entries: Vec<String> = dir
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                e.file_name().into_string().ok().or_else(|| {
-                    // Not UTF-8: no name this agent ever made.
-                    let p = e.path();
-                    let _ = remove_entry(&p);
-                    None
-                })
-            })
-            .collect();
+        let mut entries = Vec::new();
+        for e in dir.filter_map(Result::ok) {
+            match e.file_name().into_string() {
+                Ok(name) => entries.push(name),
+                // Not UTF-8: no name this agent ever made.
+                Err(_) => {
+                    let _ = remove_entry(&e.path());
+                }
+            }
+        }
         let jobs: Vec<&str> = self.journal.jobs.keys().map(String::as_str).collect();
         for op in staging_plan(&entries, &jobs) {
             let r = match &op {
@@ -325,7 +324,7 @@ pub(super) enum StagingOp {
 
 impl std::fmt::Display for StagingOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::wfx::id::shown;
+        use crate::text::shown;
         match self {
             StagingOp::Rename { from, to } => {
                 write!(f, "{} renamed to {to} (digest of the job id)", shown(from))

@@ -523,7 +523,7 @@ fn view_of(job: &Job) -> Option<JobView> {
         flow,
         // (Escaped: the state goes into log lines; a state with control characters is no
         // DAU state, so the job waits like for any unknown one.)
-        state: crate::wfx::id::shown(&status.state),
+        state: crate::text::shown(&status.state),
         definition_hash: status.definition_hash.clone().unwrap_or_default(),
         definition: match &job.definition {
             Some(d) => Definition::parse(d),

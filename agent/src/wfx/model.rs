@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::id::{JobId, shown};
+use super::id::JobId;
+use crate::text::shown;
 
 /// `JobStatus`. The server replaces, not merges, it on every update.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
