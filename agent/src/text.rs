@@ -4,18 +4,25 @@
 /// Characters of untrusted text kept when it is shown.
 pub const SHOWN_MAX: usize = 64;
 
-/// `s` with control characters escaped (`\n`, `\u{85}`) and cut after [`SHOWN_MAX`]
-/// characters (`…` marks the cut).
+/// `s` with control and other unprintable characters escaped (`\n`, `\u{85}`, `\u{202e}`)
+/// and cut after [`SHOWN_MAX`] characters (`…` marks the cut).
 pub fn shown(s: &str) -> String {
+    shown_upto(s, SHOWN_MAX)
+}
+
+/// [`shown`], keeping up to `max` characters.
+pub fn shown_upto(s: &str, max: usize) -> String {
     let mut out = String::new();
-    for c in s.chars().take(SHOWN_MAX) {
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
+    for c in s.chars().take(max) {
+        match c {
+            // (escape_debug would escape these too; they are harmless in a line.)
+            '"' | '\'' | '\\' => out.push(c),
+            // Control characters, and what Unicode does not print: bidi overrides, zero
+            // widths, combining marks (which could make a line read otherwise).
+            _ => out.extend(c.escape_debug()),
         }
     }
-    if s.chars().nth(SHOWN_MAX).is_some() {
+    if s.chars().nth(max).is_some() {
         out.push('…');
     }
     out
@@ -33,5 +40,9 @@ mod tests {
         assert_eq!(long.chars().count(), SHOWN_MAX + 1);
         assert!(long.ends_with('…'));
         assert!(!shown("\u{1b}[31mred\r").chars().any(char::is_control));
+        assert_eq!(
+            shown("a\u{202e}b\u{200b}c ü \\"),
+            "a\\u{202e}b\\u{200b}c ü \\"
+        );
     }
 }

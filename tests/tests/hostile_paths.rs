@@ -248,7 +248,8 @@ async fn direct_jobs_with_path_ids_are_installed_and_forgotten_harmlessly() {
 }
 
 /// Ids wfx cannot be asked about (`.` and `..` resolve even percent-encoded), control
-/// characters (a forged log line), 300 bytes: the entry is skipped, the job left as wfx has it,
+/// characters (a forged log line), a right-to-left override (a line that reads otherwise),
+/// 300 bytes: the entry is skipped, the job left as wfx has it,
 /// the reason logged once (not at every poll), and the next job runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_that_cannot_be_named_are_skipped_logged_once_and_the_next_job_runs() {
@@ -261,6 +262,7 @@ async fn ids_that_cannot_be_named_are_skipped_logged_once_and_the_next_job_runs(
         ".",
         "forged\nINFO cip_update_agent: all is well",
         long.as_str(),
+        "exe.\u{202e}gnp",
     ];
     for id in bad {
         job_with_id(&f, DIRECT, firmware(&bad_url), id).await;
@@ -296,6 +298,7 @@ async fn ids_that_cannot_be_named_are_skipped_logged_once_and_the_next_job_runs(
         r#"job "." refused: job id "." is a dot segment"#.to_owned(),
         r#"job "forged\nINFO cip_update_agent: all is well" refused"#.to_owned(),
         format!("job \"{}…\" refused: job id of 300 bytes", "x".repeat(64)),
+        r#"job "exe.\u{202e}gnp" refused: job id "exe.\u{202e}gnp" holds a character other than printable ASCII"#.to_owned(),
     ] {
         assert_eq!(log.matches(&shown).count(), 1, "{shown} once in:\n{log}");
     }

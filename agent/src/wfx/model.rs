@@ -3,7 +3,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::id::JobId;
-use crate::text::shown;
+use crate::text::{shown, shown_upto};
 
 /// `JobStatus`. The server replaces, not merges, it on every update.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -89,7 +89,8 @@ fn rejection(entry: &serde_json::Value, e: &serde_json::Error) -> String {
         Some(serde_json::Value::String(s)) => format!("job \"{}\"", shown(s)),
         _ => "a job without a readable id".to_owned(),
     };
-    format!("{id} refused: {}", shown(&e.to_string()))
+    // (The reason may quote the entry: escaped too, with room for a quoted id.)
+    format!("{id} refused: {}", shown_upto(&e.to_string(), 256))
 }
 
 /// One error of the JSON error model.
