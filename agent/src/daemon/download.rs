@@ -29,8 +29,17 @@ impl Daemon {
     /// upgrade; anything else not belonging to a job of the journal is removed. Only entries
     /// directly in `staging` are touched (a symbolic link is removed, never followed).
     pub(super) fn tidy_staging(&self) {
+        match std::fs::symlink_metadata(&self.staging) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                // Not made by this agent: nothing in it is touched.
+                tracing::warn!("{} is not a directory", self.staging.display());
+                return;
+            }
+            Err(_) => return, // none yet
+        }
         let Ok(dir) = std::fs::read_dir(&self.staging) else {
-            return; // none yet
+            return;
         };
         let mut entries = Vec::new();
         for e in dir.filter_map(Result::ok) {

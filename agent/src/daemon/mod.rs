@@ -276,7 +276,9 @@ impl Daemon {
             match self.wfx.job(&id).await {
                 Ok(job) => self.drive(job).await?,
                 Err(e) if e.is_not_found() => self.forget(&id).await?,
-                Err(e) => return Err(e.into()),
+                Err(e) if e.is_transient() => return Err(e.into()),
+                // (One job wfx answers badly for does not hold up the others.)
+                Err(e) => tracing::warn!(job = %id, "{e}"),
             }
         }
         for job in jobs {
