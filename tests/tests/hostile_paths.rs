@@ -123,12 +123,20 @@ fn advance(f: &Fleet, id: &str, state: &str) {
         .unwrap();
 }
 
-/// Waits (at most [`BOUND`]) until the job is in one of `states`.
+/// Waits (at most [`BOUND`]) until the job is in one of `states`; prints how long it took
+/// (the figures of the closing note).
 async fn reach(f: &Fleet, id: &str, states: &[&str]) -> Value {
-    let deadline = Instant::now() + BOUND;
+    let start = Instant::now();
+    let deadline = start + BOUND;
     loop {
         let j = job(f, id);
         if states.contains(&j["status"]["state"].as_str().unwrap_or("")) {
+            println!(
+                "{:?} {} after {:?}",
+                cip_update_agent::text::shown(id),
+                j["status"]["state"],
+                start.elapsed()
+            );
             return j;
         }
         assert!(
