@@ -373,6 +373,46 @@ mod tests {
         assert_eq!(encode("../x y"), "..%2Fx%20y");
     }
 
+    /// A server on loopback that answers every request with `body` (200, JSON).
+    async fn answering(body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/wfx/v1", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    /// The answer about a job decides what happens to it: an answer about another job (or
+    /// one whose id is no job id) is an error, not taken for it.
+    #[tokio::test]
+    async fn an_answer_about_another_job_is_refused() {
+        let url = answering(r#"{"id":"other","status":{"state":"TERMINATED"}}"#).await;
+        let c = WfxClient::new(&url, "dev", reqwest::Client::new());
+        let e = c.job(&JobId::parse("j1").unwrap()).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "wfx sent something unreadable: asked for job j1, wfx answered with job other"
+        );
+        let url = answering(r#"{"id":"..","status":{"state":"TERMINATED"}}"#).await;
+        let c = WfxClient::new(&url, "dev", reqwest::Client::new());
+        let e = c.job(&JobId::parse("j1").unwrap()).await.unwrap_err();
+        assert!(e.to_string().contains("dot segment"), "{e}");
+        let url = answering(r#"{"id":"j1","status":{"state":"TERMINATED"}}"#).await;
+        let c = WfxClient::new(&url, "dev", reqwest::Client::new());
+        assert_eq!(c.job(&JobId::parse("j1").unwrap()).await.unwrap().id, "j1");
+    }
+
     /// Whatever a job id holds, the request goes to that job's resource on the configured
     /// server, with the configured query (none).
     #[test]
