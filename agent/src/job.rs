@@ -7,6 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::shown;
+use crate::uri::ArtifactUri;
+use crate::wfx::id::JobId;
+
 /// The two DAU workflows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Flow {
@@ -27,14 +31,30 @@ impl Flow {
     }
 }
 
-/// One artifact of a job definition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The longest artifact `name` (a TUF target path) or `version` accepted.
+pub const ARTIFACT_TEXT_MAX: usize = 1024;
+
+/// One artifact of a job definition, checked where it enters ([`Definition::parse`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Artifact {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub version: Option<String>,
-    pub uri: String,
+    pub uri: ArtifactUri,
+}
+
+/// An artifact's `name` or `version`: bounded, without control characters.
+fn artifact_text(field: &str, v: Option<String>) -> Result<Option<String>, String> {
+    match v {
+        Some(t) if t.len() > ARTIFACT_TEXT_MAX => Err(format!(
+            "{field} of {} bytes (at most {ARTIFACT_TEXT_MAX})",
+            t.len()
+        )),
+        Some(t) if t.chars().any(char::is_control) => Err(format!(
+            "{field} \"{}\" holds a control character",
+            shown(&t)
+        )),
+        other => Ok(other),
+    }
 }
 
 /// The DAU job definition: `{"version":"1.0","type":[..],"artifacts":[{"name","version","uri"}]}`.
@@ -48,26 +68,40 @@ impl Definition {
     /// Reads a definition; anything the agent cannot act on is a message for TERMINATED.
     pub fn parse(v: &serde_json::Value) -> Result<Definition, String> {
         #[derive(Deserialize)]
+        struct RawArtifact {
+            #[serde(default)]
+            name: Option<String>,
+            #[serde(default)]
+            version: Option<String>,
+            uri: String,
+        }
+        #[derive(Deserialize)]
         struct Raw {
             #[serde(default, rename = "type")]
             types: Vec<String>,
             #[serde(default)]
-            artifacts: Vec<Artifact>,
+            artifacts: Vec<RawArtifact>,
         }
         let raw: Raw = serde_json::from_value(v.clone())
             .map_err(|e| format!("malformed job definition: {e}"))?;
         if raw.artifacts.is_empty() {
             return Err("malformed job definition: no artifacts".into());
         }
-        if let Some(a) = raw.artifacts.iter().find(|a| a.uri.trim().is_empty()) {
-            return Err(format!(
-                "malformed job definition: artifact {} has an empty uri",
-                a.name.as_deref().unwrap_or("(unnamed)")
-            ));
+        let mut artifacts = Vec::with_capacity(raw.artifacts.len());
+        for (i, a) in raw.artifacts.into_iter().enumerate() {
+            let bad = |why: String| format!("malformed job definition: artifact {}: {why}", i + 1);
+            if a.uri.trim().is_empty() {
+                return Err(bad("empty uri".into()));
+            }
+            artifacts.push(Artifact {
+                name: artifact_text("name", a.name).map_err(bad)?,
+                version: artifact_text("version", a.version).map_err(bad)?,
+                uri: ArtifactUri::parse(&a.uri).map_err(|e| bad(e.to_string()))?,
+            });
         }
         Ok(Definition {
             types: raw.types,
-            artifacts: raw.artifacts,
+            artifacts,
         })
     }
 
@@ -85,7 +119,7 @@ impl Definition {
 /// The job as wfx shows it, reduced to what decisions need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobView {
-    pub id: String,
+    pub id: JobId,
     pub flow: Flow,
     pub state: String,
     pub definition_hash: String,
@@ -149,7 +183,7 @@ pub struct BootRecord {
 impl Record {
     pub fn new(job: &JobView) -> Record {
         Record {
-            job_id: job.id.clone(),
+            job_id: job.id.to_string(),
             definition_hash: job.definition_hash.clone(),
             downloaded: false,
             installed: 0,
@@ -303,7 +337,7 @@ mod tests {
             .collect();
         let def = json!({"version": "1.0", "type": types, "artifacts": artifacts});
         JobView {
-            id: "j1".into(),
+            id: JobId::parse("j1").unwrap(),
             flow,
             state: state.into(),
             definition_hash: "h1".into(),
@@ -317,19 +351,59 @@ mod tests {
 
     #[test]
     fn definitions() {
-        let d =
-            Definition::parse(&json!({"type": ["firmware"], "artifacts": [{"uri": "u"}]})).unwrap();
+        let d = Definition::parse(
+            &json!({"type": ["firmware"], "artifacts": [{"uri": "http://h/a.swu"}]}),
+        )
+        .unwrap();
         assert!(d.is_firmware() && !d.is_dry_run());
         assert_eq!(d.artifacts[0].name, None);
+        assert_eq!(d.artifacts[0].uri.as_str(), "http://h/a.swu");
         for bad in [
             json!({"artifacts": []}),
-            json!({"type": "firmware", "artifacts": [{"uri": "u"}]}),
+            json!({"type": "firmware", "artifacts": [{"uri": "http://h/a"}]}),
             json!({"artifacts": [{"name": "x"}]}),
             json!({"artifacts": [{"uri": " "}]}),
             json!("text"),
         ] {
             let e = Definition::parse(&bad).unwrap_err();
             assert!(e.starts_with("malformed job definition"), "{bad}: {e}");
+        }
+    }
+
+    /// wfx may name only http(s) URLs: a path or another scheme ends the job, naming the
+    /// artifact and the reason, before anything is opened.
+    #[test]
+    fn local_files_and_bad_text_are_refused() {
+        for uri in ["/etc/passwd", "file:///etc/passwd", "../x", "os.swu"] {
+            let e = Definition::parse(&json!({"artifacts": [
+                {"uri": "http://h/ok.swu"}, {"name": "n", "uri": uri}
+            ]}))
+            .unwrap_err();
+            assert!(
+                e.starts_with("malformed job definition: artifact 2: uri")
+                    && e.contains("not an http:// or https:// URL"),
+                "{uri}: {e}"
+            );
+        }
+        let long = "n".repeat(ARTIFACT_TEXT_MAX + 1);
+        for (a, why) in [
+            (
+                json!({"name": long, "uri": "http://h/a"}),
+                "name of 1025 bytes",
+            ),
+            (
+                json!({"name": "a\nb", "uri": "http://h/a"}),
+                r#"name "a\nb" holds"#,
+            ),
+            (json!({"version": "1\r", "uri": "http://h/a"}), "version"),
+            (
+                json!({"uri": "http://h/a\nINFO forged"}),
+                "whitespace, a control",
+            ),
+        ] {
+            let e = Definition::parse(&json!({ "artifacts": [a] })).unwrap_err();
+            assert!(e.contains(why), "{e}");
+            assert!(!e.contains('\n') && !e.contains('\r'), "{e}");
         }
     }
 

@@ -25,6 +25,8 @@ pub mod source;
 pub mod status;
 pub mod swu;
 pub mod swupdate;
+pub mod text;
 pub mod tuf;
+pub mod uri;
 pub mod view;
 pub mod wfx;

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::wfx::backoff::jittered;
-use crate::wfx::{JobStatus, WfxClient, WfxError};
+use crate::wfx::{JobId, JobStatus, WfxClient, WfxError};
 
 /// What a rejection does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub async fn client_id(config: &Config, on_rejection: OnRejection) -> Result<Str
 /// closed. A failure is logged and left for the next start: the device has its client-id.
 async fn close(config: &Config, wfx: &WfxClient, mut o: Onboarded) {
     let result = async {
-        match wfx.job(&o.job_id).await {
+        match wfx.job(&job_id_of(&o)?).await {
             Ok(job) => {
                 if job.status.as_ref().map(|s| s.state.as_str()) == Some(state::APPROVED) {
                     report_onboarded(wfx, &o).await?;
@@ -96,9 +96,14 @@ async fn close(config: &Config, wfx: &WfxClient, mut o: Onboarded) {
     }
 }
 
+/// The stored onboarding job's id, checked like one from wfx.
+fn job_id_of(o: &Onboarded) -> Result<JobId, WfxError> {
+    JobId::parse(&o.job_id).map_err(|e| WfxError::Decode(format!("stored onboarding job: {e}")))
+}
+
 async fn report_onboarded(wfx: &WfxClient, o: &Onboarded) -> Result<(), WfxError> {
     wfx.put_status(
-        &o.job_id,
+        &job_id_of(o)?,
         &JobStatus {
             state: state::ONBOARDED.into(),
             message: Some(format!("onboarded as {}", o.client_id)),
@@ -244,7 +249,7 @@ async fn step(
         Step::Accept { client_id } => {
             let o = Onboarded {
                 client_id,
-                job_id: job.id.clone(),
+                job_id: job.id.to_string(),
                 serial: me.serial.to_owned(),
                 closed: false,
             };

@@ -9,10 +9,8 @@
 //! can still tell which file on which server was meant.
 //!
 //! Text from a server (job ids, URIs, error bodies) may hold control characters: a newline would
-//! forge a line in the log, an escape sequence would drive the terminal. [`escape`] makes them
-//! visible instead; [`message`] does both for a free text sent to wfx or MQTT.
-
-use std::fmt::Write as _;
+//! forge a line in the log, an escape sequence would drive the terminal. [`crate::text::escaped`]
+//! makes them visible instead; [`message`] does both for a free text sent to wfx or MQTT.
 
 /// `u` with its user info and query values replaced by `***`. Text that is not a URL with a
 /// scheme is returned unchanged (a file path is no secret).
@@ -94,26 +92,9 @@ pub fn urls_in(text: &str) -> String {
     out
 }
 
-/// `s` with control characters (newline, carriage return, escape, ...) written as Rust escapes
-/// (`\n`, `\u{1b}`), so that a server's text cannot start a line or drive a terminal.
-pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            let _ = write!(out, "{}", c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
 /// A free text for wfx or MQTT: URLs in it redacted, control characters escaped.
 pub fn message(s: &str) -> String {
-    escape(&urls_in(s)).into_owned()
+    crate::text::escaped(&urls_in(s)).into_owned()
 }
 
 /// Words that make a TOML key's value a secret whatever it looks like.
@@ -297,11 +278,6 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped() {
-        assert_eq!(escape("plain"), "plain");
-        assert_eq!(
-            escape("a.swu\nERROR forged\r\u{1b}[2J\u{0}"),
-            "a.swu\\nERROR forged\\r\\u{1b}[2J\\u{0}"
-        );
         assert_eq!(message("x\nhttp://T@h/?k=v"), "x\\nhttp://***@h/?k=***");
     }
 

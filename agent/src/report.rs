@@ -52,7 +52,7 @@ impl Reporter {
         notify_status(&format!("job {}: {state} {message}", job.id));
         let Some(p) = &self.mqtt else { return };
         let mut s = mqtt::State::new(phase_of(state));
-        s.job_id = Some(job.id.clone());
+        s.job_id = Some(job.id.to_string());
         s.workflow = Some(
             match job.flow {
                 Flow::Direct => Flow::DIRECT,

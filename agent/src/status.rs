@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::job::Record;
 use crate::journal::{JournalError, LastResult, Store};
-use crate::redact::escape;
+use crate::text::escaped;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Status {
@@ -125,8 +125,8 @@ pub fn render(s: &Status) -> String {
             let _ = writeln!(
                 out,
                 "job:       {} ({})",
-                escape(&j.job_id),
-                escape(&j.phase)
+                escaped(&j.job_id),
+                escaped(&j.phase)
             );
         }
         None => {
@@ -158,14 +158,19 @@ pub fn render(s: &Status) -> String {
     }
     match &s.last_result {
         Some(l) if l.message.is_empty() => {
-            let _ = writeln!(out, "last:      {} {}", escape(&l.job_id), escape(&l.state));
+            let _ = writeln!(
+                out,
+                "last:      {} {}",
+                escaped(&l.job_id),
+                escaped(&l.state)
+            );
         }
         Some(l) => {
             let _ = writeln!(
                 out,
                 "last:      {} {}: {}",
-                escape(&l.job_id),
-                escape(&l.state),
+                escaped(&l.job_id),
+                escaped(&l.state),
                 l.message
             );
         }

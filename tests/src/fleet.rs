@@ -23,6 +23,16 @@ use crate::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
 use crate::swupdate::{DaemonOptions, SwupdateDaemon};
 use crate::wfx::WfxEmulator;
 
+/// A job id as one percent-encoded URL path segment (the tests give jobs hostile ids).
+pub fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The client-id of the fleet's device.
 pub const CLIENT: &str = "dev-0042";
 /// wfx's direct DAU workflow.
@@ -329,7 +339,11 @@ impl Fleet {
         for _ in 0..50 {
             let r = self
                 .http
-                .get(format!("{}/jobs/{id}?history=true", self.wfx.north_url()))
+                .get(format!(
+                    "{}/jobs/{}?history=true",
+                    self.wfx.north_url(),
+                    segment(id)
+                ))
                 .send()
                 .await
                 .expect("GET job");
@@ -345,7 +359,11 @@ impl Fleet {
     pub async fn advance(&self, id: &str, state: &str) {
         let r = self
             .http
-            .put(format!("{}/jobs/{id}/status", self.wfx.north_url()))
+            .put(format!(
+                "{}/jobs/{}/status",
+                self.wfx.north_url(),
+                segment(id)
+            ))
             .json(&json!({"state": state}))
             .send()
             .await
@@ -370,11 +388,19 @@ impl Fleet {
     pub async fn delete(&self, id: &str) {
         let r = self
             .http
-            .delete(format!("{}/jobs/{id}", self.wfx.north_url()))
+            .delete(format!("{}/jobs/{}", self.wfx.north_url(), segment(id)))
             .send()
             .await
             .expect("DELETE job");
         assert!(r.status().is_success(), "{}", r.status());
+    }
+
+    /// Where the agent stages job `id`'s downloads: `state/staging/<SHA-256 of the id, hex>`
+    /// (never a path made of the id).
+    pub fn staging_dir(&self, id: &str) -> PathBuf {
+        use sha2::Digest;
+        self.path("state/staging")
+            .join(hex::encode(sha2::Sha256::digest(id.as_bytes())))
     }
 
     /// The agent's journal: job ids it holds.

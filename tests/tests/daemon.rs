@@ -248,7 +248,7 @@ async fn a_job_deleted_mid_download_stops_and_its_files_go() {
         .await;
     f.advance(&id, "DOWNLOAD").await;
     f.wait_for(&id, &["DOWNLOADING"]).await;
-    let staged = f.path(&format!("state/staging/{id}"));
+    let staged = f.staging_dir(&id);
     f.until("staging starts", |_| staged.exists()).await;
     f.delete(&id).await;
     f.until("the agent stops the download", |f| {

@@ -91,7 +91,7 @@ impl Daemon {
         if self
             .journal
             .jobs
-            .get(&view.id)
+            .get(view.id.as_str())
             .is_none_or(|r| r.boot.is_none())
         {
             // The journal lost the record (set aside as corrupt): rebuild it from the bootloader.
@@ -219,7 +219,7 @@ impl Daemon {
         let reboots = self
             .journal
             .jobs
-            .get(&view.id)
+            .get(view.id.as_str())
             .and_then(|r| r.boot.as_ref())
             .map_or(0, |b| b.reboots);
         if reboots >= MAX_REBOOTS && self.reboot_issued.is_none() {

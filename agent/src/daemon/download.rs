@@ -6,21 +6,75 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use crate::job::{Final, JobView, Record};
-use crate::redact;
 use crate::source::Opened;
 use crate::swu::SwuTracker;
 use crate::tuf::artifacts::{self as trust, Trust};
+use crate::uri::ArtifactUri;
+use crate::wfx::JobId;
 
 use super::events::job_gone;
 use super::{Daemon, GONE_CHECK, Next, StepError};
 
 impl Daemon {
-    pub(super) fn staged_path(&self, id: &str, index: usize) -> PathBuf {
-        self.staging.join(id).join(format!("{index}.swu"))
+    /// A job's staging directory: named by the digest of its id, never by the id.
+    fn staged_dir(&self, id: &JobId) -> PathBuf {
+        self.staging.join(id.digest())
     }
 
-    pub(super) async fn remove_staged(&self, id: &str) {
-        let _ = tokio::fs::remove_dir_all(self.staging.join(id)).await;
+    pub(super) fn staged_path(&self, id: &JobId, index: usize) -> PathBuf {
+        self.staged_dir(id).join(format!("{index}.swu"))
+    }
+
+    /// Brings `state_dir/staging` to the digest layout at start: a job's directory from before
+    /// (named by its id) is renamed to its digest name, so a phased download survives the
+    /// upgrade; anything else not belonging to a job of the journal is removed. Only entries
+    /// directly in `staging` are touched (a symbolic link is removed, never followed).
+    pub(super) fn tidy_staging(&self) {
+        match std::fs::symlink_metadata(&self.staging) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                // Not made by this agent: nothing in it is touched.
+                tracing::warn!("{} is not a directory", self.staging.display());
+                return;
+            }
+            Err(_) => return, // none yet
+        }
+        let Ok(dir) = std::fs::read_dir(&self.staging) else {
+            return;
+        };
+        let mut entries = Vec::new();
+        for e in dir.filter_map(Result::ok) {
+            match e.file_name().into_string() {
+                Ok(name) => entries.push(name),
+                // Not UTF-8: no name this agent ever made.
+                Err(_) => {
+                    let _ = remove_entry(&e.path());
+                }
+            }
+        }
+        let jobs: Vec<&str> = self.journal.jobs.keys().map(String::as_str).collect();
+        for op in staging_plan(&entries, &jobs) {
+            let r = match &op {
+                StagingOp::Rename { from, to } => {
+                    let (from, to) = (self.staging.join(from), self.staging.join(to));
+                    // Only a real directory is moved (not a link planted there).
+                    match std::fs::symlink_metadata(&from) {
+                        Ok(m) if m.is_dir() => std::fs::rename(&from, &to),
+                        _ => remove_entry(&from),
+                    }
+                }
+                StagingOp::Remove(name) => remove_entry(&self.staging.join(name)),
+            };
+            match r {
+                Ok(()) => tracing::info!("staging: {op}"),
+                Err(e) => tracing::warn!("staging: {op}: {e}"),
+            }
+        }
+    }
+
+    /// Removes this job's staging directory, and nothing else.
+    pub(super) async fn remove_staged(&self, id: &JobId) {
+        let _ = tokio::fs::remove_dir_all(self.staged_dir(id)).await;
     }
 
     /// Phased: stages every artifact (resuming a partial file with a Range request).
@@ -32,10 +86,12 @@ impl Daemon {
         if self
             .journal
             .jobs
-            .get(&view.id)
+            .get(view.id.as_str())
             .is_some_and(|r| r.definition_hash != view.definition_hash)
         {
-            self.journal.jobs.insert(view.id.clone(), Record::new(view));
+            self.journal
+                .jobs
+                .insert(view.id.to_string(), Record::new(view));
         }
         self.record_mut(view);
         self.save()?;
@@ -95,7 +151,7 @@ impl Daemon {
             if let Err(msg) = fetched {
                 // The job ends here: its partial file is of no use.
                 let _ = tokio::fs::remove_file(&path).await;
-                let message = format!("download of {} failed: {msg}", redact::url(&a.uri));
+                let message = format!("download of {} failed: {msg}", a.uri);
                 self.record_mut(view).final_state = Some(Final {
                     state: "TERMINATED".into(),
                     message: message.clone(),
@@ -127,7 +183,7 @@ impl Daemon {
     /// partial file stays (a restart resumes it); the caller removes it when it gives up.
     pub(super) async fn fetch_to(
         &self,
-        uri: &str,
+        uri: &ArtifactUri,
         path: &std::path::Path,
         max: Option<u64>,
         idle: Option<Duration>,
@@ -157,7 +213,7 @@ impl Daemon {
         if tracker.ended() {
             return Ok(());
         }
-        let mut req = self.http.get(uri);
+        let mut req = self.http.get(uri.as_str());
         if have > 0 {
             req = req.header("Range", format!("bytes={have}-"));
         }
@@ -316,6 +372,63 @@ async fn track_file(path: &std::path::Path, tracker: &mut SwuTracker) -> Result<
     }
 }
 
+/// A change to `state_dir/staging` at start ([`staging_plan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum StagingOp {
+    /// A directory of the old layout (named by the job id) to its digest name.
+    Rename { from: String, to: String },
+    /// Not a staging directory of a job in the journal.
+    Remove(String),
+}
+
+impl std::fmt::Display for StagingOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::text::shown;
+        match self {
+            StagingOp::Rename { from, to } => {
+                write!(f, "{} renamed to {to} (digest of the job id)", shown(from))
+            }
+            StagingOp::Remove(n) => write!(f, "{} removed (no job of the journal)", shown(n)),
+        }
+    }
+}
+
+/// What to do with the entries of `staging` (`entries`: their names) given the ids of the
+/// journal's jobs (`jobs`, as stored: a journal from before ids were checked may hold any
+/// text). Kept: the digest-named directory of a valid job id. Renamed: an entry named by a
+/// valid job id that is one plain path component, when its digest entry is not there too.
+/// Removed: the rest.
+pub(super) fn staging_plan(entries: &[String], jobs: &[&str]) -> Vec<StagingOp> {
+    let ids: Vec<JobId> = jobs.iter().filter_map(|j| JobId::parse(j).ok()).collect();
+    let wanted: Vec<String> = ids.iter().map(JobId::digest).collect();
+    let mut ops = Vec::new();
+    for e in entries {
+        if wanted.contains(e) {
+            continue;
+        }
+        let old = ids
+            .iter()
+            .find(|id| id.as_str() == e && !id.contains('/') && !entries.contains(&id.digest()));
+        ops.push(match old {
+            Some(id) => StagingOp::Rename {
+                from: e.clone(),
+                to: id.digest(),
+            },
+            None => StagingOp::Remove(e.clone()),
+        });
+    }
+    ops
+}
+
+/// Removes one entry: a directory with what it holds, a file or a link itself.
+fn remove_entry(p: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes a rebuilt .swu to the staging file (then verified against its target like a download).
 pub(super) async fn write_staged(image: Opened, path: &std::path::Path) -> Result<(), String> {
     if let Some(dir) = path.parent() {
@@ -345,4 +458,60 @@ pub(super) enum DeltaPath {
     Native(crate::tuf::TargetInfo, String, Vec<(String, String)>),
     /// The job ended (fallback = "fail").
     Ended(Next),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(id: &str) -> String {
+        JobId::parse(id).unwrap().digest()
+    }
+
+    #[test]
+    fn staging_keeps_jobs_migrates_old_names_and_drops_the_rest() {
+        let entries: Vec<String> = [
+            digest("j1"),
+            "j2".to_owned(),
+            "j3".to_owned(),
+            digest("j3"),
+            "gone".to_owned(),
+            digest("gone"),
+            "..x".to_owned(),
+        ]
+        .into();
+        let ops = staging_plan(&entries, &["j1", "j2", "j3", "..", "/abs", "..x"]);
+        assert_eq!(
+            ops,
+            [
+                StagingOp::Rename {
+                    from: "j2".into(),
+                    to: digest("j2")
+                },
+                // Both layouts: the digest one is the one in use.
+                StagingOp::Remove("j3".into()),
+                StagingOp::Remove("gone".into()),
+                StagingOp::Remove(digest("gone")),
+                StagingOp::Rename {
+                    from: "..x".into(),
+                    to: digest("..x")
+                },
+            ]
+        );
+        assert!(staging_plan(&[], &["j1"]).is_empty());
+    }
+
+    /// The old layout's hostile names never become a rename source outside `staging`.
+    #[test]
+    fn only_plain_names_are_migrated() {
+        let entries: Vec<String> = ["..".to_owned(), "abs".to_owned()].into();
+        let ops = staging_plan(&entries, &["..", "/abs", "a/b"]);
+        assert_eq!(
+            ops,
+            [
+                StagingOp::Remove("..".into()),
+                StagingOp::Remove("abs".into())
+            ]
+        );
+    }
 }

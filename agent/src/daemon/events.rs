@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-use crate::wfx::WfxClient;
+use crate::wfx::{JobId, WfxClient};
 
 /// Ids of deleted jobs remembered at most: the event stream may send DELETE events of any
 /// number of unique ids; only recent ones matter (a job being worked on is also asked about
@@ -84,7 +84,7 @@ impl Deleted {
 
 /// Resolves when the job is gone: a DELETE event, or (events are not guaranteed) a 404 when
 /// asked every `every`.
-pub(super) async fn job_gone(wfx: WfxClient, deleted: Arc<Deleted>, id: String, every: Duration) {
+pub(super) async fn job_gone(wfx: WfxClient, deleted: Arc<Deleted>, id: JobId, every: Duration) {
     loop {
         tokio::select! {
             () = deleted.wait(&id) => return,

@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 use crate::install::{self, Observer};
 use crate::job::{Definition, Flow, JobView};
 use crate::journal::{Journal, Store};
-use crate::redact;
 use crate::report::Reporter;
 use crate::source::{self, Opened, Source};
 use crate::swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType};
 use crate::tuf::artifacts::{self as trust, SharedVerifier, Trust};
-use crate::wfx::{JobStatus, WfxClient};
+use crate::wfx::{JobId, JobStatus, WfxClient};
 
 use super::download::DeltaPath;
 use super::events::job_gone;
@@ -35,7 +34,7 @@ impl Daemon {
         let label = artifact
             .name
             .clone()
-            .unwrap_or_else(|| redact::url(&artifact.uri));
+            .unwrap_or_else(|| artifact.uri.to_string());
         // TUF before any byte: an untrusted artifact ends the job here.
         let target = match self.trusted_target(view, artifact, "INSTALLING").await? {
             Ok(t) => t,
@@ -53,10 +52,8 @@ impl Daemon {
         let src = if view.flow == Flow::Phased && staged.exists() {
             Source::File(staged)
         } else {
-            match Source::parse(&artifact.uri) {
-                Ok(s) => s,
-                Err(e) => return self.terminate(view, &e, None).await,
-            }
+            // (Only http(s): a definition cannot hold anything else.)
+            Source::Url(artifact.uri.as_str().to_owned())
         };
         // Delta (a zchunk companion, or a SWUpdate-native delta target) when the target has one.
         let (mut target, mut src) = (target, src);
@@ -347,7 +344,7 @@ pub(super) struct CommitRecord<'a> {
 /// update runs in its own task.
 pub(super) struct WfxProgress<'a> {
     wfx: WfxClient,
-    job: String,
+    job: JobId,
     interval: Duration,
     last: Option<Instant>,
     /// Share of the job done before this artifact, and this artifact's share, in percent.
@@ -436,7 +433,7 @@ impl Observer for WfxProgress<'_> {
         let r = c
             .journal
             .jobs
-            .get_mut(&self.job)
+            .get_mut(self.job.as_str())
             .ok_or("the job's record is gone")?;
         r.committed = Some(c.index);
         c.store.save(c.journal).map_err(|e| e.to_string())?;

@@ -20,7 +20,7 @@ use crate::report::Reporter;
 use crate::swupdate::Swupdate;
 use crate::tuf::artifacts::{Refusal, Trust};
 use crate::wfx::backoff::jittered;
-use crate::wfx::{Job, JobStatus, WfxClient, WfxError};
+use crate::wfx::{Job, JobId, JobStatus, WfxClient, WfxError};
 
 mod activation;
 mod download;
@@ -90,7 +90,12 @@ pub struct Daemon {
     reboot_issued: Option<Instant>,
     /// `[tuf]`: every artifact must be a target; `None`: not verified (development).
     trust: Option<Trust>,
+    /// Job list entries refused already: each is logged once, not at every poll.
+    refused: std::collections::HashSet<String>,
 }
+
+/// Refused job list entries remembered (then forgotten, to be logged again).
+const REFUSED_MAX: usize = 256;
 
 /// How long a reboot may take before the agent, still running, asks again.
 const REBOOT_GRACE: Duration = Duration::from_secs(300);
@@ -132,7 +137,7 @@ impl Daemon {
                 "no [tuf] section: artifacts are NOT verified against TUF metadata (development mode only)"
             );
         }
-        Ok(Daemon {
+        let daemon = Daemon {
             trust,
             wfx: WfxClient::new(&wfx_cfg.url.0, &client_id, http.clone())
                 .with_timeouts((&wfx_cfg).into()),
@@ -155,7 +160,10 @@ impl Daemon {
             config: config.clone(),
             next_wake: None,
             reboot_issued: None,
-        })
+            refused: Default::default(),
+        };
+        daemon.tidy_staging();
+        Ok(daemon)
     }
 
     /// Runs until `stop` resolves.
@@ -243,21 +251,35 @@ impl Daemon {
 
     /// Lists the open jobs and drives each, oldest first, until it waits for wfx.
     pub async fn reconcile(&mut self) -> Result<(), StepError> {
-        let jobs = self.wfx.open_jobs().await?;
-        let open: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let list = self.wfx.open_jobs().await?;
+        self.note_refused(list.rejected);
+        let jobs = list.content;
         // Records of jobs that are no longer open (deleted, or closed while away).
         let gone: Vec<String> = self
             .journal
             .jobs
             .keys()
-            .filter(|id| !open.contains(id))
+            .filter(|id| !jobs.iter().any(|j| j.id == id.as_str()))
             .cloned()
             .collect();
-        for id in gone {
+        for key in gone {
+            // A journal from before ids were checked may hold one that is no job id: its
+            // record goes (its staging, if any, went at start).
+            let id = match JobId::parse(&key) {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::warn!("dropping the journal's record of a job: {e}");
+                    self.journal.jobs.remove(&key);
+                    self.save()?;
+                    continue;
+                }
+            };
             match self.wfx.job(&id).await {
                 Ok(job) => self.drive(job).await?,
                 Err(e) if e.is_not_found() => self.forget(&id).await?,
-                Err(e) => return Err(e.into()),
+                Err(e) if e.is_transient() => return Err(e.into()),
+                // (One job wfx answers badly for does not hold up the others.)
+                Err(e) => tracing::warn!(job = %id, "{e}"),
             }
         }
         for job in jobs {
@@ -273,6 +295,19 @@ impl Daemon {
         Ok(())
     }
 
+    /// Logs each refused job list entry once (wfx cannot be told about a job whose id cannot
+    /// be named, so the entry is skipped).
+    fn note_refused(&mut self, rejected: Vec<String>) {
+        for r in rejected {
+            if self.refused.len() >= REFUSED_MAX {
+                self.refused.clear();
+            }
+            if self.refused.insert(r.clone()) {
+                tracing::warn!("wfx job list: {r}; skipped");
+            }
+        }
+    }
+
     /// Runs the decisions for one job until it has to wait.
     async fn drive(&mut self, mut job: Job) -> Result<(), StepError> {
         for _ in 0..64 {
@@ -280,7 +315,7 @@ impl Daemon {
             let Some(view) = view_of(&job) else {
                 return Ok(());
             };
-            let action = job::decide(&view, self.journal.jobs.get(&view.id));
+            let action = job::decide(&view, self.journal.jobs.get(view.id.as_str()));
             tracing::info!(job = %view.id, state = %view.state, ?action, "decided");
             match self.execute(&view, action).await {
                 Ok(Next::Wait) => return Ok(()),
@@ -315,7 +350,7 @@ impl Daemon {
     fn record_mut(&mut self, view: &JobView) -> &mut Record {
         self.journal
             .jobs
-            .entry(view.id.clone())
+            .entry(view.id.to_string())
             .or_insert_with(|| Record::new(view))
     }
 
@@ -334,12 +369,12 @@ impl Daemon {
             context,
             ..Default::default()
         };
-        let id = view.id.as_str();
+        let id = &view.id;
         // The device's own result is recorded first: `status` never lags behind what wfx shows
         // (if wfx cannot be told now, the job's final state is reported again later).
         if matches!(state, "ACTIVATED" | "TERMINATED") {
             self.journal.last = Some(LastResult {
-                job_id: id.to_owned(),
+                job_id: id.to_string(),
                 state: state.to_owned(),
                 message: truncate(message, MESSAGE_MAX),
             });
@@ -371,7 +406,9 @@ impl Daemon {
             }
             Action::Restart => {
                 self.remove_staged(&view.id).await;
-                self.journal.jobs.insert(view.id.clone(), Record::new(view));
+                self.journal
+                    .jobs
+                    .insert(view.id.to_string(), Record::new(view));
                 self.save()?;
                 Ok(Next::Reload)
             }
@@ -398,17 +435,17 @@ impl Daemon {
         self.save()
     }
 
-    async fn forget(&mut self, id: &str) -> Result<(), StepError> {
+    async fn forget(&mut self, id: &JobId) -> Result<(), StepError> {
         self.remove_staged(id).await;
-        self.deleted.remove(id);
-        if self.journal.jobs.remove(id).is_some() {
+        self.deleted.remove(id.as_str());
+        if self.journal.jobs.remove(id.as_str()).is_some() {
             self.save()?;
             if self.journal.jobs.is_empty() {
                 let last_error = self
                     .journal
                     .last
                     .as_ref()
-                    .filter(|l| l.job_id == id && l.state == "TERMINATED")
+                    .filter(|l| l.job_id == id.as_str() && l.state == "TERMINATED")
                     .map(|l| l.message.clone());
                 self.reporter.idle(last_error);
             }
@@ -483,7 +520,9 @@ fn view_of(job: &Job) -> Option<JobView> {
     Some(JobView {
         id: job.id.clone(),
         flow,
-        state: status.state.clone(),
+        // (Escaped: the state goes into log lines; a state with control characters is no
+        // DAU state, so the job waits like for any unknown one.)
+        state: crate::text::shown(&status.state),
         definition_hash: status.definition_hash.clone().unwrap_or_default(),
         definition: match &job.definition {
             Some(d) => Definition::parse(d),
@@ -498,4 +537,25 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state with a line break from wfx does not forge a log line, and waits like any
+    /// unknown state.
+    #[test]
+    fn states_are_escaped_for_the_log() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "id": "j1",
+            "workflow": {"name": Flow::DIRECT},
+            "definition": {"artifacts": [{"uri": "http://h/a.swu"}]},
+            "status": {"state": "INSTALL\nINFO forged"},
+        }))
+        .unwrap();
+        let view = view_of(&job).unwrap();
+        assert_eq!(view.state, "INSTALL\\nINFO forged");
+        assert_eq!(job::decide(&view, None), Action::Wait);
+    }
 }

@@ -258,6 +258,7 @@ pub fn target_path(a: &Artifact, targets_url: &str) -> Result<String, String> {
     let base = format!("{}/", targets_url.trim_end_matches('/'));
     let rest = a
         .uri
+        .as_str()
         .split(['?', '#'])
         .next()
         .and_then(|u| u.strip_prefix(&base))
@@ -265,17 +266,12 @@ pub fn target_path(a: &Artifact, targets_url: &str) -> Result<String, String> {
         .ok_or_else(|| {
             format!(
                 "artifact {} has no name and is not below tuf.targets_url ({base}): cannot tell its TUF target",
-                crate::redact::url(&a.uri)
+                a.uri
             )
         })?;
     let rest = percent_encoding::percent_decode_str(rest)
         .decode_utf8()
-        .map_err(|_| {
-            format!(
-                "artifact {}: the path is not UTF-8",
-                crate::redact::url(&a.uri)
-            )
-        })?;
+        .map_err(|_| format!("artifact {}: the path is not UTF-8", a.uri))?;
     let (dir, name) = match rest.rsplit_once('/') {
         Some((d, n)) => (Some(d), n),
         None => (None, rest.as_ref()),
@@ -429,7 +425,7 @@ mod tests {
         Artifact {
             name: name.map(str::to_owned),
             version: None,
-            uri: uri.into(),
+            uri: crate::uri::ArtifactUri::parse(uri).unwrap(),
         }
     }
 

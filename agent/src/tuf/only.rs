@@ -201,6 +201,8 @@ pub struct TufOnly {
     delta: crate::config::Delta,
     download: crate::config::Download,
     state_dir: PathBuf,
+    /// The `uri` of the artifact TUF-only mode's jobs show (their `name` is the target path).
+    targets_url: crate::uri::ArtifactUri,
 }
 
 /// Consent and reboot commands.
@@ -240,6 +242,7 @@ impl TufOnly {
             delta: config.delta.clone(),
             download: config.download.clone(),
             state_dir: config.state_dir.clone(),
+            targets_url: crate::uri::ArtifactUri::from_config(&t.targets_url),
         })
     }
 
@@ -273,7 +276,7 @@ impl TufOnly {
 
     fn view(&self, path: &str, version: &str, id: &str, state: &str) -> JobView {
         JobView {
-            id: format!("tuf:{path}"),
+            id: crate::wfx::JobId::tuf_target(path),
             flow: Flow::Direct,
             state: state.to_owned(),
             definition_hash: id.to_owned(),
@@ -282,7 +285,7 @@ impl TufOnly {
                 artifacts: vec![Artifact {
                     name: Some(path.to_owned()),
                     version: Some(version.to_owned()),
-                    uri: String::new(),
+                    uri: self.targets_url.clone(),
                 }],
             }),
         }
@@ -607,7 +610,7 @@ impl TufOnly {
         };
         let mut obs = OnlyObserver {
             reporter: &self.reporter,
-            id: v.id.clone(),
+            id: v.id.to_string(),
             verify,
         };
         image.reader =

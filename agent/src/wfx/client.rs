@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use super::backoff::Backoff;
+use super::id::JobId;
 use super::model::{ApiError, ErrorResponse, Job, JobEvent, JobList, JobStatus};
 use super::sse;
 use crate::bounded::{self, BodyError, Bounds};
@@ -233,12 +234,12 @@ impl WfxClient {
 
     /// The device's open jobs (group OPEN), oldest first, every page up to [`MAX_PAGES`] pages
     /// and [`JOB_LIST_MAX`] bytes: past either, the jobs read so far (the rest waits for the
-    /// next listing).
-    pub async fn open_jobs(&self) -> Result<Vec<Job>, WfxError> {
-        let mut jobs = Vec::new();
+    /// next listing). Entries that are not jobs the agent can hold are in `rejected`.
+    pub async fn open_jobs(&self) -> Result<JobList, WfxError> {
+        let mut jobs = JobList::default();
         let mut budget = JOB_LIST_MAX;
         for page_no in 0..MAX_PAGES {
-            let offset = jobs.len().to_string();
+            let offset = jobs.entries().to_string();
             let limit = PAGE.to_string();
             let resp = self
                 .send(|| {
@@ -259,7 +260,7 @@ impl WfxClient {
                 Err(WfxError::Decode(e)) if page_no > 0 => {
                     tracing::warn!(
                         "open jobs: {e} after {} jobs: working on those, the rest waits",
-                        jobs.len()
+                        jobs.entries()
                     );
                     return Ok(jobs);
                 }
@@ -268,15 +269,16 @@ impl WfxClient {
             budget -= bytes.len();
             let page = parse_job_list(&bytes)?;
             drop(bytes);
-            let n = page.content.len();
-            jobs.extend(page.content);
+            let n = page.entries();
+            jobs.content.extend(page.content);
+            jobs.rejected.extend(page.rejected);
             if n < PAGE {
                 return Ok(jobs);
             }
         }
         tracing::warn!(
             "open jobs: still more after {MAX_PAGES} pages ({} jobs): working on those, the rest waits",
-            jobs.len()
+            jobs.entries()
         );
         Ok(jobs)
     }
@@ -291,16 +293,24 @@ impl WfxClient {
         Ok(parse_job_list(&bytes)?.content)
     }
 
-    pub async fn job(&self, id: &str) -> Result<Job, WfxError> {
-        let path = format!("/jobs/{}", encode(id));
+    pub async fn job(&self, id: &JobId) -> Result<Job, WfxError> {
+        let path = job_path(id, "");
         let resp = self.send(|| self.request(Method::GET, &path)).await?;
-        self.json(resp, ANSWER_MAX).await
+        let job: Job = self.json(resp, ANSWER_MAX).await?;
+        // The answer decides what happens to `id`: it must be about `id`.
+        if job.id != *id {
+            return Err(WfxError::Decode(format!(
+                "asked for job {id}, wfx answered with job {}",
+                job.id
+            )));
+        }
+        Ok(job)
     }
 
     /// Replaces the job's status. On `wfx.jobModifiedConcurrently` the job is read again (it
     /// may be gone) and the update retried.
-    pub async fn put_status(&self, id: &str, status: &JobStatus) -> Result<JobStatus, WfxError> {
-        let path = format!("/jobs/{}/status", encode(id));
+    pub async fn put_status(&self, id: &JobId, status: &JobStatus) -> Result<JobStatus, WfxError> {
+        let path = job_path(id, "/status");
         let mut body = status.clone();
         body.client_id = Some(self.client_id.clone());
         // Whatever built the message, the fleet's job history gets no credential and no control
@@ -379,6 +389,13 @@ pub fn parse_job_list(bytes: &[u8]) -> Result<JobList, WfxError> {
 /// A server-sent event's data as a job event.
 pub fn parse_event(data: &str) -> Result<JobEvent, serde_json::Error> {
     serde_json::from_str(data)
+}
+
+/// The API path of a job (`/jobs/{id}` and `rest`): the id is one percent-encoded segment, so
+/// `/`, `?`, `#` or `%` in it cannot change the request (`.` and `..`, which URL rules resolve
+/// even encoded, are no [`JobId`]).
+fn job_path(id: &JobId, rest: &str) -> String {
+    format!("/jobs/{}{rest}", encode(id))
 }
 
 /// Percent-encodes a path segment or query value (job ids are `[A-Za-z0-9_.-]`, but the server
@@ -511,5 +528,77 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(encode("job-1_a.b"), "job-1_a.b");
         assert_eq!(encode("../x y"), "..%2Fx%20y");
+    }
+
+    /// A server on loopback that answers every request with `body` (200, JSON).
+    async fn answering(body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/wfx/v1", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    /// The answer about a job decides what happens to it: an answer about another job (or
+    /// one whose id is no job id) is an error, not taken for it.
+    #[tokio::test]
+    async fn an_answer_about_another_job_is_refused() {
+        let url = answering(r#"{"id":"other","status":{"state":"TERMINATED"}}"#).await;
+        let c = WfxClient::new(&url, "dev", reqwest::Client::new());
+        let e = c.job(&JobId::parse("j1").unwrap()).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "wfx sent something unreadable: asked for job j1, wfx answered with job other"
+        );
+        let url = answering(r#"{"id":"..","status":{"state":"TERMINATED"}}"#).await;
+        let c = WfxClient::new(&url, "dev", reqwest::Client::new());
+        let e = c.job(&JobId::parse("j1").unwrap()).await.unwrap_err();
+        assert!(e.to_string().contains("dot segment"), "{e}");
+        let url = answering(r#"{"id":"j1","status":{"state":"TERMINATED"}}"#).await;
+        let c = WfxClient::new(&url, "dev", reqwest::Client::new());
+        assert_eq!(c.job(&JobId::parse("j1").unwrap()).await.unwrap().id, "j1");
+    }
+
+    /// Whatever a job id holds, the request goes to that job's resource on the configured
+    /// server, with the configured query (none).
+    #[test]
+    fn job_ids_cannot_change_the_request() {
+        let c = WfxClient::new(
+            "http://127.0.0.1:9/api/wfx/v1",
+            "dev",
+            reqwest::Client::new(),
+        );
+        for (id, path) in [
+            ("j1", "/api/wfx/v1/jobs/j1/status"),
+            ("../../..", "/api/wfx/v1/jobs/..%2F..%2F../status"),
+            ("/abs/dir", "/api/wfx/v1/jobs/%2Fabs%2Fdir/status"),
+            (
+                "x?clientId=other#f",
+                "/api/wfx/v1/jobs/x%3FclientId%3Dother%23f/status",
+            ),
+            ("50%2F..", "/api/wfx/v1/jobs/50%252F../status"),
+            ("...", "/api/wfx/v1/jobs/.../status"),
+        ] {
+            let id = JobId::parse(id).unwrap();
+            let req = c
+                .request(Method::PUT, &job_path(&id, "/status"))
+                .build()
+                .unwrap();
+            assert_eq!(req.url().path(), path, "{id}");
+            assert_eq!(req.url().query(), None, "{id}");
+            assert_eq!(req.url().fragment(), None, "{id}");
+            assert_eq!(req.url().host_str(), Some("127.0.0.1"));
+        }
     }
 }

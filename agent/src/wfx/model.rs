@@ -1,6 +1,9 @@
 //! The parts of the wfx API (OpenAPI 1.1.0) the agent reads and writes.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::id::JobId;
+use crate::text::{shown, shown_upto};
 
 /// `JobStatus`. The server replaces, not merges, it on every update.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -30,7 +33,7 @@ pub struct WorkflowRef {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
-    pub id: String,
+    pub id: JobId,
     #[serde(default)]
     pub client_id: Option<String>,
     #[serde(default)]
@@ -44,11 +47,50 @@ pub struct Job {
     pub stime: Option<String>,
 }
 
-/// `GET /jobs`: `{"content": [...]}`, with `pagination` only when asked for.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+/// `GET /jobs`: `{"content": [...]}`, with `pagination` only when asked for. An entry that is
+/// not a job the agent can hold (a bad id, a missing field) does not spoil the page: it is
+/// kept aside in `rejected`, so the other jobs still run.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct JobList {
-    #[serde(default)]
     pub content: Vec<Job>,
+    /// Why each refused entry was refused (escaped, bounded text naming the id if it has one).
+    pub rejected: Vec<String>,
+}
+
+impl JobList {
+    /// Entries on the page, refused ones included (paging counts what the server sent).
+    pub fn entries(&self) -> usize {
+        self.content.len() + self.rejected.len()
+    }
+}
+
+impl<'de> Deserialize<'de> for JobList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            content: Vec<serde_json::Value>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let mut list = JobList::default();
+        for entry in raw.content {
+            match Job::deserialize(&entry) {
+                Ok(job) => list.content.push(job),
+                Err(e) => list.rejected.push(rejection(&entry, &e)),
+            }
+        }
+        Ok(list)
+    }
+}
+
+/// The line that says which entry of a job list was refused, and why.
+fn rejection(entry: &serde_json::Value, e: &serde_json::Error) -> String {
+    let id = match entry.get("id") {
+        Some(serde_json::Value::String(s)) => format!("job \"{}\"", shown(s)),
+        _ => "a job without a readable id".to_owned(),
+    };
+    // (The reason may quote the entry: escaped too, with room for a quoted id.)
+    format!("{id} refused: {}", shown_upto(&e.to_string(), 256))
 }
 
 /// One error of the JSON error model.
@@ -76,7 +118,7 @@ pub struct JobEvent {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventJob {
-    pub id: String,
+    pub id: JobId,
     #[serde(default)]
     pub client_id: Option<String>,
     #[serde(default)]
@@ -125,5 +167,45 @@ mod tests {
         )
         .unwrap();
         assert!(b.content.is_empty());
+    }
+
+    /// A bad entry is set aside with its reason; the page's other jobs are kept.
+    #[test]
+    fn bad_entries_are_set_aside() {
+        let long = "x".repeat(300);
+        let page = serde_json::json!({"content": [
+            {"id": "ok-1"},
+            {"id": ".."},
+            {"id": "a\nINFO forged"},
+            {"id": long},
+            {"id": 7},
+            {"clientId": "c"},
+            "text",
+            {"id": "ok-2", "status": {"state": 5}},
+            {"id": "/abs/dir"},
+        ]});
+        let l: JobList = serde_json::from_value(page).unwrap();
+        let ids: Vec<&str> = l.content.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, ["ok-1", "/abs/dir"]);
+        assert_eq!(l.entries(), 9);
+        assert_eq!(l.rejected.len(), 7);
+        assert!(
+            l.rejected[0].starts_with("job \"..\" refused: job id \"..\" is a dot segment"),
+            "{:?}",
+            l.rejected
+        );
+        assert!(
+            l.rejected[1].starts_with(r#"job "a\nINFO forged" refused"#),
+            "{:?}",
+            l.rejected
+        );
+        for r in &l.rejected {
+            assert!(!r.chars().any(char::is_control) && r.len() < 300, "{r}");
+        }
+        assert!(l.rejected[4].starts_with("a job without a readable id"));
+        // An event for a bad id is not a job event.
+        assert!(
+            serde_json::from_str::<JobEvent>(r#"{"action":"DELETE","job":{"id":".."}}"#).is_err()
+        );
     }
 }

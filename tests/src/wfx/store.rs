@@ -231,6 +231,19 @@ impl Store {
         Ok(job)
     }
 
+    /// Gives job `id` another id, whatever it holds (a hostile server's ids, for the tests of
+    /// the agent's trust boundary; real wfx makes its own).
+    pub fn set_job_id(&self, id: &str, new_id: &str) -> Result<(), WfxError> {
+        let mut inner = self.lock();
+        let job = inner
+            .jobs
+            .iter_mut()
+            .find(|j| j.id == id)
+            .ok_or(WfxError::JobNotFound)?;
+        job.id = new_id.to_owned();
+        Ok(())
+    }
+
     pub fn job(&self, id: &str) -> Result<Job, WfxError> {
         self.lock()
             .jobs
