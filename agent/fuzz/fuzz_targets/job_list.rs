@@ -1,5 +1,5 @@
 //! The wfx job-list parser (`GET /jobs` answers) and the job-event parser on arbitrary bytes,
-//! with whatever validation the model does while parsing. Errors are fine; panics, hangs and huge
+//! with the validation done where they enter (job ids, the definition's artifacts). Errors are fine; panics, hangs and huge
 //! allocations are not.
 #![no_main]
 
@@ -12,6 +12,10 @@ fuzz_target!(|data: &[u8]| {
             // What the daemon reads of each job first.
             let _ = (&job.id, job.workflow.as_ref().map(|w| w.name.len()));
             let _ = job.status.as_ref().map(|s| s.state.len());
+            // Its artifacts: names, versions and URIs checked where they enter.
+            if let Some(d) = &job.definition {
+                let _ = cip_update_agent::job::Definition::parse(d);
+            }
         }
     }
     if let Ok(text) = std::str::from_utf8(data) {
