@@ -26,6 +26,7 @@ pub mod status;
 pub mod swu;
 pub mod swupdate;
 pub mod text;
+pub mod throttle;
 pub mod tuf;
 pub mod uri;
 pub mod view;

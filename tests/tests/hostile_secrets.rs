@@ -325,7 +325,11 @@ async fn control_characters_in_a_uri_forge_no_log_line() {
     f.until("the job is forgotten", |f| f.journal_jobs().is_empty())
         .await;
     let log = f.agent_log();
-    assert!(log.contains("FORGED"), "the URI is logged:\n{log}");
+    // The URI is refused where it enters (a control character), and shown escaped.
+    assert!(
+        log.contains("missing.swu\\nERROR cip_update_agent: FORGE"),
+        "the URI is logged, escaped:\n{log}"
+    );
     for line in log.lines() {
         assert!(
             !line

@@ -12,6 +12,7 @@ use super::id::JobId;
 use super::model::{ApiError, ErrorResponse, Job, JobEvent, JobList, JobStatus};
 use super::sse;
 use crate::bounded::{self, BodyError, Bounds};
+use crate::throttle::Throttle;
 
 /// Page size when listing jobs.
 const PAGE: usize = 50;
@@ -26,6 +27,8 @@ pub const JOB_LIST_MAX: usize = 1 << 20;
 pub const ANSWER_MAX: usize = 512 << 10;
 /// Bytes of an error answer kept (the rest is not read: only its beginning is shown).
 pub const ERROR_BODY_MAX: usize = 64 << 10;
+/// At most one warning about unreadable events per this long.
+const UNREADABLE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Longest silence within an answer's body before the request is given up.
 const BODY_STALL: Duration = Duration::from_secs(10);
 
@@ -353,6 +356,7 @@ impl WfxClient {
             ready: std::collections::VecDeque::new(),
             silence: self.timeouts.stream,
             last_line: tokio::time::Instant::now(),
+            unreadable: Throttle::new(UNREADABLE_LOG_EVERY),
         })
     }
 }
@@ -433,6 +437,8 @@ pub struct EventStream {
     /// Longest time without a complete line (a keepalive at least).
     silence: Duration,
     last_line: tokio::time::Instant,
+    /// Unreadable events are logged once a minute at most: the server sends as many as it likes.
+    unreadable: Throttle,
 }
 
 impl EventStream {
@@ -445,7 +451,14 @@ impl EventStream {
                 match parse_event(&e.data) {
                     Ok(ev) => return Some(Ok(ev)),
                     Err(err) => {
-                        tracing::warn!("skipping an unreadable wfx event: {err}");
+                        if let Some(n) = self.unreadable.allow(tokio::time::Instant::now()) {
+                            let more = if n > 0 {
+                                format!(" ({n} more since the last such warning)")
+                            } else {
+                                String::new()
+                            };
+                            tracing::warn!("skipping an unreadable wfx event: {err}{more}");
+                        }
                         continue;
                     }
                 }
