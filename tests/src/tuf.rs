@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -505,22 +505,7 @@ fn serve(
             )?;
             s.flush()?;
             // Hold the connection, sending nothing, until the client gives up or the test ends.
-            s.set_read_timeout(Some(Duration::from_millis(200)))?;
-            let deadline = Instant::now() + CLIENT_LIMIT + Duration::from_secs(10);
-            let mut b = [0u8; 1024];
-            while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
-                match s.read(&mut b) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(_) => break,
-                }
-            }
-            Ok(())
+            crate::raw_http::hold(&mut s, stop, CLIENT_LIMIT + Duration::from_secs(10))
         }
     }
 }
@@ -590,6 +575,7 @@ macro_rules! tuf_tests {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
     use std::net::Ipv4Addr;
 
     use super::*;
