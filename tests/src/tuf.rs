@@ -510,6 +510,32 @@ fn serve(
     }
 }
 
+/// The image of [`one_image`]'s repository: its path and content.
+pub const IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
+pub const IMAGE_DATA: &[u8] = b"the 1.5 image";
+
+/// An RS-TUF-shaped repository (16 bins) with one image ([`IMAGE`]), served; a client of `kind`
+/// trusting its root. The common start of the TUF attack and rule tests (`tuf_attacks.rs`,
+/// `tuf_rules.rs`), which then tamper with the repository.
+pub fn one_image(kind: ClientKind) -> (Served, TufClient) {
+    let repo = TufRepo::rs_tuf(4).unwrap();
+    repo.add_target(
+        IMAGE,
+        IMAGE_DATA,
+        json!({"version": "1.5", "board": "qemu-amd64", "hardware": ["cip-core-1.0"]}),
+    )
+    .unwrap();
+    let served = Served::new(repo).unwrap();
+    let client = served.client(kind).unwrap();
+    (served, client)
+}
+
+/// The (hash bin) role of `s`'s repository that lists `path`.
+pub fn bin_of(s: &Served, path: &str) -> String {
+    let r = s.repo.op(json!({"op": "bin_for", "path": path})).unwrap();
+    r["role"].as_str().unwrap().to_string()
+}
+
 /// A repository served by nginx: metadata at `/metadata`, targets at `/targets`.
 pub struct Served {
     pub repo: TufRepo,
