@@ -21,6 +21,7 @@ use crate::pki::TestCert;
 use crate::process::GroupChild;
 use crate::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
 use crate::swupdate::{DaemonOptions, SwupdateDaemon};
+use crate::tuf::TufRepo;
 use crate::wfx::WfxEmulator;
 
 /// A job id as one percent-encoded URL path segment (the tests give jobs hostile ids).
@@ -169,6 +170,18 @@ impl Fleet {
         FleetBuilder::default()
     }
 
+    /// A fleet whose nginx serves a new RS-TUF-shaped repository (16 bins, no target yet), the
+    /// agent's hardware `board 1.0` (what SWUpdate is told by default, [`DaemonOptions`]) read
+    /// from its hwrevision file: the start of the tests of `run` with `[tuf]`, which add the
+    /// targets and the `[tuf]` section they need.
+    pub fn with_tuf_repo() -> (Fleet, TufRepo) {
+        let repo = TufRepo::rs_tuf(4).unwrap();
+        let mut f = Fleet::builder().serve(&repo.www()).start();
+        fs::write(f.path("hwrevision"), "board 1.0\n").unwrap();
+        f.config.device = format!("hwrevision_file = {:?}\n", f.path("hwrevision"));
+        (f, repo)
+    }
+
     /// `name` in the fleet's directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -211,6 +224,29 @@ impl Fleet {
             .expect("building the .swu");
         let url = self.nginx().url(&format!("{name}.swu"));
         (swu, data, url)
+    }
+
+    /// A signed .swu of `len` random bytes (from `seed`) writing `<name>.target`, built as
+    /// `<name>.swu` in the fleet's directory (served by nothing: the hostile and TUF tests serve
+    /// it their own way); the archive, the image's bytes and the archive's bytes.
+    pub fn signed_swu(&self, name: &str, len: usize, seed: u64) -> (BuiltSwu, Vec<u8>, Vec<u8>) {
+        let data = random_bytes(len, seed);
+        let file = self.path(&format!("{name}.swu"));
+        let swu = SwuBuilder::new()
+            .image(Image::raw(
+                "rootfs.img",
+                data.clone(),
+                self.path(&format!("{name}.target")),
+            ))
+            .build(&self.cert, &file)
+            .expect("building the .swu");
+        let bytes = fs::read(&file).unwrap();
+        (swu, data, bytes)
+    }
+
+    /// Asserts that the job `j` is in `state`, showing the job and the agent's log if not.
+    pub fn assert_state(&self, j: &Value, state: &str) {
+        assert_eq!(j["status"]["state"], state, "{j:#}\n{}", self.agent_log());
     }
 
     /// The configuration text for [`Fleet::config`].

@@ -2,14 +2,14 @@
 //! it never answers, answers its headers and then nothing, dribbles, or sends without end. It
 //! counts the bytes it managed to send, so that a test can show where the agent stopped reading.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::raw_http::{RawServer, read_head};
+use crate::raw_http::{RawServer, hold, read_head};
 
 /// How the server answers every request.
 #[derive(Clone, Debug)]
@@ -87,10 +87,10 @@ fn serve(
         .and_then(|()| s.flush())
     };
     match behaviour {
-        Behaviour::Silent => hold(s, stop),
+        Behaviour::Silent => hold(&mut s, stop, HOLD),
         Behaviour::HeadersThenSilence(body) => {
             headers(&mut s, body.len())?;
-            hold(s, stop)
+            hold(&mut s, stop, HOLD)
         }
         Behaviour::Dribble(body, pause) => {
             headers(&mut s, body.len())?;
@@ -118,24 +118,4 @@ fn serve(
             Ok(())
         }
     }
-}
-
-/// Keeps the connection open, sending nothing, until the client hangs up or the test ends.
-fn hold(mut s: TcpStream, stop: &AtomicBool) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let deadline = Instant::now() + HOLD;
-    let mut b = [0u8; 1024];
-    while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
-        match s.read(&mut b) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break,
-        }
-    }
-    Ok(())
 }

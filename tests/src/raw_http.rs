@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// A server on 127.0.0.1 that hands every connection to its handler, in a thread of its own,
 /// until it is dropped. The handler gets the stop flag, to end long answers when the test ends.
@@ -68,6 +69,28 @@ pub fn read_head(s: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
         req.extend_from_slice(&b[..n]);
     }
     Ok(Some(req))
+}
+
+/// Keeps the connection open, sending nothing, until the client hangs up, the test ends (`stop`)
+/// or `at_most` has passed: the silent server of the timeout tests. Reads what the client sends
+/// (and drops it) so that a hang-up is seen at once and the thread does not outlive the client.
+pub fn hold(s: &mut TcpStream, stop: &AtomicBool, at_most: Duration) -> io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let deadline = Instant::now() + at_most;
+    let mut b = [0u8; 1024];
+    while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -505,24 +505,35 @@ fn serve(
             )?;
             s.flush()?;
             // Hold the connection, sending nothing, until the client gives up or the test ends.
-            s.set_read_timeout(Some(Duration::from_millis(200)))?;
-            let deadline = Instant::now() + CLIENT_LIMIT + Duration::from_secs(10);
-            let mut b = [0u8; 1024];
-            while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
-                match s.read(&mut b) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(_) => break,
-                }
-            }
-            Ok(())
+            crate::raw_http::hold(&mut s, stop, CLIENT_LIMIT + Duration::from_secs(10))
         }
     }
+}
+
+/// The image of [`one_image`]'s repository: its path and content.
+pub const IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
+pub const IMAGE_DATA: &[u8] = b"the 1.5 image";
+
+/// An RS-TUF-shaped repository (16 bins) with one image ([`IMAGE`]), served; a client of `kind`
+/// trusting its root. The common start of the TUF attack and rule tests (`tuf_attacks.rs`,
+/// `tuf_rules.rs`), which then tamper with the repository.
+pub fn one_image(kind: ClientKind) -> (Served, TufClient) {
+    let repo = TufRepo::rs_tuf(4).unwrap();
+    repo.add_target(
+        IMAGE,
+        IMAGE_DATA,
+        json!({"version": "1.5", "board": "qemu-amd64", "hardware": ["cip-core-1.0"]}),
+    )
+    .unwrap();
+    let served = Served::new(repo).unwrap();
+    let client = served.client(kind).unwrap();
+    (served, client)
+}
+
+/// The (hash bin) role of `s`'s repository that lists `path`.
+pub fn bin_of(s: &Served, path: &str) -> String {
+    let r = s.repo.op(json!({"op": "bin_for", "path": path})).unwrap();
+    r["role"].as_str().unwrap().to_string()
 }
 
 /// A repository served by nginx: metadata at `/metadata`, targets at `/targets`.
@@ -590,6 +601,7 @@ macro_rules! tuf_tests {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
     use std::net::Ipv4Addr;
 
     use super::*;

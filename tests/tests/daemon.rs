@@ -104,12 +104,7 @@ async fn a_phased_job_waits_for_the_operator_between_stages() {
     );
     f.advance(&id, "INSTALL").await;
     let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
+    f.assert_state(&j, "ACTIVATED");
     assert!(installed(&swu, &data));
 }
 

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use cip_update_agent_tests::fleet::{DIRECT, Fleet, PHASED, firmware, installed};
 use cip_update_agent_tests::hostile_http::{Behaviour, HostileServer};
-use cip_update_agent_tests::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::tuf::{Attack, AttackServer, TufRepo};
+use cip_update_agent_tests::swu::BuiltSwu;
+use cip_update_agent_tests::tuf::{Attack, AttackServer, IMAGE, TufRepo};
 use serde_json::{Value, json};
 
 /// How long a hostile case may take, from the job's creation to its end.
@@ -32,7 +32,6 @@ const MAX_IMAGE: u64 = 16 << 20;
 const MAX_RSS: u64 = 64 << 20;
 /// The watchdog period the agent is started with (`WATCHDOG_USEC`).
 const WATCHDOG: Duration = Duration::from_secs(1);
-const TUF_IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
 
 fn download_section() -> String {
     download_section_with("3s")
@@ -182,18 +181,7 @@ fn message(j: &Value) -> String {
 
 /// A signed .swu of `len` random bytes writing `<name>.target`; the built archive and its bytes.
 fn swu(f: &Fleet, name: &str, len: usize) -> (BuiltSwu, Vec<u8>, Vec<u8>) {
-    let data = random_bytes(len, len as u64);
-    let file = f.path(&format!("{name}.swu"));
-    let swu = SwuBuilder::new()
-        .image(Image::raw(
-            "rootfs.img",
-            data.clone(),
-            f.path(&format!("{name}.target")),
-        ))
-        .build(&f.cert, &file)
-        .unwrap();
-    let bytes = fs::read(&file).unwrap();
-    (swu, data, bytes)
+    f.signed_swu(name, len, len as u64)
 }
 
 /// The start of `bytes` (a .swu) up to the data of its `rootfs.img` entry, whose header now
@@ -231,12 +219,29 @@ fn part_file(f: &Fleet) -> std::path::PathBuf {
     f.path("state/delta/previous.swu.part")
 }
 
-/// A direct job for `url`, run to TERMINATED within the bound with the watchdog fed; the job.
-async fn terminated_with_the_watchdog_fed(f: &mut Fleet, url: &str) -> Value {
+/// The agent started as a notified service, then a `workflow` job of `definition` run to its end
+/// (TERMINATED or ACTIVATED) within the bound: the job, the pings, when the job was created and
+/// when it ended.
+async fn ended_with_pings(
+    f: &mut Fleet,
+    workflow: &str,
+    definition: Value,
+) -> (Value, Pings, Instant, Instant) {
     let pings = start_notified(f);
     let t0 = Instant::now();
-    let id = f.create_job(DIRECT, firmware(url)).await;
+    let id = f.create_job(workflow, definition).await;
     let (j, end) = within_bound(f, &id, &["TERMINATED", "ACTIVATED"], t0).await;
+    (j, pings, t0, end)
+}
+
+/// A server sending `prefix`, then zeros without end.
+fn endless_after(prefix: Vec<u8>) -> HostileServer {
+    HostileServer::start(Behaviour::Endless { prefix, fill: 0 }).unwrap()
+}
+
+/// A direct job for `url`, run to TERMINATED within the bound with the watchdog fed; the job.
+async fn terminated_with_the_watchdog_fed(f: &mut Fleet, url: &str) -> Value {
+    let (j, pings, t0, end) = ended_with_pings(f, DIRECT, firmware(url)).await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     pings.assert_fed(t0, end, &f.agent_log());
     assert!(!part_file(f).exists(), "previous.swu.part left behind");
@@ -341,21 +346,10 @@ async fn endless_data_after_the_trailer_is_not_read() {
     let mut f = fleet();
     let (swu, data, bytes) = swu(&f, "os", 200_000);
     let len = bytes.len() as u64;
-    let server = HostileServer::start(Behaviour::Endless {
-        prefix: bytes,
-        fill: 0,
-    })
-    .unwrap();
-    let pings = start_notified(&mut f);
-    let t0 = Instant::now();
-    let id = f.create_job(DIRECT, firmware(&server.url("os.swu"))).await;
-    let (j, end) = within_bound(&f, &id, &["TERMINATED", "ACTIVATED"], t0).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
+    let server = endless_after(bytes);
+    let (j, pings, t0, end) =
+        ended_with_pings(&mut f, DIRECT, firmware(&server.url("os.swu"))).await;
+    f.assert_state(&j, "ACTIVATED");
     pings.assert_fed(t0, end, &f.agent_log());
     assert!(installed(&swu, &data));
     assert_rss(&f);
@@ -381,10 +375,8 @@ async fn a_phased_endless_body_is_not_staged() {
         fill: 0x5a,
     })
     .unwrap();
-    let pings = start_notified(&mut f);
-    let t0 = Instant::now();
-    let id = f.create_job(PHASED, firmware(&server.url("os.swu"))).await;
-    let (j, end) = within_bound(&f, &id, &["TERMINATED", "ACTIVATED"], t0).await;
+    let (j, pings, t0, end) =
+        ended_with_pings(&mut f, PHASED, firmware(&server.url("os.swu"))).await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     pings.assert_fed(t0, end, &f.agent_log());
     let msg = message(&j);
@@ -402,21 +394,12 @@ async fn a_phased_swu_with_endless_data_after_it_is_staged_whole_and_installed()
     let mut f = fleet();
     let (swu, data, bytes) = swu(&f, "os", 200_000);
     let len = bytes.len() as u64;
-    let server = HostileServer::start(Behaviour::Endless {
-        prefix: bytes,
-        fill: 0,
-    })
-    .unwrap();
+    let server = endless_after(bytes);
     f.start_agent();
     let t0 = Instant::now();
     let id = f.create_job(PHASED, firmware(&server.url("os.swu"))).await;
     let (j, _) = within_bound(&f, &id, &["TERMINATED", "ACTIVATED"], t0).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
+    f.assert_state(&j, "ACTIVATED");
     assert!(installed(&swu, &data));
     let sent = server.sent();
     eprintln!("server sent {sent} bytes for a {len}-byte .swu");
@@ -433,21 +416,18 @@ cip_update_agent_tests::deref_to_fleet!(TufFleet);
 
 impl TufFleet {
     fn new() -> TufFleet {
-        let repo = TufRepo::rs_tuf(4).unwrap();
-        let mut f = Fleet::builder().serve(&repo.www()).start();
-        fs::write(f.path("hwrevision"), "board 1.0\n").unwrap();
-        f.config.device = format!("hwrevision_file = {:?}\n", f.path("hwrevision"));
+        let (mut f, repo) = Fleet::with_tuf_repo();
         f.config.poll_interval = "1s".into();
         f.config.progress_interval = None;
         TufFleet { f, repo }
     }
 
-    /// Lists `bytes` as the target TUF_IMAGE.
+    /// Lists `bytes` as the target [`IMAGE`].
     fn publish(&self, bytes: &[u8]) {
         let custom = json!({"version": "1.5", "board": "board", "hardware": ["1.0"]});
         self.repo
             .ops(json!([
-                {"op": "add_target", "path": TUF_IMAGE, "data_hex": hex::encode(bytes),
+                {"op": "add_target", "path": IMAGE, "data_hex": hex::encode(bytes),
                  "custom": custom},
                 {"op": "publish"},
             ]))
@@ -467,7 +447,7 @@ impl TufFleet {
 
 fn tuf_artifact(url: &str) -> Value {
     json!({"version": "1.0", "type": ["firmware"],
-        "artifacts": [{"name": TUF_IMAGE, "version": "1.5", "uri": url}]})
+        "artifacts": [{"name": IMAGE, "version": "1.5", "uri": url}]})
 }
 
 /// With `[tuf]`, a trusted target served one byte a second: cut as a stall (its TUF length
@@ -480,12 +460,8 @@ async fn a_dribble_is_cut_with_tuf() {
     let md = f.nginx().url("metadata");
     f.configure(&md);
     let server = HostileServer::start(Behaviour::Dribble(bytes, Duration::from_secs(1))).unwrap();
-    let pings = start_notified(&mut f);
-    let t0 = Instant::now();
-    let id = f
-        .create_job(DIRECT, tuf_artifact(&server.url("os.swu")))
-        .await;
-    let (j, end) = within_bound(&f, &id, &["TERMINATED", "ACTIVATED"], t0).await;
+    let (j, pings, t0, end) =
+        ended_with_pings(&mut f, DIRECT, tuf_artifact(&server.url("os.swu"))).await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     pings.assert_fed(t0, end, &f.agent_log());
     let msg = message(&j);

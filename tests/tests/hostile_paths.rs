@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cip_update_agent_tests::fleet::{DIRECT, Fleet, PHASED, firmware, installed};
-use cip_update_agent_tests::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::tuf::TufRepo;
+use cip_update_agent_tests::swu::BuiltSwu;
+use cip_update_agent_tests::tuf::IMAGE;
 use cip_update_agent_tests::wfx::model::{Eligible, JobStatus};
 use serde_json::{Value, json};
 
@@ -379,22 +379,9 @@ async fn artifact_uris_naming_local_files_are_refused() {
     guard.check(&f, "end");
 }
 
-const IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
-
 /// A signed .swu writing `<name>.target` under the fleet's directory; its bytes.
 fn swu(f: &Fleet, name: &str, seed: u64) -> (BuiltSwu, Vec<u8>, Vec<u8>) {
-    let data = random_bytes(50_000, seed);
-    let file = f.path(&format!("{name}.swu"));
-    let swu = SwuBuilder::new()
-        .image(Image::raw(
-            "rootfs.img",
-            data.clone(),
-            f.path(&format!("{name}.target")),
-        ))
-        .build(&f.cert, &file)
-        .unwrap();
-    let bytes = fs::read(&file).unwrap();
-    (swu, data, bytes)
+    f.signed_swu(name, 50_000, seed)
 }
 
 /// With `[tuf]`: a URI naming a local file under the name of a real target is refused all the
@@ -402,10 +389,7 @@ fn swu(f: &Fleet, name: &str, seed: u64) -> (BuiltSwu, Vec<u8>, Vec<u8>) {
 /// path id is staged under its digest and installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tuf_local_uris_are_refused_and_path_ids_stay_in_staging() {
-    let repo = TufRepo::rs_tuf(4).unwrap();
-    let mut f = Fleet::builder().serve(&repo.www()).start();
-    fs::write(f.path("hwrevision"), "board 1.0\n").unwrap();
-    f.config.device = format!("hwrevision_file = {:?}\n", f.path("hwrevision"));
+    let (mut f, repo) = Fleet::with_tuf_repo();
     f.config.extra = format!(
         "[tuf]\nroot = {root:?}\nmetadata_url = \"{md}\"\ntargets_url = \"{tg}\"\n",
         root = repo.initial_root(),
@@ -499,12 +483,7 @@ async fn a_download_staged_by_the_old_layout_is_installed_after_the_upgrade() {
     .await;
     advance(&f, &id, "INSTALL");
     let j = reach(&f, &id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
+    f.assert_state(&j, "ACTIVATED");
     assert!(installed(&swu, &data));
     forgotten(&f).await;
     assert!(names_in(&f.path("state/staging")).is_empty());

@@ -44,6 +44,26 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Runs `run` for 3 s with `config` (written to `dir/agent.toml`) against servers that cannot be
+/// reached, then kills it: its log, stdout and stderr, where the retries show what it would
+/// leak.
+fn run_briefly(dir: &Path, config: &str) -> String {
+    let cfg = dir.join("agent.toml");
+    fs::write(&cfg, config).unwrap();
+    let mut run = agent_cmd()
+        .unwrap()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    run.kill().unwrap();
+    text(&run.wait_with_output().unwrap())
+}
+
 /// `cip-update-agent --config <file with text> args`, run to its end.
 fn agent_with_config(dir: &Path, config: &str, args: &[&str]) -> Output {
     let cfg = dir.join("agent.toml");
@@ -97,20 +117,7 @@ fn status_shows_wfx_url_without_its_secrets() {
         "http://fleet:pw-7Qx9@127.0.0.1:1/api/wfx/v1?token=tok-Qu3ry",
         "http://proxy:mq-pw-44@127.0.0.1:1",
     );
-    let cfg = d.path().join("agent.toml");
-    fs::write(&cfg, config).unwrap();
-    let mut run = agent_cmd()
-        .unwrap()
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    run.kill().unwrap();
-    let log = text(&run.wait_with_output().unwrap());
+    let log = run_briefly(d.path(), &config);
     assert!(
         log.contains("127.0.0.1:1"),
         "the retries are logged:\n{log}"
@@ -415,20 +422,7 @@ fn tuf_url_credentials_are_not_logged() {
         "http://fleet:pw-7Qx9@127.0.0.1:1/metadata",
         "http://tok-U5er@127.0.0.1:1/targets",
     );
-    let cfg = d.path().join("agent.toml");
-    fs::write(&cfg, config).unwrap();
-    let mut run = agent_cmd()
-        .unwrap()
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    run.kill().unwrap();
-    let log = text(&run.wait_with_output().unwrap());
+    let log = run_briefly(d.path(), &config);
     assert!(
         log.contains("127.0.0.1:1/metadata"),
         "the failed refresh is logged:\n{log}"

@@ -108,6 +108,17 @@ fn hold(stop: &AtomicBool) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `head`, then `piece` again and again until the client hangs up or the test ends.
+fn head_then_endless(
+    s: &mut TcpStream,
+    stop: &AtomicBool,
+    head: &[u8],
+    piece: String,
+) -> io::Result<()> {
+    s.write_all(head)?;
+    endless(s, stop, || piece.clone().into_bytes())
+}
+
 /// Writes `piece()` until the client hangs up or the test ends.
 fn endless(
     s: &mut TcpStream,
@@ -120,8 +131,15 @@ fn endless(
     Ok(())
 }
 
-/// Writes `text` one byte every `pause`, then holds the connection.
-fn dribble(s: &mut TcpStream, stop: &AtomicBool, text: &[u8], pause: Duration) -> io::Result<()> {
+/// Writes `head` at once, then `text` one byte every `pause`, then holds the connection.
+fn dribble(
+    s: &mut TcpStream,
+    stop: &AtomicBool,
+    head: &[u8],
+    text: &[u8],
+    pause: Duration,
+) -> io::Result<()> {
+    s.write_all(head)?;
     for b in text {
         if stop.load(Ordering::SeqCst) {
             return Ok(());
@@ -261,6 +279,15 @@ fn no_events(s: &mut TcpStream, _: &Req, _: &AtomicBool) -> io::Result<()> {
     )
 }
 
+/// A page of the job list holding `jobs`.
+fn page(s: &mut TcpStream, jobs: &[String]) -> io::Result<()> {
+    respond(
+        s,
+        "200 OK",
+        &format!("{{\"content\":[{}]}}", jobs.join(",")),
+    )
+}
+
 /// An empty job list.
 fn no_jobs(s: &mut TcpStream, _: &Req, _: &AtomicBool) -> io::Result<()> {
     respond(s, "200 OK", r#"{"content":[]}"#)
@@ -383,6 +410,27 @@ impl Run {
     }
 }
 
+/// The `[wfx]` timeouts of the tests of silent and dribbling servers: short, so that the agent
+/// gives up within a [`PHASE`].
+const TIMEOUTS: &str = "request_timeout = \"2s\"\nstream_timeout = \"3s\"\n";
+
+/// The course every test but one follows: the agent runs against `wfx` for a [`PHASE`] (its
+/// memory bounded throughout), `checks` look at what it did meanwhile, then the server turns
+/// honest and the legitimate job must be handled, and SIGTERM must end the agent.
+fn survives(wfx: HostileWfx, poll: &str, extra: &str, checks: impl FnOnce(&Run)) {
+    let r = Run::start(wfx, poll, extra);
+    r.watch(PHASE);
+    checks(&r);
+    r.legit_job_is_handled();
+    r.stops_on_sigterm();
+}
+
+/// Asserts that the agent's log holds `what`, showing its end if not.
+fn assert_logged(r: &Run, what: &str) {
+    let log = r.log();
+    assert!(log.contains(what), "{}", tail(&log));
+}
+
 /// The end of a log (the failure messages stay readable).
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
@@ -408,57 +456,49 @@ fn a_200_mb_job_list_is_refused_without_reading_it() {
         },
         no_events,
     );
-    let r = Run::start(wfx, "2s", "");
-    r.watch(PHASE);
-    assert!(r.wfx.lists() >= 2, "listed again at the next poll");
-    assert!(r.log().contains("larger than"), "{}", tail(&r.log()));
-    r.legit_job_is_handled();
-    r.stops_on_sigterm();
+    survives(wfx, "2s", "", |r| {
+        assert!(r.wfx.lists() >= 2, "listed again at the next poll");
+        assert_logged(r, "larger than");
+    });
 }
 
 #[test]
 fn an_endless_job_list_is_cut_at_the_bound() {
     let wfx = HostileWfx::start(
         |s, _, stop| {
-            s.write_all(
+            head_then_endless(
+                s,
+                stop,
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"content\":[",
-            )?;
-            let job = format!("{},", other_job("endless", 4000));
-            endless(s, stop, || job.clone().into_bytes())
+                format!("{},", other_job("endless", 4000)),
+            )
         },
         no_events,
     );
-    let r = Run::start(wfx, "2s", "");
-    r.watch(PHASE);
-    assert!(r.wfx.lists() >= 2, "listed again at the next poll");
-    assert!(r.log().contains("larger than"), "{}", tail(&r.log()));
-    r.legit_job_is_handled();
-    r.stops_on_sigterm();
+    survives(wfx, "2s", "", |r| {
+        assert!(r.wfx.lists() >= 2, "listed again at the next poll");
+        assert_logged(r, "larger than");
+    });
 }
 
 #[test]
 fn an_endless_error_body_is_cut_at_the_bound() {
     let wfx = HostileWfx::start(
         |s, _, stop| {
-            s.write_all(
+            head_then_endless(
+                s,
+                stop,
                 b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
-            )?;
-            let text = "the server is on fire ".repeat(200);
-            endless(s, stop, || text.clone().into_bytes())
+                "the server is on fire ".repeat(200),
+            )
         },
         no_events,
     );
-    let r = Run::start(wfx, "2s", "");
-    r.watch(PHASE);
-    // 500 is retried (with backoff) within a listing.
-    assert!(r.wfx.lists() >= 2, "retried");
-    assert!(
-        r.log().contains("wfx: 500: the server is on fire"),
-        "{}",
-        tail(&r.log())
-    );
-    r.legit_job_is_handled();
-    r.stops_on_sigterm();
+    survives(wfx, "2s", "", |r| {
+        // 500 is retried (with backoff) within a listing.
+        assert!(r.wfx.lists() >= 2, "retried");
+        assert_logged(r, "wfx: 500: the server is on fire");
+    });
 }
 
 #[test]
@@ -469,11 +509,7 @@ fn full_pages_forever_stop_at_the_page_limit() {
             let jobs: Vec<String> = (0..50)
                 .map(|i| other_job(&format!("page-{}", base + i), 10))
                 .collect();
-            respond(
-                s,
-                "200 OK",
-                &format!("{{\"content\":[{}]}}", jobs.join(",")),
-            )
+            page(s, &jobs)
         },
         no_events,
     );
@@ -493,11 +529,7 @@ fn full_pages_forever_stop_at_the_page_limit() {
         r.started.elapsed()
     );
     assert_eq!(n, 20, "one listing of 20 pages, then the poll interval");
-    assert!(
-        r.log().contains("still more after 20 pages"),
-        "{}",
-        tail(&r.log())
-    );
+    assert_logged(&r, "still more after 20 pages");
     r.stops_on_sigterm();
 }
 
@@ -508,12 +540,10 @@ fn an_event_of_endless_data_lines_is_refused() {
         let line = format!("data: {}\n", "x".repeat(1000));
         endless(s, stop, || line.clone().into_bytes())
     });
-    let r = Run::start(wfx, "2s", "");
-    r.watch(PHASE);
-    assert!(r.wfx.events() >= 2, "the stream is reconnected");
-    assert!(r.log().contains("event larger than"), "{}", tail(&r.log()));
-    r.legit_job_is_handled();
-    r.stops_on_sigterm();
+    survives(wfx, "2s", "", |r| {
+        assert!(r.wfx.events() >= 2, "the stream is reconnected");
+        assert_logged(r, "event larger than");
+    });
 }
 
 #[test]
@@ -533,58 +563,48 @@ fn a_flood_of_delete_events_neither_grows_memory_nor_floods_wfx() {
             format!("data: {{\"action\":\"DELETE\",\"job\":{{\"id\":\"{id}\"}}}}\n\n").into_bytes()
         })
     });
-    let r = Run::start(wfx, "60s", "");
-    r.watch(PHASE);
-    let n = r.wfx.lists();
-    eprintln!("{n} listings in {PHASE:?} of DELETE events");
-    // The start's listing, the stream's connect, then one per second at most.
-    assert!(
-        n <= 2 + PHASE.as_secs() as usize + 1,
-        "{n} listings: events are not coalesced"
-    );
-    // Unreadable events: one warning a minute at most, however many come.
-    let warned = r.log().matches("skipping an unreadable wfx event").count();
-    assert!(
-        (1..=2).contains(&warned),
-        "{warned} warnings about unreadable events"
-    );
-    r.legit_job_is_handled();
-    r.stops_on_sigterm();
+    survives(wfx, "60s", "", |r| {
+        let n = r.wfx.lists();
+        eprintln!("{n} listings in {PHASE:?} of DELETE events");
+        // The start's listing, the stream's connect, then one per second at most.
+        assert!(
+            n <= 2 + PHASE.as_secs() as usize + 1,
+            "{n} listings: events are not coalesced"
+        );
+        // Unreadable events: one warning a minute at most, however many come.
+        let warned = r.log().matches("skipping an unreadable wfx event").count();
+        assert!(
+            (1..=2).contains(&warned),
+            "{warned} warnings about unreadable events"
+        );
+    });
 }
 
 #[test]
 fn a_silent_stream_and_a_silent_listing_are_given_up() {
     let wfx = HostileWfx::start(|_, _, stop| hold(stop), |_, _, stop| hold(stop));
-    let r = Run::start(
-        wfx,
-        "2s",
-        "request_timeout = \"2s\"\nstream_timeout = \"3s\"\n",
-    );
-    r.watch(PHASE);
-    let (lists, events) = (r.wfx.lists(), r.wfx.events());
-    eprintln!("{lists} listings, {events} event streams in {PHASE:?}");
-    assert!(
-        lists >= 3,
-        "a silent listing is given up and retried: {lists}"
-    );
-    assert!(
-        events >= 2,
-        "a silent stream is given up and reconnected: {events}"
-    );
-    r.legit_job_is_handled();
-    r.stops_on_sigterm();
+    survives(wfx, "2s", TIMEOUTS, |r| {
+        let (lists, events) = (r.wfx.lists(), r.wfx.events());
+        eprintln!("{lists} listings, {events} event streams in {PHASE:?}");
+        assert!(
+            lists >= 3,
+            "a silent listing is given up and retried: {lists}"
+        );
+        assert!(
+            events >= 2,
+            "a silent stream is given up and reconnected: {events}"
+        );
+    });
 }
 
 #[test]
 fn dribbling_answers_are_given_up() {
     let wfx = HostileWfx::start(
         |s, _, stop| {
-            s.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n",
-            )?;
             dribble(
                 s,
                 stop,
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n",
                 "{\"content\":[".repeat(1000).as_bytes(),
                 Duration::from_millis(200),
             )
@@ -595,26 +615,21 @@ fn dribbling_answers_are_given_up() {
             dribble(
                 s,
                 stop,
+                b"",
                 "data: ".repeat(1000).as_bytes(),
                 Duration::from_millis(200),
             )
         },
     );
-    let r = Run::start(
-        wfx,
-        "2s",
-        "request_timeout = \"2s\"\nstream_timeout = \"3s\"\n",
-    );
-    r.watch(PHASE);
-    let (lists, events) = (r.wfx.lists(), r.wfx.events());
-    eprintln!("{lists} listings, {events} event streams in {PHASE:?}");
-    assert!(
-        lists >= 3,
-        "a dribbling listing is cut and retried: {lists}"
-    );
-    assert!(events >= 2, "a dribbling stream is reconnected: {events}");
-    r.legit_job_is_handled();
-    r.stops_on_sigterm();
+    survives(wfx, "2s", TIMEOUTS, |r| {
+        let (lists, events) = (r.wfx.lists(), r.wfx.events());
+        eprintln!("{lists} listings, {events} event streams in {PHASE:?}");
+        assert!(
+            lists >= 3,
+            "a dribbling listing is cut and retried: {lists}"
+        );
+        assert!(events >= 2, "a dribbling stream is reconnected: {events}");
+    });
 }
 
 #[test]
@@ -632,52 +647,34 @@ fn pages_of_tiny_values_stop_at_the_byte_bound() {
                     )
                 })
                 .collect();
-            respond(
-                s,
-                "200 OK",
-                &format!("{{\"content\":[{}]}}", jobs.join(",")),
-            )
+            page(s, &jobs)
         },
         no_events,
     );
-    let r = Run::start(wfx, "2s", "");
-    r.watch(PHASE);
-    assert!(
-        r.log().contains("working on those, the rest waits"),
-        "{}",
-        tail(&r.log())
-    );
-    r.legit_job_is_handled();
-    r.stops_on_sigterm();
+    survives(wfx, "2s", "", |r| {
+        assert_logged(r, "working on those, the rest waits")
+    });
 }
 
 #[test]
 fn a_dribbling_error_answer_of_the_event_stream_is_cut() {
     // The event stream has no whole-request timeout (it lasts): its error answers need their own.
     let wfx = HostileWfx::start(no_jobs, |s, _, stop| {
-        s.write_all(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
-        )?;
         dribble(
             s,
             stop,
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
             "busy ".repeat(10_000).as_bytes(),
             Duration::from_millis(100),
         )
     });
-    let r = Run::start(
-        wfx,
-        "2s",
-        "request_timeout = \"2s\"\nstream_timeout = \"3s\"\n",
-    );
-    r.watch(PHASE);
-    let events = r.wfx.events();
-    eprintln!("{events} event stream requests in {PHASE:?}");
-    assert!(
-        events >= 3,
-        "a dribbling error answer is cut and retried: {events}"
-    );
-    assert!(r.log().contains("wfx: 503: busy"), "{}", tail(&r.log()));
-    r.legit_job_is_handled();
-    r.stops_on_sigterm();
+    survives(wfx, "2s", TIMEOUTS, |r| {
+        let events = r.wfx.events();
+        eprintln!("{events} event stream requests in {PHASE:?}");
+        assert!(
+            events >= 3,
+            "a dribbling error answer is cut and retried: {events}"
+        );
+        assert_logged(r, "wfx: 503: busy");
+    });
 }

@@ -8,32 +8,11 @@
 
 use std::fs;
 
-use cip_update_agent_tests::tuf::{Attack, AttackServer, ClientKind, Served, TufClient, TufRepo};
+use cip_update_agent_tests::tuf::{
+    Attack, AttackServer, ClientKind, IMAGE, IMAGE_DATA, Served, TufClient, bin_of, one_image,
+};
 use cip_update_agent_tests::tuf_tests;
 use serde_json::json;
-
-const IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
-const IMAGE_DATA: &[u8] = b"the 1.5 image";
-
-/// An RS-TUF-shaped repository (16 bins) with one image, served; a client trusting its root.
-fn setup(kind: ClientKind) -> (Served, TufClient) {
-    let repo = TufRepo::rs_tuf(4).unwrap();
-    repo.add_target(
-        IMAGE,
-        IMAGE_DATA,
-        json!({"version": "1.5", "board": "qemu-amd64", "hardware": ["cip-core-1.0"]}),
-    )
-    .unwrap();
-    let served = Served::new(repo).unwrap();
-    let client = served.client(kind).unwrap();
-    (served, client)
-}
-
-/// The bin that lists `path`.
-fn bin_of(s: &Served, path: &str) -> String {
-    let r = s.repo.op(json!({"op": "bin_for", "path": path})).unwrap();
-    r["role"].as_str().unwrap().to_string()
-}
 
 /// Trusted metadata of every top-level role, to compare before and after a refused update.
 fn trusted_top(c: &TufClient) -> Vec<Option<Vec<u8>>> {
@@ -71,7 +50,7 @@ const LENGTH_WORDS: &[&str] = &[
 
 /// A name the metadata does not list is refused, though the server has a file under it.
 fn arbitrary_software_not_a_target(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let evil = "qemu-amd64/evil.swu";
     let dir = s.repo.www().join("targets/qemu-amd64");
     fs::write(dir.join("evil.swu"), b"evil").unwrap();
@@ -87,7 +66,7 @@ fn arbitrary_software_not_a_target(kind: ClientKind) {
 
 /// A target whose served bytes differ from its listed hash is refused and not kept.
 fn arbitrary_software_other_hash(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let evil = b"the 6.6 image"; // same length, other bytes
     s.repo
         .ops(json!([
@@ -103,7 +82,7 @@ fn arbitrary_software_other_hash(kind: ClientKind) {
 
 /// Every listed hash is checked: a right sha256 does not excuse a wrong sha512.
 fn arbitrary_software_second_hash_wrong(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.repo
         .ops(json!([
             {"op": "add_target", "path": "qemu-amd64/two-hashes.swu", "data": "two hashes",
@@ -118,7 +97,7 @@ fn arbitrary_software_second_hash_wrong(kind: ClientKind) {
 
 /// Targets download in argument order and the first failure stops the rest.
 fn download_stops_at_the_first_failure(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let run = s.download(&c, &["qemu-amd64/missing.swu", IMAGE]).unwrap();
     run.assert_refused(NOT_FOUND_WORDS);
     assert!(c.target(IMAGE).is_none());
@@ -130,7 +109,7 @@ fn download_stops_at_the_first_failure(kind: ClientKind) {
 
 /// A root served as the next version that is an older one (validly signed) is refused.
 fn rollback_root(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.repo
         .ops(json!([{"op": "touch", "role": "root"}, {"op": "publish"}]))
         .unwrap();
@@ -149,7 +128,7 @@ fn rollback_root(kind: ClientKind) {
 
 /// An older timestamp is refused; the trusted one stays.
 fn rollback_timestamp(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let old = s.repo.metadata_bytes("timestamp.json").unwrap();
     s.repo.ops(json!([{"op": "publish"}])).unwrap();
     s.refresh(&c).unwrap().assert_ok();
@@ -162,7 +141,7 @@ fn rollback_timestamp(kind: ClientKind) {
 
 /// A new timestamp (signed by the timestamp key) naming an older snapshot is refused.
 fn rollback_snapshot(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.repo.publish().unwrap();
     s.refresh(&c).unwrap().assert_ok();
     let snapshot = s.repo.version("snapshot").unwrap();
@@ -176,7 +155,7 @@ fn rollback_snapshot(kind: ClientKind) {
 
 /// A new snapshot naming an older targets is refused.
 fn rollback_targets(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.repo
         .ops(json!([{"op": "touch", "role": "targets"}, {"op": "publish"}]))
         .unwrap();
@@ -193,7 +172,7 @@ fn rollback_targets(kind: ClientKind) {
 
 /// A new snapshot naming an older version of a bin the client trusts is refused.
 fn rollback_bin(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let bin = bin_of(&s, IMAGE);
     s.repo
         .ops(json!([{"op": "touch", "role": bin}, {"op": "publish"}]))
@@ -215,7 +194,7 @@ fn rollback_bin(kind: ClientKind) {
 /// 5. The client drops the timestamp signed by the old key and accepts the new one; without the
 /// rotation, version 5 after 1000 is a rollback.
 fn fast_forward_recovery_by_key_rotation(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.repo
         .op(json!({"op": "publish", "timestamp_version": 1000}))
         .unwrap();
@@ -240,7 +219,7 @@ fn fast_forward_recovery_by_key_rotation(kind: ClientKind) {
 // Freeze ------------------------------------------------------------------------------------
 
 fn freeze(kind: ClientKind, role: &str) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let role = if role == "bin" {
         bin_of(&s, IMAGE)
     } else {
@@ -278,7 +257,7 @@ fn freeze_bin(kind: ClientKind) {
 /// A frozen repository: the server keeps answering the last timestamp after it expired.
 /// The refresh that trusted it succeeded; once it is expired, a refresh fails.
 fn freeze_replayed_timestamp(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.refresh(&c).unwrap().assert_ok();
     s.repo
         .ops(json!([{"op": "expire", "role": "timestamp"}, {"op": "publish"}]))
@@ -290,7 +269,7 @@ fn freeze_replayed_timestamp(kind: ClientKind) {
 
 /// targets of another version served under the version snapshot names is refused.
 fn mix_and_match_targets(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.repo
         .ops(json!([{"op": "touch", "role": "targets"}, {"op": "publish"}]))
         .unwrap();
@@ -305,7 +284,7 @@ fn mix_and_match_targets(kind: ClientKind) {
 
 /// A snapshot of another version served under the version timestamp names is refused.
 fn mix_and_match_snapshot(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let v = s.repo.version("snapshot").unwrap();
     fs::copy(
         s.repo.metadata(&format!("{}.snapshot.json", v - 1)),
@@ -318,7 +297,7 @@ fn mix_and_match_snapshot(kind: ClientKind) {
 
 /// A bin of another version served under the version snapshot names is refused.
 fn mix_and_match_bin(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let bin = bin_of(&s, IMAGE);
     let v = s.repo.version(&bin).unwrap();
     fs::copy(
@@ -336,7 +315,7 @@ fn mix_and_match_bin(kind: ClientKind) {
 // Endless data ------------------------------------------------------------------------------
 
 fn endless(kind: ClientKind, path: &str) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let bin = bin_of(&s, IMAGE);
     if path == "2.root.json" {
         s.repo
@@ -392,7 +371,7 @@ fn endless_target(kind: ClientKind) {
 
 /// A timestamp padded past the length limit (valid JSON, valid signature) is refused.
 fn padded_timestamp(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let ts = s.repo.metadata("timestamp.json");
     let mut data = fs::read(&ts).unwrap();
     data.resize(1 << 20, b' ');
@@ -403,7 +382,7 @@ fn padded_timestamp(kind: ClientKind) {
 
 /// A target file longer than its listed length is refused and not kept.
 fn target_longer_than_its_length(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let file = s.repo.target_file(IMAGE).unwrap();
     let mut data = IMAGE_DATA.to_vec();
     data.extend_from_slice(b" and a payload");
@@ -419,7 +398,7 @@ fn target_longer_than_its_length(kind: ClientKind) {
 /// Two rotations, each new root signed by the old and the new keys: the client follows the
 /// chain to the newest root, stored as served, and downloads under it.
 fn root_rotation_good_chain(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.repo
         .ops(json!([
             {"op": "rotate_root"}, {"op": "publish"},
@@ -436,7 +415,7 @@ fn root_rotation_good_chain(kind: ClientKind) {
 
 /// A new root signed only by its own new keys (not by the trusted root's) is refused.
 fn root_rotation_broken_chain(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.repo
         .ops(json!([{"op": "rotate_root", "sign_with_old": false}, {"op": "publish"}]))
         .unwrap();
@@ -452,7 +431,7 @@ fn root_rotation_broken_chain(kind: ClientKind) {
 
 /// A new root that its own threshold (2 of 3 new keys) does not sign is refused.
 fn root_rotation_new_threshold_not_met(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.repo
         .ops(json!([
             {"op": "rotate_root", "keys": 3, "threshold": 2},
@@ -469,7 +448,7 @@ fn root_rotation_new_threshold_not_met(kind: ClientKind) {
 
 /// A timestamp signed by 1 of the 2 keys its threshold asks for is refused.
 fn threshold_not_met(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.repo
         .ops(json!([
             {"op": "set_keys", "role": "timestamp", "keys": 2, "threshold": 2, "signers": 1},
@@ -482,7 +461,7 @@ fn threshold_not_met(kind: ClientKind) {
 
 /// A bin signed below its threshold is refused when it is looked up.
 fn threshold_not_met_bin(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let bin = bin_of(&s, IMAGE);
     s.repo
         .ops(json!([
@@ -501,7 +480,7 @@ fn threshold_not_met_bin(kind: ClientKind) {
 /// Threshold 2: one key's signature listed twice does not count twice (both clients refuse a
 /// keyid listed twice whatever the threshold: `tuf_rules.rs`).
 fn duplicate_signatures(kind: ClientKind) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     s.repo
         .ops(json!([
             {"op": "set_keys", "role": "timestamp", "keys": 2, "threshold": 2, "signers": 1,
@@ -520,7 +499,7 @@ fn duplicate_signatures(kind: ClientKind) {
 /// (The agent only: python-tuf counts keyids, and accepts this; see the next test.)
 #[test]
 fn duplicate_key_under_two_keyids() {
-    let (s, c) = setup(ClientKind::Agent);
+    let (s, c) = one_image(ClientKind::Agent);
     s.repo
         .ops(json!([{"op": "alias_key", "role": "timestamp"}, {"op": "publish"}]))
         .unwrap();
@@ -532,7 +511,7 @@ fn duplicate_key_under_two_keyids() {
 /// (python-tuf 7.0.1) accepts the timestamp; the agent's refusal is for the shared key alone.
 #[test]
 fn duplicate_key_under_two_keyids_passes_a_keyid_count() {
-    let (s, c) = setup(ClientKind::Reference);
+    let (s, c) = one_image(ClientKind::Reference);
     s.repo
         .ops(json!([{"op": "alias_key", "role": "timestamp"}, {"op": "publish"}]))
         .unwrap();
@@ -588,7 +567,7 @@ fn stalled(path_of: impl Fn(&Served) -> String) {
 }
 
 fn slow(path_of: impl Fn(&Served) -> String, attack: Attack) {
-    let (s, c) = setup(ClientKind::Agent);
+    let (s, c) = one_image(ClientKind::Agent);
     let path = path_of(&s);
     let c = c.options(&[
         "--read-timeout",

@@ -16,11 +16,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cip_update_agent_tests::fleet::{DIRECT, Fleet, PHASED};
-use cip_update_agent_tests::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::tuf::TufRepo;
+use cip_update_agent_tests::swu::BuiltSwu;
+use cip_update_agent_tests::tuf::{IMAGE, TufRepo};
 use serde_json::{Value, json};
 
-const IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
 /// What SWUpdate logs when an install request arrives on its control socket (and nothing else
 /// does): its absence shows that SWUpdate received no install.
 const SWUPDATE_INSTALL_MARKER: &str = "Incoming network request";
@@ -35,30 +34,16 @@ cip_update_agent_tests::deref_to_fleet!(TufFleet);
 
 impl TufFleet {
     fn new() -> TufFleet {
-        let repo = TufRepo::rs_tuf(4).unwrap();
-        let mut f = Fleet::builder().serve(&repo.www()).start();
         // SWUpdate is told `board:1.0` (DaemonOptions' default); the agent reads the same
         // from its hwrevision file ("board revision").
-        fs::write(f.path("hwrevision"), "board 1.0\n").unwrap();
-        f.config.device = format!("hwrevision_file = {:?}\n", f.path("hwrevision"));
+        let (mut f, repo) = Fleet::with_tuf_repo();
         f.config.progress_interval = None;
         TufFleet { f, repo }
     }
 
     /// A signed .swu of a random image writing `<name>.target`; its bytes.
     fn swu(&self, name: &str, seed: u64) -> (BuiltSwu, Vec<u8>, Vec<u8>) {
-        let data = random_bytes(50_000, seed);
-        let file = self.path(&format!("{name}.swu"));
-        let swu = SwuBuilder::new()
-            .image(Image::raw(
-                "rootfs.img",
-                data.clone(),
-                self.path(&format!("{name}.target")),
-            ))
-            .build(&self.cert, &file)
-            .unwrap();
-        let bytes = fs::read(&file).unwrap();
-        (swu, data, bytes)
+        self.signed_swu(name, 50_000, seed)
     }
 
     /// Lists `bytes` as target `path` with `custom`, serving `served` in its place; the URL.
@@ -130,12 +115,7 @@ async fn a_trusted_artifact_in(workflow: &str) -> TufFleet {
     let (swu, data, bytes) = f.swu("good", 1);
     let url = f.publish(IMAGE, &bytes, &bytes, custom("1.0"));
     let j = f.run_image_job(workflow, &url).await;
-    assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        f.agent_log()
-    );
+    f.assert_state(&j, "ACTIVATED");
     assert_eq!(fs::read(&swu.images[0].target).unwrap(), data);
     assert_eq!(f.fetches(&url), 1);
     f

@@ -21,35 +21,15 @@ use std::time::Duration;
 
 use cip_update_agent_tests::fleet::Fleet;
 use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::tuf::{ClientKind, Served, TufClient, TufRepo};
+use cip_update_agent_tests::tuf::{
+    ClientKind, IMAGE, IMAGE_DATA, Served, TufClient, TufRepo, bin_of, one_image,
+};
 use cip_update_agent_tests::tuf_tests;
 use serde_json::{Value, json};
-
-const IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
-const IMAGE_DATA: &[u8] = b"the 1.5 image";
 
 /// The agent names a repeated keyid; python-tuf fails to deserialize the metadata and says why.
 const DUPLICATE_WORDS: &[&str] = &["more than one signature", "multiple signatures"];
 const SIGNATURE_WORDS: &[&str] = &["signature", "signed", "threshold"];
-
-/// An RS-TUF-shaped repository (16 bins) with one image, served; a client of `kind`.
-fn setup(kind: ClientKind) -> (Served, TufClient) {
-    let repo = TufRepo::rs_tuf(4).unwrap();
-    repo.add_target(
-        IMAGE,
-        IMAGE_DATA,
-        json!({"version": "1.5", "board": "qemu-amd64", "hardware": ["cip-core-1.0"]}),
-    )
-    .unwrap();
-    let served = Served::new(repo).unwrap();
-    let client = served.client(kind).unwrap();
-    (served, client)
-}
-
-fn bin_of(s: &Served, path: &str) -> String {
-    let r = s.repo.op(json!({"op": "bin_for", "path": path})).unwrap();
-    r["role"].as_str().unwrap().to_string()
-}
 
 /// The keyids of the served `file`'s signatures, in order.
 fn signature_keyids(s: &Served, file: &str) -> Vec<String> {
@@ -69,7 +49,7 @@ fn signature_keyids(s: &Served, file: &str) -> Vec<String> {
 /// nothing of it, downloads nothing; published again without the repeat, the same client takes
 /// it and downloads the image (the refusal was for the repeated keyid alone).
 fn keyid_twice(kind: ClientKind, role_of: impl Fn(&Served) -> String, mode: &str) {
-    let (s, c) = setup(kind);
+    let (s, c) = one_image(kind);
     let role = role_of(&s);
     s.repo
         .ops(json!([
