@@ -11,6 +11,8 @@ use crate::text::shown;
 use crate::uri::ArtifactUri;
 use crate::wfx::id::JobId;
 
+pub use crate::pipeline::activate::BootRecord;
+
 /// The two DAU workflows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Flow {
@@ -21,6 +23,14 @@ pub enum Flow {
 impl Flow {
     pub const DIRECT: &'static str = "wfx.workflow.dau.direct";
     pub const PHASED: &'static str = "wfx.workflow.dau.phased";
+
+    /// The workflow's name in wfx.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flow::Direct => Self::DIRECT,
+            Flow::Phased => Self::PHASED,
+        }
+    }
 
     pub fn from_name(name: &str) -> Option<Flow> {
         match name {
@@ -127,6 +137,25 @@ pub struct JobView {
     pub definition: Result<Definition, String>,
 }
 
+impl JobView {
+    /// The version the job installs (its first artifact naming one).
+    pub fn target_version(&self) -> Option<&str> {
+        self.definition
+            .as_ref()
+            .ok()
+            .and_then(|d| d.artifacts.iter().find_map(|a| a.version.as_deref()))
+    }
+
+    /// The job as the reports name it.
+    pub fn subject(&self) -> crate::report::Subject<'_> {
+        crate::report::Subject {
+            id: self.id.as_str(),
+            workflow: Some(self.flow.name()),
+            target_version: self.target_version(),
+        }
+    }
+}
+
 /// A final state the agent reached and must get into wfx.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Final {
@@ -161,23 +190,6 @@ pub struct Record {
     /// (once; `delta.fallback = "full"`).
     #[serde(default)]
     pub delta_failed: Option<usize>,
-}
-
-/// What a firmware job armed in the bootloader, and how its trial goes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootRecord {
-    /// The slot armed for the next boot (`None`: a backend without slots).
-    pub slot: Option<String>,
-    /// The slot that ran when it was armed (the one a rollback returns to).
-    pub from: Option<String>,
-    /// The version the new slot must run (the artifact's `version`).
-    pub expected_version: Option<String>,
-    /// Reboots the agent asked for, for this job.
-    #[serde(default)]
-    pub reboots: u32,
-    /// A health check failed on trial: the agent went back to `from` (the message names it).
-    #[serde(default)]
-    pub failed_check: Option<String>,
 }
 
 impl Record {

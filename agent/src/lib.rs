@@ -3,6 +3,7 @@
 //! The library holds every capability; `main.rs` is the command line over it.
 
 pub mod atomic;
+pub mod backoff;
 pub mod boot;
 pub mod bounded;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod journal;
 pub mod mqtt;
 pub mod notify;
 pub mod onboard;
+pub mod pipeline;
 pub mod reboot;
 pub mod redact;
 pub mod report;
@@ -31,3 +33,4 @@ pub mod tuf;
 pub mod uri;
 pub mod view;
 pub mod wfx;
+pub mod wiring;

@@ -9,7 +9,6 @@ use tracing_subscriber::EnvFilter;
 
 use cip_onboarding::signals::interrupted;
 use cip_update_agent::config::{self, Config};
-use cip_update_agent::daemon::Daemon;
 use cip_update_agent::install::{self, InstallError, Observer};
 use cip_update_agent::onboard;
 use cip_update_agent::source::{self, Source, SourceError};
@@ -341,26 +340,8 @@ async fn run_daemon(config: &Config) -> u8 {
             }
         }
     }
-    let config = &config;
-    // TUF-only mode: no wfx, the TUF repository says what to install.
-    if config.wfx.is_none() && config.tuf.is_some() {
-        return match cip_update_agent::tuf::only::TufOnly::new(config) {
-            Ok(t) => {
-                t.run(interrupted()).await;
-                0
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::CONFIG
-            }
-        };
-    }
-    match Daemon::new(config) {
-        Ok(d) => {
-            tracing::info!("cip-update-agent {} running", env!("CARGO_PKG_VERSION"));
-            d.run(interrupted()).await;
-            0
-        }
+    match cip_update_agent::wiring::run(&config, interrupted()).await {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
             exit::CONFIG

@@ -14,8 +14,8 @@ use cip_onboarding::{identity, keys};
 use serde_json::json;
 use tokio::sync::Notify;
 
+use crate::backoff::jittered;
 use crate::config::Config;
-use crate::wfx::backoff::jittered;
 use crate::wfx::{JobId, JobStatus, WfxClient, WfxError};
 
 /// What a rejection does.

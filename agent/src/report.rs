@@ -1,8 +1,18 @@
 //! One place for every state change: after wfx took it, the same change goes to the log
 //! (journald on a device), to MQTT and to systemd's STATUS=, so the channels never disagree.
 
-use crate::job::{Flow, JobView};
 use crate::mqtt::{self, Phase, Publisher};
+
+/// What the reports say an update is, whichever source it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The update's id (a wfx job id; `tuf:<target path>` in TUF-only mode).
+    pub id: &'a str,
+    /// The wfx workflow, for a wfx job.
+    pub workflow: Option<&'a str>,
+    /// The version it installs, when known.
+    pub target_version: Option<&'a str>,
+}
 
 /// What a watcher should read from a wfx state.
 pub fn phase_of(wfx_state: &str) -> Phase {
@@ -47,19 +57,13 @@ impl Reporter {
     }
 
     /// wfx took a new state of `job`.
-    pub fn job_state(&self, job: &JobView, state: &str, progress: Option<u8>, message: &str) {
+    pub fn job_state(&self, job: Subject<'_>, state: &str, progress: Option<u8>, message: &str) {
         tracing::info!(job = %job.id, state, progress, "{message}");
         notify_status(&format!("job {}: {state} {message}", job.id));
         let Some(p) = &self.mqtt else { return };
         let mut s = mqtt::State::new(phase_of(state));
         s.job_id = Some(job.id.to_string());
-        s.workflow = Some(
-            match job.flow {
-                Flow::Direct => Flow::DIRECT,
-                Flow::Phased => Flow::PHASED,
-            }
-            .to_owned(),
-        );
+        s.workflow = job.workflow.map(str::to_owned);
         s.wfx_state = Some(state.to_owned());
         s.progress = progress;
         s.running_version = self.running_version.clone();
@@ -67,16 +71,12 @@ impl Reporter {
         if state == "ACTIVATING" && s.trial == Some(true) {
             s.phase = Phase::Testing;
         }
-        s.target_version = job
-            .definition
-            .as_ref()
-            .ok()
-            .and_then(|d| d.artifacts.iter().find_map(|a| a.version.clone()));
+        s.target_version = job.target_version.map(str::to_owned);
         if state == "TERMINATED" {
             s.last_error = Some(message.to_owned());
         }
         if matches!(state, "INSTALLING" | "DOWNLOADING") {
-            (s.path, s.bytes) = match self.delta_of(&job.id) {
+            (s.path, s.bytes) = match self.delta_of(job.id) {
                 Some(fetched) => (Some(mqtt::UpdatePath::Delta), Some(fetched)),
                 None => (Some(mqtt::UpdatePath::Full), None),
             };

@@ -82,13 +82,13 @@ pub struct Selector {
 }
 
 impl Selector {
-    pub fn new(config: &crate::config::Config) -> Selector {
-        let (a, b) = config.boot.slot_names();
-        Selector {
-            on_a: config.swupdate.select_on_a.clone(),
-            on_b: config.swupdate.select_on_b.clone(),
-            names: (a.to_owned(), b.to_owned()),
-        }
+    /// The selections for slots A and B, and the backend's names of the slots.
+    pub fn new(
+        on_a: Option<Selection>,
+        on_b: Option<Selection>,
+        names: (String, String),
+    ) -> Selector {
+        Selector { on_a, on_b, names }
     }
 
     /// The selection for an install now: the one for the slot the bootloader says runs.

@@ -11,6 +11,7 @@
 //! is neither in progress nor INSTALLED (INSTALLED after boot can only be a newer install, not
 //! booted yet). This needs no marker and reads the same on a device and on files.
 
+use crate::config::BootBackend;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -166,8 +167,8 @@ impl Ebg {
 }
 
 impl Boot for Ebg {
-    fn name(&self) -> &'static str {
-        "ebg"
+    fn kind(&self) -> BootBackend {
+        BootBackend::Ebg
     }
 
     fn read(&self) -> Result<BootStatus, BootError> {

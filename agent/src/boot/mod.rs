@@ -84,7 +84,12 @@ pub struct BootError {
 
 /// A rollback backend.
 pub trait Boot: Send + Sync {
-    fn name(&self) -> &'static str;
+    /// Which backend this is.
+    fn kind(&self) -> BootBackend;
+    /// Its name in messages and the configuration.
+    fn name(&self) -> &'static str {
+        self.kind().name()
+    }
     fn read(&self) -> Result<BootStatus, BootError>;
     /// Arms the slot that is not running for the next boot, on trial: what SWUpdate does at the
     /// end of an install when it runs with a `bootloader` (`boot.mark_installed = "agent"`).

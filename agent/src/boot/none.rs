@@ -1,12 +1,13 @@
 //! No rollback: what is installed is final (development). The daemon says so at start.
 
 use super::{Boot, BootError, BootStatus};
+use crate::config::BootBackend;
 
 pub struct NoBoot;
 
 impl Boot for NoBoot {
-    fn name(&self) -> &'static str {
-        "none"
+    fn kind(&self) -> BootBackend {
+        BootBackend::None
     }
     fn read(&self) -> Result<BootStatus, BootError> {
         Ok(BootStatus {

@@ -8,6 +8,7 @@
 //! `upgrade_available=0 bootcount=0`. Boots with `upgrade_available=0` count nothing, so power
 //! cuts on a confirmed slot never roll back.
 
+use crate::config::BootBackend;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -120,8 +121,8 @@ impl Uboot {
 }
 
 impl Boot for Uboot {
-    fn name(&self) -> &'static str {
-        "uboot"
+    fn kind(&self) -> BootBackend {
+        BootBackend::Uboot
     }
 
     fn read(&self) -> Result<BootStatus, BootError> {

@@ -12,7 +12,11 @@ use crate::tuf::artifacts::{self as trust, Trust};
 use crate::uri::ArtifactUri;
 use crate::wfx::JobId;
 
+use crate::delta::route::Route;
+use crate::pipeline::install::Routing;
+
 use super::events::job_gone;
+use super::installing::WfxHooks;
 use super::{Daemon, GONE_CHECK, Next, StepError};
 
 impl Daemon {
@@ -113,18 +117,14 @@ impl Daemon {
                 GONE_CHECK,
             );
             let max = target.as_ref().map(|t| t.length);
-            let idle = self.trust.as_ref().map(Trust::read_timeout);
+            let idle = self.pipe.trust.as_ref().map(Trust::read_timeout);
             // A zchunk delta is rebuilt into the staged file (a native delta target is not
             // staged: the install step verifies the staged file against the full target).
             let mut rebuilt = None;
             if let (Some(t), false) = (target.clone(), path.exists()) {
-                let path = self
-                    .delta_path_unless_gone(view, &t, "DOWNLOADING", false)
-                    .await?;
-                match path {
-                    DeltaPath::Rebuilt(o) => rebuilt = Some(o),
-                    DeltaPath::Ended(next) => return Ok(next),
-                    DeltaPath::Full | DeltaPath::Native(..) => {}
+                match self.staging_route(view, &t).await? {
+                    Ok(r) => rebuilt = r,
+                    Err(next) => return Ok(next),
                 }
             }
             let fetch = async {
@@ -189,8 +189,8 @@ impl Daemon {
         idle: Option<Duration>,
     ) -> Result<(), String> {
         use futures_util::StreamExt;
-        let limits = self.config.download.limits();
-        let max_image = self.config.download.max_image_size;
+        let limits = self.pipe.settings.download.limits();
+        let max_image = self.pipe.settings.download.max_image_size;
         let (max, bound) = match max {
             Some(m) => (m, "the TUF target's length"),
             None => (max_image, "download.max_image_size"),
@@ -213,7 +213,7 @@ impl Daemon {
         if tracker.ended() {
             return Ok(());
         }
-        let mut req = self.http.get(uri.as_str());
+        let mut req = self.pipe.http.get(uri.as_str());
         if have > 0 {
             req = req.header("Range", format!("bytes={have}-"));
         }
@@ -280,78 +280,26 @@ impl Daemon {
         f.sync_all().await.map_err(|e| e.to_string())
     }
 
-    /// [`Self::delta_path`], given up when the job is deleted meanwhile: then the job is
-    /// forgotten and the path ends in [`Next::Wait`].
-    pub(super) async fn delta_path_unless_gone(
+    /// How a trusted target is staged: the full download, or a delta rebuilt from the chunks
+    /// on the device (a native delta target is not staged: the install step verifies the
+    /// staged file against the full target). A delta failure with `delta.fallback = "fail"`
+    /// ends the job; a deletion meanwhile forgets it.
+    async fn staging_route(
         &mut self,
         view: &JobView,
         full: &crate::tuf::TargetInfo,
-        state: &str,
-        allow_native: bool,
-    ) -> Result<DeltaPath, StepError> {
-        let gone = job_gone(
-            self.wfx.clone(),
-            self.deleted.clone(),
-            view.id.clone(),
-            GONE_CHECK,
-        );
-        tokio::select! {
-            r = self.delta_path(view, full, state, allow_native) => r,
-            () = gone => {
+    ) -> Result<Result<Option<Opened>, Next>, StepError> {
+        let mut hooks = WfxHooks::new(self, view, "DOWNLOADING");
+        let routing = self.pipe.route(full, false, &mut hooks).await?;
+        Ok(match routing {
+            Routing::Route(Route::Rebuilt { image, .. }) => Ok(Some(image)),
+            Routing::Route(_) => Ok(None),
+            Routing::Failed(m) => Err(self.terminate(view, &m, None).await?),
+            Routing::Cancelled => {
                 tracing::info!(job = %view.id, "the job was deleted during the delta download: stopped");
                 self.forget(&view.id).await?;
-                Ok(DeltaPath::Ended(Next::Wait))
+                Err(Next::Wait)
             }
-        }
-    }
-
-    /// How a trusted target is fetched: the full download, a delta rebuilt from the chunks on
-    /// the device (`custom.zchunk`), or a SWUpdate-native delta target for the running version
-    /// (`custom.deltas`). A delta failure falls back to the full download or, with
-    /// `delta.fallback = "fail"`, ends the job naming it. The job's status says which path.
-    pub(super) async fn delta_path(
-        &mut self,
-        view: &JobView,
-        full: &crate::tuf::TargetInfo,
-        state: &str,
-        allow_native: bool,
-    ) -> Result<DeltaPath, StepError> {
-        let cfg = self.config.delta.clone();
-        let Some(trust) = self.trust.as_mut() else {
-            return Ok(DeltaPath::Full);
-        };
-        let running = crate::status::read_version(&self.config.device.version_file);
-        let routed = crate::delta::route::choose(
-            &self.http,
-            &cfg,
-            &self.config.state_dir,
-            trust,
-            full,
-            running.as_deref(),
-            allow_native,
-        )
-        .await;
-        let routed = match routed {
-            Ok(r) => r,
-            Err(failure) => {
-                return Ok(DeltaPath::Ended(
-                    self.terminate(view, &failure, None).await?,
-                ));
-            }
-        };
-        // MQTT's state says which path, and the bytes a delta fetches.
-        self.reporter.route(&view.id, &routed.route);
-        for note in &routed.notes {
-            self.report(view, state, None, note, None).await?;
-        }
-        Ok(match routed.route {
-            crate::delta::route::Route::Full => DeltaPath::Full,
-            crate::delta::route::Route::Rebuilt { image, .. } => DeltaPath::Rebuilt(image),
-            crate::delta::route::Route::Native {
-                info,
-                url,
-                chunk_urls,
-            } => DeltaPath::Native(info, url, chunk_urls),
         })
     }
 }
@@ -446,18 +394,6 @@ pub(super) async fn write_staged(image: Opened, path: &std::path::Path) -> Resul
     tokio::fs::rename(&part, path)
         .await
         .map_err(|e| e.to_string())
-}
-
-/// How a target's bytes are obtained ([`Daemon::delta_path`]).
-pub(super) enum DeltaPath {
-    Full,
-    /// The .swu rebuilt from the device's chunks and the fetched ones.
-    Rebuilt(Opened),
-    /// Install this target (a SWUpdate-native delta .swu) from this URL instead; the chunk URL
-    /// of each zchunk file its delta handler names.
-    Native(crate::tuf::TargetInfo, String, Vec<(String, String)>),
-    /// The job ended (fallback = "fail").
-    Ended(Next),
 }
 
 #[cfg(test)]

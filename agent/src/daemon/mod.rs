@@ -7,19 +7,17 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::boot::{self, Boot};
-use crate::config::{Config, Wfx};
+use crate::config::Wfx;
 use crate::job::{self, Action, Definition, Final, Flow, JobView, Record};
 use crate::journal::{Journal, LastResult, Store};
-use crate::mqtt::Publisher;
-use crate::report::Reporter;
-use crate::swupdate::Swupdate;
-use crate::tuf::artifacts::{Refusal, Trust};
-use crate::wfx::backoff::jittered;
+use crate::pipeline::Pipeline;
+use crate::pipeline::service::JobSource;
+use crate::text::truncate;
+use crate::tuf::artifacts::Refusal;
 use crate::wfx::{Job, JobId, JobStatus, WfxClient, WfxError};
 
 mod activation;
@@ -32,89 +30,36 @@ use events::{Deleted, follow_events};
 /// How often a running download or install asks wfx whether its job still exists (besides
 /// the DELETE events).
 const GONE_CHECK: Duration = Duration::from_secs(10);
-/// Log lines of SWUpdate sent to wfx with a failure (`context.log`).
-const CONTEXT_LINES: usize = 20;
 /// wfx's limit on `message`.
 const MESSAGE_MAX: usize = 1024;
 
-/// Why the daemon cannot run at all.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("no [wfx] section in the configuration: nothing to take jobs from")]
-    NoWfx,
-    #[error("device.client_id is not set and the device is not onboarded")]
-    NoClientId,
-    #[error(transparent)]
-    Http(#[from] crate::http::HttpSetupError),
-    #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
-    #[error(transparent)]
-    Mqtt(#[from] crate::mqtt::MqttError),
-    #[error(transparent)]
-    Tuf(#[from] crate::tuf::artifacts::TrustSetupError),
-}
-
-/// What the device is, for the MQTT inventory.
-fn inventory(config: &Config) -> crate::mqtt::Inventory {
-    let mut inv = crate::mqtt::Inventory::new();
-    inv.hardware_revision = std::fs::read_to_string(&config.device.hwrevision_file)
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty());
-    if let Ok(text) = std::fs::read_to_string(&config.device.version_file) {
-        inv.os_release = crate::mqtt::payload::os_release_fields(&text);
-    }
-    inv.swupdate_wire = Some(config.swupdate.wire.to_string());
-    inv.boot_backend = Some(config.boot.backend.name().to_owned());
-    inv
-}
-
-/// The running agent.
+/// The wfx job source.
 pub struct Daemon {
     wfx: WfxClient,
     wfx_cfg: Wfx,
-    http: reqwest::Client,
-    swupdate: Swupdate,
     store: Store,
     journal: Journal,
     staging: PathBuf,
     deleted: Arc<Deleted>,
-    boot: Box<dyn Boot>,
-    reporter: Reporter,
-    inventory: crate::mqtt::Inventory,
-    /// `[boot]`, `[reboot]`, `[health]`, `[device]`.
-    config: Config,
-    /// Wake the main loop by then (a reboot window opening, a consent to ask again).
-    next_wake: Option<Instant>,
-    /// When this process asked for a reboot: not again while the reboot is under way.
-    reboot_issued: Option<Instant>,
-    /// `[tuf]`: every artifact must be a target; `None`: not verified (development).
-    trust: Option<Trust>,
+    pipe: Pipeline,
     /// Job list entries refused already: each is logged once, not at every poll.
     refused: std::collections::HashSet<String>,
+    events: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Refused job list entries remembered (then forgotten, to be logged again).
 const REFUSED_MAX: usize = 256;
 
-/// How long a reboot may take before the agent, still running, asks again.
-const REBOOT_GRACE: Duration = Duration::from_secs(300);
-/// Reboots asked for one job before it is given up.
-const MAX_REBOOTS: u32 = 5;
-/// Consent and reboot commands.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
 impl Daemon {
-    pub fn new(config: &Config) -> Result<Daemon, RunError> {
-        let wfx_cfg = config.wfx.clone().ok_or(RunError::NoWfx)?;
-        // (the MQTT publisher needs the client-id below)
-        let client_id = config
-            .device
-            .client_id
-            .clone()
-            .ok_or(RunError::NoClientId)?;
-        let http = crate::http::client(&config.tls, &config.proxy, Duration::from_secs(30))?;
-        let store = Store::new(&config.state_dir);
+    /// The source over `wfx`, its journal (`store`, loaded; a corrupt one set aside) and
+    /// `pipe`; `staging` holds phased downloads.
+    pub fn new(
+        wfx: WfxClient,
+        wfx_cfg: Wfx,
+        store: Store,
+        staging: PathBuf,
+        pipe: Pipeline,
+    ) -> Result<Daemon, crate::journal::JournalError> {
         let journal = match store.load() {
             // A journal that cannot be read must not stop updates for good: keep it for a
             // post-mortem, start empty, and let the reconcile with wfx find the jobs again.
@@ -131,122 +76,24 @@ impl Daemon {
             }
             other => other?,
         };
-        let trust = Trust::new(config)?;
-        if trust.is_none() {
-            tracing::warn!(
-                "no [tuf] section: artifacts are NOT verified against TUF metadata (development mode only)"
-            );
-        }
         let daemon = Daemon {
-            trust,
-            wfx: WfxClient::new(&wfx_cfg.url.0, &client_id, http.clone())
-                .with_timeouts((&wfx_cfg).into()),
+            wfx,
             wfx_cfg,
-            http,
-            swupdate: Swupdate::new(config.swupdate.socket_paths(), config.swupdate.wire),
             store,
             journal,
-            staging: config.state_dir.join("staging"),
+            staging,
             deleted: Arc::new(Deleted::default()),
-            boot: boot::from_config(&config.boot),
-            reporter: Reporter::new(
-                match &config.mqtt {
-                    Some(m) => Some(Publisher::start(m, &client_id)?),
-                    None => None,
-                },
-                crate::status::read_version(&config.device.version_file),
-            ),
-            inventory: inventory(config),
-            config: config.clone(),
-            next_wake: None,
-            reboot_issued: None,
+            pipe,
             refused: Default::default(),
+            events: None,
         };
         daemon.tidy_staging();
         Ok(daemon)
     }
 
     /// Runs until `stop` resolves.
-    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
-        crate::faults::arm();
-        // READY before the health checks: systemd is not `running` until this unit is ready.
-        crate::notify::ready();
-        let watchdog = crate::notify::watchdog_period().map(crate::notify::spawn_watchdog);
-        if self.boot.name() == "none" {
-            tracing::warn!("boot backend none: no A/B rollback, updates are final once installed");
-        }
-        self.reporter.inventory(self.inventory.clone());
-        let last_error = self
-            .journal
-            .last
-            .as_ref()
-            .filter(|l| l.state == "TERMINATED")
-            .map(|l| l.message.clone());
-        if let Ok(b) = self.boot.read() {
-            self.reporter.boot(b.booted, b.trial);
-        }
-        if self.journal.jobs.is_empty() {
-            self.reporter.idle(last_error);
-        }
-        tokio::pin!(stop);
-        // A slot on trial is checked and confirmed (or sent back) first, without the network.
-        tokio::select! {
-            () = &mut stop => {
-                self.shutdown(watchdog).await;
-                return;
-            }
-            () = self.settle_boot() => {}
-        }
-        let wake = Arc::new(Notify::new());
-        let events = tokio::spawn(follow_events(
-            self.wfx.clone(),
-            wake.clone(),
-            self.deleted.clone(),
-        ));
-        // Beats while waiting, several per watchdog period.
-        let beat_every = crate::notify::watchdog_period().map_or(Duration::from_secs(10), |p| {
-            (p / 4).max(Duration::from_millis(50))
-        });
-        'run: loop {
-            crate::notify::beat();
-            crate::faults::hang_point().await;
-            // SIGTERM stops at once, even mid-step: every step is journaled before it is
-            // reported, so stopping at any await is a power cut the journal is made for.
-            tokio::select! {
-                () = &mut stop => break 'run,
-                r = self.reconcile() => {
-                    if let Err(e) = r {
-                        tracing::warn!("{e}");
-                    }
-                }
-            }
-            let mut wait = jittered(self.wfx_cfg.poll_interval, fastrand::f64());
-            if let Some(t) = self.next_wake.take() {
-                wait = wait.min(t.saturating_duration_since(Instant::now()));
-            }
-            let until = tokio::time::Instant::now() + wait;
-            loop {
-                crate::notify::beat();
-                crate::faults::hang_point().await;
-                tokio::select! {
-                    () = &mut stop => break 'run,
-                    () = wake.notified() => break,
-                    () = tokio::time::sleep_until(until) => break,
-                    () = tokio::time::sleep(beat_every) => {}
-                }
-            }
-        }
-        events.abort();
-        self.shutdown(watchdog).await;
-    }
-
-    async fn shutdown(&self, watchdog: Option<tokio::task::JoinHandle<()>>) {
-        crate::notify::stopping();
-        crate::notify::status("stopping");
-        if let Some(w) = watchdog {
-            w.abort();
-        }
-        self.reporter.shutdown().await;
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        crate::pipeline::service::run(self, stop).await;
     }
 
     /// Lists the open jobs and drives each, oldest first, until it waits for wfx.
@@ -381,7 +228,9 @@ impl Daemon {
             self.save()?;
         }
         self.wfx.put_status(id, &status).await?;
-        self.reporter.job_state(view, state, progress, message);
+        self.pipe
+            .reporter
+            .job_state(view.subject(), state, progress, message);
         Ok(())
     }
 
@@ -447,7 +296,7 @@ impl Daemon {
                     .as_ref()
                     .filter(|l| l.job_id == id.as_str() && l.state == "TERMINATED")
                     .map(|l| l.message.clone());
-                self.reporter.idle(last_error);
+                self.pipe.reporter.idle(last_error);
             }
         }
         Ok(())
@@ -462,7 +311,7 @@ impl Daemon {
         artifact: &crate::job::Artifact,
         state: &str,
     ) -> Result<Result<Option<crate::tuf::TargetInfo>, Next>, StepError> {
-        let Some(t) = self.trust.as_mut() else {
+        let Some(t) = self.pipe.trust.as_mut() else {
             return Ok(Ok(None));
         };
         match t.resolve(artifact).await {
@@ -498,6 +347,52 @@ impl Daemon {
     }
 }
 
+impl JobSource for Daemon {
+    fn pipeline(&mut self) -> &mut Pipeline {
+        &mut self.pipe
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.journal
+            .last
+            .as_ref()
+            .filter(|l| l.state == "TERMINATED")
+            .map(|l| l.message.clone())
+    }
+
+    fn busy(&self) -> bool {
+        !self.journal.jobs.is_empty()
+    }
+
+    async fn settle_at_start(&mut self) {
+        self.settle_boot().await;
+    }
+
+    async fn round(&mut self) {
+        if let Err(e) = self.reconcile().await {
+            tracing::warn!("{e}");
+        }
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.wfx_cfg.poll_interval
+    }
+
+    fn start_events(&mut self, wake: Arc<Notify>) {
+        self.events = Some(tokio::spawn(follow_events(
+            self.wfx.clone(),
+            wake,
+            self.deleted.clone(),
+        )));
+    }
+
+    fn stop_events(&mut self) {
+        if let Some(e) = self.events.take() {
+            e.abort();
+        }
+    }
+}
+
 /// Why a step stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -529,14 +424,6 @@ fn view_of(job: &Job) -> Option<JobView> {
             None => Err("malformed job definition: none".into()),
         },
     })
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 #[cfg(test)]

@@ -1,33 +1,29 @@
-//! TUF-only mode: no wfx configured. The agent polls its TUF repository for the newest `.swu`
-//! target for its hardware whose `custom.version` is above the running version, installs it
-//! through SWUpdate (verified on the way, as in `run`), activates it with the boot backend and
-//! reports over the same channels (log, systemd STATUS=, MQTT).
+//! The TUF-only job source: no wfx configured. The agent polls its TUF repository for the
+//! newest `.swu` target for its hardware whose `custom.version` is above the running version
+//! and hands it to the pipeline (install, activate, settle), as the wfx source does its jobs.
 //!
 //! What it remembers (`<state_dir>/tuf-only.json`, written atomically): the install waiting for
-//! its reboot, and the targets (by hash) already installed or failed, so that none is installed
-//! twice and a rolled-back one is not tried again. A power cut during an install leaves no
-//! record: SWUpdate failed it, and the next poll installs again.
+//! its reboot (its boot record), the target committed to SWUpdate whose verdict is not recorded
+//! yet, and the targets (by hash) already installed or failed, so that none is installed twice
+//! and a rolled-back one is not tried again.
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::TargetInfo;
-use super::artifacts::{self, Refusal, SharedVerifier, Trust, check_hardware};
-use crate::boot::{self, Boot, Verdict};
-use crate::config::{Config, Health, MarkInstalled, Reboot};
-use crate::delta::route::{Route, Routed};
-use crate::install::{self, Observer};
-use crate::job::{Artifact, Definition, Flow, JobView};
-use crate::mqtt::{Phase, Publisher};
-use crate::report::Reporter;
-use crate::selection::Selector;
-use crate::source::{self, Source};
-use crate::swupdate::{InstallOutcome, InstallRequest, ProgressMsg, RunType, Swupdate};
+use super::artifacts::{Refusal, check_hardware};
+use crate::pipeline::Pipeline;
+use crate::pipeline::activate::{BootRecord, Rebooting, Settled};
+use crate::pipeline::install::{Hooks, Order, Outcome};
+use crate::pipeline::service::JobSource;
+use crate::report::{Reporter, Subject};
+use crate::source::Source;
 
 /// Compares versions: digit runs as numbers, letter runs as text, separators ignored; a
 /// version with more parts after an equal prefix is the newer (`1.5.1` > `1.5`).
@@ -134,6 +130,10 @@ pub fn pick_update<'a>(
 pub struct Record {
     /// Installed and activated, waiting for the boot backend's verdict.
     pub pending: Option<Pending>,
+    /// The target whose image was committed to SWUpdate, its verdict not recorded yet: after a
+    /// restart, SWUpdate's last result says whether it was installed.
+    #[serde(default)]
+    pub committed: Option<String>,
     /// Target ids installed for good.
     pub done: BTreeSet<String>,
     /// Target ids that failed (install or rolled back): not tried again.
@@ -141,19 +141,27 @@ pub struct Record {
     /// Target ids whose delta install SWUpdate failed: installed from the full target.
     #[serde(default)]
     pub delta_failed: BTreeSet<String>,
+    /// The last update's end, for `status` and MQTT's last error.
+    #[serde(default)]
+    pub last: Option<LastEnd>,
 }
 
+/// An installed target waiting for its verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     pub id: String,
     pub path: String,
-    pub version: String,
-    /// The slot armed for the next boot (`None`: boot backend none).
-    #[serde(default)]
-    pub slot: Option<String>,
-    /// A failed health check: the slot was sent back, the rollback is awaited.
-    #[serde(default)]
-    pub failed_check: Option<String>,
+    /// The slot armed, the slot it came from, the version expected, the reboots asked for.
+    #[serde(flatten)]
+    pub boot: BootRecord,
+}
+
+/// How the last update ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastEnd {
+    pub path: String,
+    pub activated: bool,
+    pub message: String,
 }
 
 impl Record {
@@ -170,102 +178,56 @@ impl Record {
     }
 }
 
-/// Why TUF-only mode cannot start.
-#[derive(Debug, thiserror::Error)]
-pub enum OnlyError {
-    #[error(transparent)]
-    Trust(#[from] artifacts::TrustSetupError),
-    #[error(transparent)]
-    Http(#[from] crate::http::HttpSetupError),
-    #[error(transparent)]
-    Mqtt(#[from] crate::mqtt::MqttError),
-    #[error("TUF-only mode needs a [tuf] section")]
-    NoTuf,
+/// The record's file in `state_dir`.
+pub fn record_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("tuf-only.json")
 }
 
-/// The TUF-only agent.
+/// The id of a target's update in reports (MQTT, logs): `tuf:<path>`; the path is signed
+/// metadata, but one too long to show is named by its digest.
+pub fn update_id(path: &str) -> String {
+    if path.len() <= 250 && !path.chars().any(char::is_control) {
+        format!("tuf:{path}")
+    } else {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, path.as_bytes());
+        format!("tuf:sha256:{}", hex::encode(d))
+    }
+}
+
+/// The TUF-only source.
 pub struct TufOnly {
-    trust: Trust,
-    http: reqwest::Client,
-    swupdate: Swupdate,
-    boot: Box<dyn Boot>,
-    selector: Selector,
-    reporter: Reporter,
+    pipe: Pipeline,
     record_path: PathBuf,
-    version_file: PathBuf,
     hwrevision_file: PathBuf,
     poll: Duration,
-    mark_installed: MarkInstalled,
-    health: Health,
-    reboot: Reboot,
-    delta: crate::config::Delta,
-    download: crate::config::Download,
-    state_dir: PathBuf,
-    /// The `uri` of the artifact TUF-only mode's jobs show (their `name` is the target path).
-    targets_url: crate::uri::ArtifactUri,
 }
 
-/// Consent and reboot commands.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// At most one progress report per this.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 impl TufOnly {
-    pub fn new(config: &Config) -> Result<TufOnly, OnlyError> {
-        let t = config.tuf.as_ref().ok_or(OnlyError::NoTuf)?;
-        let trust = Trust::new(config)?.ok_or(OnlyError::NoTuf)?;
-        let http = crate::http::client(&config.tls, &config.proxy, Duration::from_secs(30))?;
-        // MQTT needs a client-id for its topics.
-        let mqtt = match (&config.mqtt, &config.device.client_id) {
-            (Some(m), Some(id)) => Some(Publisher::start(m, id)?),
-            (Some(_), None) => {
-                tracing::warn!("[mqtt] needs device.client_id: no MQTT in TUF-only mode");
-                None
-            }
-            _ => None,
-        };
-        Ok(TufOnly {
-            trust,
-            http,
-            swupdate: Swupdate::new(config.swupdate.socket_paths(), config.swupdate.wire),
-            boot: boot::from_config(&config.boot),
-            selector: Selector::new(config),
-            reporter: Reporter::new(
-                mqtt,
-                crate::status::read_version(&config.device.version_file),
-            ),
-            record_path: config.state_dir.join("tuf-only.json"),
-            version_file: config.device.version_file.clone(),
-            hwrevision_file: config.device.hwrevision_file.clone(),
-            poll: t.poll_interval,
-            mark_installed: config.boot.mark_installed,
-            health: config.health.clone(),
-            reboot: config.reboot.clone(),
-            delta: config.delta.clone(),
-            download: config.download.clone(),
-            state_dir: config.state_dir.clone(),
-            targets_url: crate::uri::ArtifactUri::from_config(&t.targets_url),
-        })
+    /// The source polling `pipe`'s TUF repository every `poll`, its record in `state_dir`.
+    pub fn new(
+        pipe: Pipeline,
+        state_dir: &Path,
+        hwrevision_file: PathBuf,
+        poll: Duration,
+    ) -> TufOnly {
+        TufOnly {
+            pipe,
+            record_path: record_path(state_dir),
+            hwrevision_file,
+            poll,
+        }
     }
 
-    /// Polls until `stop` resolves.
-    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+    /// Runs until `stop` resolves.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         tracing::info!(
             "TUF-only mode (no [wfx]): polling the TUF repository every {}",
             humantime::format_duration(self.poll)
         );
-        self.reporter.idle(None);
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => break,
-                () = self.poll_once() => {}
-            }
-            let wait = crate::wfx::backoff::jittered(self.poll, fastrand::f64());
-            tokio::select! {
-                () = &mut stop => break,
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
-        self.reporter.shutdown().await;
+        crate::pipeline::service::run(self, stop).await;
     }
 
     fn save(&self, r: &Record) {
@@ -274,137 +236,104 @@ impl TufOnly {
         }
     }
 
-    fn view(&self, path: &str, version: &str, id: &str, state: &str) -> JobView {
-        JobView {
-            id: crate::wfx::JobId::tuf_target(path),
-            flow: Flow::Direct,
-            state: state.to_owned(),
-            definition_hash: id.to_owned(),
-            definition: Ok(Definition {
-                types: vec!["firmware".into()],
-                artifacts: vec![Artifact {
-                    name: Some(path.to_owned()),
-                    version: Some(version.to_owned()),
-                    uri: self.targets_url.clone(),
-                }],
-            }),
-        }
+    fn report(
+        &self,
+        path: &str,
+        version: Option<&str>,
+        state: &str,
+        progress: Option<u8>,
+        message: &str,
+    ) {
+        let id = update_id(path);
+        let subject = Subject {
+            id: &id,
+            workflow: None,
+            target_version: version,
+        };
+        self.pipe
+            .reporter
+            .job_state(subject, state, progress, message);
     }
 
-    /// Settles an activation waiting for its reboot; `false` while it still waits. As in `run`:
-    /// an armed slot is rebooted into by the reboot policy; a slot on trial passes the health
-    /// checks and is confirmed, or is sent back; a confirmed or rolled back slot ends it.
-    async fn settle(&self, rec: &mut Record) -> bool {
+    /// Settles an activation waiting for its reboot; `false` while it still waits.
+    async fn settle(&mut self, rec: &mut Record) -> bool {
         let Some(p) = rec.pending.clone() else {
             return true;
         };
-        let v = self.view(&p.path, &p.version, &p.id, "ACTIVATING");
-        let status = match self.boot.read() {
+        let mut boot = p.boot.clone();
+        let path = self.record_path.clone();
+        let mut save = |b: &BootRecord| -> std::io::Result<()> {
+            if let Some(q) = rec.pending.as_mut() {
+                q.boot = b.clone();
+            }
+            rec.save(&path)
+        };
+        let settled = match self.pipe.settle(&mut boot, &mut save).await {
+            Ok(Settled::PendingReboot) => {
+                tracing::info!("{} installed: waiting for the reboot", p.path);
+                match self.pipe.reboot_by_policy(&mut boot, &mut save).await {
+                    Ok(Rebooting::GaveUp(m)) => Settled::Ended {
+                        activated: false,
+                        message: m,
+                    },
+                    Ok(Rebooting::Wait) => Settled::Wait,
+                    Err(e) => {
+                        tracing::error!("{}: {e}", path.display());
+                        Settled::Wait
+                    }
+                }
+            }
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!("{e}");
-                return false;
+                tracing::error!("{}: {e}", path.display());
+                Settled::Wait
             }
         };
-        self.reporter.boot(status.booted.clone(), status.trial);
-        match boot::judge(&status, p.slot.as_deref()) {
-            Verdict::PendingReboot => {
-                tracing::info!("{} {} installed: waiting for the reboot", p.path, p.version);
-                self.reboot_by_policy().await;
-                false
+        match settled {
+            Settled::Ended { activated, message } => {
+                self.end(rec, activated, &message);
+                true
             }
-            Verdict::Trial => {
-                if p.failed_check.is_none() {
-                    let checked =
-                        crate::health::check(&self.health, Some(&p.version), &self.version_file)
-                            .await;
-                    match checked {
-                        Ok(()) => {
-                            if let Err(e) = self.boot.confirm() {
-                                tracing::warn!("{e}");
-                                return false;
-                            }
-                            let slot = p.slot.clone().unwrap_or_default();
-                            return self.end(
-                                rec,
-                                &v,
-                                true,
-                                &format!("slot {slot} confirmed after the health checks, running version {}", p.version),
-                            );
-                        }
-                        Err(why) => {
-                            tracing::error!("{} on trial: {why}; going back", p.path);
-                            if let Some(q) = rec.pending.as_mut() {
-                                q.failed_check = Some(why);
-                            }
-                            self.save(rec);
-                        }
-                    }
-                }
-                if let Err(e) = self.boot.reject() {
-                    tracing::error!("{e}");
-                }
-                self.reboot_command().await;
-                false
-            }
-            Verdict::Confirmed => {
-                let message = match &p.slot {
-                    None => "installed (boot backend none: no trial boot)".to_owned(),
-                    Some(s) => format!("slot {s} confirmed"),
-                };
-                self.end(rec, &v, true, &message)
-            }
-            Verdict::RolledBack(why) => {
-                let m = match (&p.failed_check, &status.booted) {
-                    (Some(check), Some(b)) => format!("rolled back to slot {b} ({check})"),
-                    _ => why,
-                };
-                self.end(rec, &v, false, &m)
-            }
+            _ => false,
         }
     }
 
-    /// Records and reports the end of an activation.
-    fn end(&self, rec: &mut Record, v: &JobView, activated: bool, message: &str) -> bool {
+    /// Records and reports the end of an update.
+    fn end(&self, rec: &mut Record, activated: bool, message: &str) {
         let Some(p) = rec.pending.take() else {
-            return true;
+            return;
         };
         if activated {
-            rec.done.insert(p.id);
+            rec.done.insert(p.id.clone());
         } else {
-            rec.failed.insert(p.id);
+            rec.failed.insert(p.id.clone());
         }
+        rec.last = Some(LastEnd {
+            path: p.path.clone(),
+            activated,
+            message: message.to_owned(),
+        });
         self.save(rec);
         let state = if activated { "ACTIVATED" } else { "TERMINATED" };
-        self.reporter
-            .job_state(v, state, activated.then_some(100), message);
-        self.reporter.idle((!activated).then(|| message.to_owned()));
-        true
+        let version = p.boot.expected_version.as_deref();
+        self.report(&p.path, version, state, activated.then_some(100), message);
+        self.pipe
+            .reporter
+            .idle((!activated).then(|| message.to_owned()));
     }
 
-    /// The slot is armed: reboot now (with consent), in the window, or leave it to an operator.
-    async fn reboot_by_policy(&self) {
-        if self.boot.name() == "none" {
-            return;
-        }
-        match crate::reboot::decide_now(&self.reboot) {
-            crate::reboot::Decision::Manual | crate::reboot::Decision::Later(_) => {}
-            crate::reboot::Decision::Now => {
-                if let Some(consent) = &self.reboot.consent_command {
-                    if let Err(e) = crate::reboot::run_command(consent, COMMAND_TIMEOUT).await {
-                        tracing::info!("reboot deferred (no consent: {e})");
-                        return;
-                    }
-                }
-                self.reboot_command().await;
-            }
-        }
-    }
-
-    async fn reboot_command(&self) {
-        if let Err(e) = crate::reboot::run_command(&self.reboot.command, COMMAND_TIMEOUT).await {
-            tracing::error!("reboot command: {e}");
-        }
+    /// Records and reports an update that failed before its activation.
+    fn fail(&self, rec: &mut Record, t: &TargetInfo, version: &str, message: &str) {
+        rec.committed = None;
+        rec.failed.insert(target_id(t));
+        rec.last = Some(LastEnd {
+            path: t.path.clone(),
+            activated: false,
+            message: message.to_owned(),
+        });
+        self.save(rec);
+        self.report(&t.path, Some(version), "TERMINATED", None, message);
+        self.pipe.reporter.idle(Some(message.to_owned()));
     }
 
     /// One poll: settle an activation waiting for its reboot, else look for an update.
@@ -413,17 +342,20 @@ impl TufOnly {
         if !self.settle(&mut rec).await {
             return;
         }
-        let targets = match self.trust.all_targets().await {
-            Ok(t) => t,
-            Err(Refusal::Wait(m)) | Err(Refusal::Terminate(m)) => {
-                tracing::warn!("TUF-only: {m}");
-                return;
-            }
+        let targets = match self.pipe.trust.as_mut() {
+            Some(trust) => match trust.all_targets().await {
+                Ok(t) => t,
+                Err(Refusal::Wait(m)) | Err(Refusal::Terminate(m)) => {
+                    tracing::warn!("TUF-only: {m}");
+                    return;
+                }
+            },
+            None => return,
         };
-        let Some(running) = crate::status::read_version(&self.version_file) else {
+        let Some(running) = self.pipe.running_version() else {
             tracing::warn!(
                 "TUF-only: the running version is unknown ({}): nothing is installed",
-                self.version_file.display()
+                self.pipe.settings.version_file.display()
             );
             return;
         };
@@ -440,238 +372,169 @@ impl TufOnly {
             .unwrap_or_default()
             .to_owned();
         let id = target_id(&t);
-        tracing::info!("TUF-only: {} {version} (running {running})", t.path);
-        let v = self.view(&t.path, &version, &id, "INSTALLING");
-        self.reporter
-            .job_state(&v, "INSTALLING", Some(0), &format!("installing {}", t.path));
-        match self.install(&t, &v, &mut rec).await {
-            Ok(()) => {
-                let slot = match self.arm() {
-                    Ok(slot) => slot,
-                    Err(e) => {
-                        rec.failed.insert(id);
-                        self.save(&rec);
-                        self.reporter.job_state(&v, "TERMINATED", None, &e);
-                        self.reporter.idle(Some(e));
-                        return;
-                    }
-                };
-                rec.pending = Some(Pending {
-                    id,
-                    path: t.path.clone(),
-                    version,
-                    slot,
-                    failed_check: None,
-                });
-                self.save(&rec);
-                let message = match self.boot.name() {
-                    "none" => "installed (boot backend none)".to_owned(),
-                    b => format!("new slot armed ({b}); waiting for the reboot"),
-                };
-                self.reporter.job_state(&v, "ACTIVATING", None, &message);
-                // boot none: settled at once; else the reboot policy.
-                self.settle(&mut rec).await;
-            }
-            Err(message) => {
-                rec.failed.insert(id);
-                self.save(&rec);
-                self.reporter.job_state(&v, "TERMINATED", None, &message);
-                self.reporter.idle(Some(message));
+        // Committed before a restart: SWUpdate's last result says whether it is installed.
+        let recovered =
+            rec.committed.as_deref() == Some(id.as_str()) && self.pipe.last_verdict().await;
+        if !recovered {
+            tracing::info!("TUF-only: {} {version} (running {running})", t.path);
+            self.report(
+                &t.path,
+                Some(&version),
+                "INSTALLING",
+                Some(0),
+                &format!("installing {}", t.path),
+            );
+            match self.install(&t, &version, &mut rec).await {
+                Ok(()) => {}
+                Err(None) => return,
+                Err(Some(message)) => return self.fail(&mut rec, &t, &version, &message),
             }
         }
+        let boot = match self.pipe.arm(Some(version.clone())) {
+            Ok(b) => b,
+            Err(e) => return self.fail(&mut rec, &t, &version, &e),
+        };
+        let message = self.pipe.armed_message(&boot);
+        rec.committed = None;
+        rec.pending = Some(Pending {
+            id,
+            path: t.path.clone(),
+            boot,
+        });
+        self.save(&rec);
+        self.report(&t.path, Some(&version), "ACTIVATING", None, &message);
+        // Boot backend none: settled at once; else the reboot policy.
+        self.settle(&mut rec).await;
     }
 
-    /// After the install: the slot armed for the next boot (made so with
-    /// `mark_installed = "agent"`), as `run` does it.
-    fn arm(&self) -> Result<Option<String>, String> {
-        if self.boot.name() == "none" {
-            return Ok(None);
-        }
-        let status = self.boot.read().map_err(|e| e.to_string())?;
-        if let Some(p) = status.pending {
-            return Ok(Some(p));
-        }
-        if self.mark_installed != MarkInstalled::Agent {
-            return Err(format!(
-                "no slot is armed for the next boot ({}): SWUpdate marks it when it runs with a bootloader; else set boot.mark_installed = \"agent\"",
-                status.detail
-            ));
-        }
-        self.boot.mark_installed().map_err(|e| e.to_string())?;
-        let s = self.boot.read().map_err(|e| e.to_string())?;
-        s.pending
-            .map(Some)
-            .ok_or_else(|| format!("the new slot could not be armed: {}", s.detail))
-    }
-
-    /// Installs `t` the way `run` does: a SWUpdate-native delta, a `.swu` rebuilt from the
-    /// device's chunks, or the full target; a delta that SWUpdate fails gives way to the full
-    /// target once (`delta.fallback = "full"`, recorded first so a power cut does not repeat it).
+    /// Installs `t` through the pipeline; a delta that SWUpdate fails gives way to the full
+    /// target once (recorded first, so a power cut does not repeat it). `Err(None)`: not now
+    /// (SWUpdate away or busy), `Err(Some)`: failed for good.
     async fn install(
         &mut self,
         t: &TargetInfo,
-        v: &JobView,
+        version: &str,
         rec: &mut Record,
-    ) -> Result<(), String> {
+    ) -> Result<(), Option<String>> {
         let id = target_id(t);
-        let routed = if rec.delta_failed.contains(&id) {
-            Routed {
-                route: Route::Full,
-                notes: Vec::new(),
-            }
-        } else {
-            let running = crate::status::read_version(&self.version_file);
-            crate::delta::route::choose(
-                &self.http,
-                &self.delta,
-                &self.state_dir,
-                &mut self.trust,
-                t,
-                running.as_deref(),
-                true,
-            )
-            .await?
+        let url = match self.pipe.trust.as_ref().map(|trust| trust.target_url(t)) {
+            Some(Ok(u)) => u,
+            Some(Err(e)) => return Err(Some(e.to_string())),
+            None => return Err(None),
         };
-        self.reporter.route(&v.id, &routed.route);
-        for note in &routed.notes {
-            self.reporter.job_state(v, "INSTALLING", None, note);
+        loop {
+            let order = Order {
+                label: t.path.clone(),
+                info: format!("cip-update-agent TUF-only {}", t.path),
+                source: Source::Url(url.clone()),
+                target: Some(t.clone()),
+                may_route: !rec.delta_failed.contains(&id),
+                dry_run: false,
+                base: 0,
+                span: 100,
+                progress_interval: PROGRESS_INTERVAL,
+            };
+            let mut hooks = TufHooks {
+                id: update_id(&t.path),
+                target: id.clone(),
+                version: version.to_owned(),
+                reporter: self.pipe.reporter.clone(),
+                record: rec,
+                record_path: &self.record_path,
+            };
+            let Ok(outcome) = self.pipe.install(order, &mut hooks).await;
+            match outcome {
+                Outcome::Installed => return Ok(()),
+                Outcome::DeltaFailed(msg) if !rec.delta_failed.contains(&id) => {
+                    rec.delta_failed.insert(id.clone());
+                    rec.committed = None;
+                    self.save(rec);
+                    self.report(&t.path, Some(version), "INSTALLING", None, &msg);
+                }
+                Outcome::DeltaFailed(msg) => return Err(Some(msg)),
+                Outcome::Busy(e) => {
+                    tracing::warn!("TUF-only: cannot install {} now, will retry: {e}", t.path);
+                    rec.committed = None;
+                    self.save(rec);
+                    return Err(None);
+                }
+                Outcome::Cancelled => return Err(None),
+                Outcome::Failed { message, .. } => return Err(Some(message)),
+            }
         }
-        let by_delta = routed.route.is_delta();
-        let result = self.install_by(t, routed.route, v).await?;
-        let Some(msg) =
-            crate::delta::route::full_after_failed_delta(&self.delta, by_delta, &result, t)
-        else {
-            return judge(t, result);
-        };
-        rec.delta_failed.insert(id);
-        self.save(rec);
-        tracing::warn!("TUF-only: {msg}");
-        self.reporter.route(&v.id, &Route::Full);
-        self.reporter.job_state(v, "INSTALLING", None, &msg);
-        let result = self.install_by(t, Route::Full, v).await?;
-        judge(t, result)
-    }
-
-    /// One install of the target `full` by `route`; `Err` when it could not start.
-    async fn install_by(
-        &self,
-        full: &TargetInfo,
-        route: Route,
-        v: &JobView,
-    ) -> Result<Result<InstallOutcome, install::InstallError>, String> {
-        let (target, mut image, chunk_urls, keep) = match route {
-            Route::Full => {
-                let url = self.trust.target_url(full).map_err(|e| e.to_string())?;
-                let image =
-                    source::open_with(&Source::Url(url), &self.http, &self.download.limits())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                (full.clone(), image, Vec::new(), true)
-            }
-            Route::Rebuilt { image, .. } => (full.clone(), image, Vec::new(), true),
-            Route::Native {
-                info,
-                url,
-                chunk_urls,
-            } => {
-                let image =
-                    source::open_with(&Source::Url(url), &self.http, &self.download.limits())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                (info, image, chunk_urls, false)
-            }
-        };
-        // The full .swu is kept as the next delta's seed (a native delta .swu holds no image).
-        let keeper = (keep && self.delta.cache_previous_swu)
-            .then(|| crate::delta::Keeper::new(&self.state_dir));
-        if let Some(k) = &keeper {
-            image.reader = k.wrap(image.reader);
-        }
-        let verify = artifacts::shared(&target).map_err(|e| e.to_string())?;
-        image.reader = Box::pin(artifacts::HashingReader::new(
-            image.reader,
-            verify.clone(),
-            Some(self.trust.read_timeout()),
-        ));
-        image.len = Some(target.length);
-        let (software_set, running_mode) = self
-            .selector
-            .for_install(self.boot.as_ref())
-            .map_err(|e| format!("no software set to install into: {e}"))?
-            .map(|s| (s.set, s.mode))
-            .unwrap_or_default();
-        let req = InstallRequest {
-            run: RunType::Install,
-            len: target.length,
-            info: format!("cip-update-agent TUF-only {}", target.path),
-            software_set,
-            running_mode,
-            ..Default::default()
-        };
-        let mut obs = OnlyObserver {
-            reporter: &self.reporter,
-            id: v.id.to_string(),
-            verify,
-        };
-        image.reader =
-            crate::delta::route::point_chunk_urls(&self.swupdate, chunk_urls, image.reader).await;
-        let result = install::install(
-            &self.swupdate,
-            &req,
-            image,
-            self.download.max_image_size,
-            &mut obs,
-            std::future::pending::<()>(),
-        )
-        .await;
-        let ok = result.as_ref().is_ok_and(|o| o.succeeded());
-        match (&keeper, ok) {
-            (Some(k), true) => k.commit(Some(target.length)),
-            (Some(k), false) => k.abandon(),
-            (None, true) => {
-                crate::delta::ChunkCache::clear(&crate::delta::dir(&self.state_dir).join("chunks"))
-            }
-            (None, false) => {}
-        }
-        Ok(result)
     }
 }
 
-/// The message of an install that did not succeed.
-fn judge(
-    t: &TargetInfo,
-    result: Result<InstallOutcome, install::InstallError>,
-) -> Result<(), String> {
-    match result {
-        Ok(o) if o.succeeded() => Ok(()),
-        Ok(o) => Err(format!(
-            "installing {} failed: {}",
-            t.path,
-            o.failure_reason()
-        )),
-        Err(e) => Err(format!("installing {}: {e}", t.path)),
+impl JobSource for TufOnly {
+    fn pipeline(&mut self) -> &mut Pipeline {
+        &mut self.pipe
+    }
+
+    fn last_error(&self) -> Option<String> {
+        Record::load(&self.record_path)
+            .last
+            .filter(|l| !l.activated)
+            .map(|l| l.message)
+    }
+
+    fn busy(&self) -> bool {
+        Record::load(&self.record_path).pending.is_some()
+    }
+
+    async fn settle_at_start(&mut self) {
+        let mut rec = Record::load(&self.record_path);
+        self.settle(&mut rec).await;
+    }
+
+    async fn round(&mut self) {
+        self.poll_once().await;
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.poll
     }
 }
 
-struct OnlyObserver<'a> {
-    reporter: &'a Reporter,
+/// What TUF-only mode adds to an install: notes to the reports, the commit point in its record.
+struct TufHooks<'a> {
     id: String,
-    verify: SharedVerifier,
+    /// The target's id in the record.
+    target: String,
+    version: String,
+    reporter: Arc<Reporter>,
+    record: &'a mut Record,
+    record_path: &'a Path,
 }
 
-impl Observer for OnlyObserver<'_> {
-    fn streamed(&mut self, bytes: u64, total: Option<u64>) {
-        if let Some(t) = total.filter(|t| *t > 0) {
-            let pct = (bytes.min(t) * 100 / t) as u8;
-            self.reporter
-                .progress(&self.id, Phase::Installing, pct / 2, bytes);
-        }
+impl Hooks for TufHooks<'_> {
+    type Stop = std::convert::Infallible;
+
+    fn id(&self) -> &str {
+        &self.id
     }
 
-    fn progress(&mut self, _: &ProgressMsg) {}
+    async fn note(&mut self, message: &str) -> Result<(), Self::Stop> {
+        let subject = Subject {
+            id: &self.id,
+            workflow: None,
+            target_version: Some(&self.version),
+        };
+        self.reporter
+            .job_state(subject, "INSTALLING", None, message);
+        Ok(())
+    }
+
+    fn cancelled(&self) -> impl std::future::Future<Output = ()> + 'static {
+        std::future::pending()
+    }
 
     fn before_commit(&mut self) -> Result<(), String> {
-        artifacts::finish(&self.verify)
+        self.record.committed = Some(self.target.clone());
+        self.record
+            .save(self.record_path)
+            .map_err(|e| format!("{}: {e}", self.record_path.display()))?;
+        crate::faults::point("journal save (commit)");
+        Ok(())
     }
 }
 
@@ -746,6 +609,29 @@ mod tests {
     }
 
     #[test]
+    fn update_ids_name_the_target_or_its_digest() {
+        assert_eq!(update_id("os.swu"), "tuf:os.swu");
+        let long = update_id(&"p".repeat(400));
+        assert!(
+            long.starts_with("tuf:sha256:") && long.len() == 75,
+            "{long}"
+        );
+        assert!(update_id("a\nb").starts_with("tuf:sha256:"));
+    }
+
+    /// A record written before boot records were shared (`version` for the expected one)
+    /// still reads.
+    #[test]
+    fn an_older_pending_record_reads() {
+        let old = r#"{"pending":{"id":"a@1","path":"a","version":"2","slot":"B","failed_check":null},
+            "done":[],"failed":[]}"#;
+        let r: Record = serde_json::from_str(old).unwrap();
+        let p = r.pending.unwrap();
+        assert_eq!(p.boot.slot.as_deref(), Some("B"));
+        assert_eq!(p.boot.expected_version.as_deref(), Some("2"));
+    }
+
+    #[test]
     fn record_round_trip() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("tuf-only.json");
@@ -755,9 +641,11 @@ mod tests {
         r.pending = Some(Pending {
             id: "a@2".into(),
             path: "a".into(),
-            version: "2".into(),
-            slot: Some("B".into()),
-            failed_check: None,
+            boot: BootRecord {
+                slot: Some("B".into()),
+                expected_version: Some("2".into()),
+                ..Default::default()
+            },
         });
         r.save(&p).unwrap();
         assert_eq!(Record::load(&p), r);

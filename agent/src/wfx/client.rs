@@ -7,10 +7,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
-use super::backoff::Backoff;
 use super::id::JobId;
 use super::model::{ApiError, ErrorResponse, Job, JobEvent, JobList, JobStatus};
 use super::sse;
+use crate::backoff::Backoff;
 use crate::bounded::{self, BodyError, Bounds};
 use crate::throttle::Throttle;
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::backoff::Backoff;
 use super::{JobEvent, WfxClient, WfxError};
+use crate::backoff::Backoff;
 
 /// Shortest time between two wakes caused by events: a burst (or a flood) of events leads to
 /// one reconcile per window, not one per event.

@@ -47,13 +47,6 @@ impl JobId {
         Ok(JobId(s.to_owned()))
     }
 
-    /// The id of the job TUF-only mode makes for a target path (for MQTT and logs); the path
-    /// is signed metadata, but a path too long for an id is named by its digest.
-    pub fn tuf_target(path: &str) -> JobId {
-        JobId::parse(&format!("tuf:{path}"))
-            .unwrap_or_else(|_| JobId(format!("tuf:sha256:{}", sha256_hex(path.as_bytes()))))
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -190,12 +183,5 @@ mod tests {
         assert_eq!(serde_json::to_string(&id).unwrap(), r#""job-1""#);
         let e = serde_json::from_str::<JobId>(r#"".."" "#).unwrap_err();
         assert!(e.to_string().contains("dot segment"), "{e}");
-    }
-
-    #[test]
-    fn tuf_only_ids() {
-        assert_eq!(JobId::tuf_target("os.swu").as_str(), "tuf:os.swu");
-        let long = JobId::tuf_target(&"p".repeat(400));
-        assert!(long.as_str().starts_with("tuf:sha256:"), "{long}");
     }
 }

@@ -1,6 +1,5 @@
 //! wfx, the workflow server that hands out update jobs: the southbound API the device uses.
 
-pub mod backoff;
 pub mod client;
 pub mod follow;
 pub mod id;

@@ -1,0 +1,104 @@
+//! The service around a job source, the same for every source: READY for systemd, the
+//! watchdog, STATUS=, rounds of the source woken by its events, its poll interval or the
+//! reboot policy, and STOPPING at SIGTERM.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::Pipeline;
+
+/// Where update jobs come from (wfx, a TUF repository), driven by [`run`].
+// (The agent runs on a current-thread runtime: no `Send` bound is needed on these futures.)
+#[allow(async_fn_in_trait)]
+pub trait JobSource {
+    /// The pipeline the source drives.
+    fn pipeline(&mut self) -> &mut Pipeline;
+    /// The last update's error, shown while idle at start.
+    fn last_error(&self) -> Option<String>;
+    /// Whether an update is in hand (then `idle` is not said at start).
+    fn busy(&self) -> bool;
+    /// At start, before the network: an update whose slot booted is judged from the
+    /// bootloader and the source's records alone.
+    async fn settle_at_start(&mut self);
+    /// One round: find work and drive it until it has to wait.
+    async fn round(&mut self);
+    /// The time between rounds when nothing wakes the source earlier.
+    fn poll_interval(&self) -> Duration;
+    /// Starts what wakes the source between polls (an event stream), if it has any.
+    fn start_events(&mut self, _wake: Arc<Notify>) {}
+    /// Stops it.
+    fn stop_events(&mut self) {}
+}
+
+/// Runs `source` until `stop` resolves. SIGTERM stops at once, even mid-step: every step is
+/// recorded before it is reported, so stopping at any await is the power cut the records are
+/// made for.
+pub async fn run(mut source: impl JobSource, stop: impl Future<Output = ()>) {
+    crate::faults::arm();
+    // READY before the health checks: systemd is not `running` until this unit is ready.
+    crate::notify::ready();
+    let watchdog = crate::notify::watchdog_period().map(crate::notify::spawn_watchdog);
+    let pipe = source.pipeline();
+    if !pipe.has_slots() {
+        tracing::warn!("boot backend none: no A/B rollback, updates are final once installed");
+    }
+    pipe.reporter.inventory(pipe.inventory.clone());
+    if let Ok(b) = pipe.boot.read() {
+        pipe.reporter.boot(b.booted, b.trial);
+    }
+    if !source.busy() {
+        let last = source.last_error();
+        source.pipeline().reporter.idle(last);
+    }
+    tokio::pin!(stop);
+    tokio::select! {
+        () = &mut stop => {
+            shutdown(source.pipeline(), watchdog).await;
+            return;
+        }
+        () = source.settle_at_start() => {}
+    }
+    let wake = Arc::new(Notify::new());
+    source.start_events(wake.clone());
+    // Beats while waiting, several per watchdog period.
+    let beat_every = crate::notify::watchdog_period().map_or(Duration::from_secs(10), |p| {
+        (p / 4).max(Duration::from_millis(50))
+    });
+    'run: loop {
+        crate::notify::beat();
+        crate::faults::hang_point().await;
+        tokio::select! {
+            () = &mut stop => break 'run,
+            () = source.round() => {}
+        }
+        let mut wait = crate::backoff::jittered(source.poll_interval(), fastrand::f64());
+        if let Some(t) = source.pipeline().take_wake() {
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
+        }
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            crate::notify::beat();
+            crate::faults::hang_point().await;
+            tokio::select! {
+                () = &mut stop => break 'run,
+                () = wake.notified() => break,
+                () = tokio::time::sleep_until(until) => break,
+                () = tokio::time::sleep(beat_every) => {}
+            }
+        }
+    }
+    source.stop_events();
+    shutdown(source.pipeline(), watchdog).await;
+}
+
+async fn shutdown(pipe: &Pipeline, watchdog: Option<tokio::task::JoinHandle<()>>) {
+    crate::notify::stopping();
+    crate::notify::status("stopping");
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    pipe.reporter.shutdown().await;
+}

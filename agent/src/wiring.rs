@@ -1,0 +1,140 @@
+//! The one place where components are built from the configuration: the pipeline, and the
+//! job source that drives it (wfx, or TUF-only when there is no `[wfx]`). Libraries and
+//! pipeline steps take plain values; only this module (and the command line) reads `Config`.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::daemon::Daemon;
+use crate::journal::Store;
+use crate::mqtt::{Inventory, Publisher};
+use crate::pipeline::{Parts, Pipeline, Settings};
+use crate::report::Reporter;
+use crate::selection::Selector;
+use crate::swupdate::Swupdate;
+use crate::tuf::artifacts::Trust;
+use crate::tuf::only::TufOnly;
+use crate::wfx::WfxClient;
+
+/// Why the agent cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("neither [wfx] nor [tuf] in the configuration: nothing to take updates from")]
+    NoSource,
+    #[error("device.client_id is not set and the device is not onboarded")]
+    NoClientId,
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpSetupError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
+    #[error(transparent)]
+    Tuf(#[from] crate::tuf::artifacts::TrustSetupError),
+}
+
+/// What the device is, for the MQTT inventory.
+fn inventory(config: &Config) -> Inventory {
+    let mut inv = Inventory::new();
+    inv.hardware_revision = std::fs::read_to_string(&config.device.hwrevision_file)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    if let Ok(text) = std::fs::read_to_string(&config.device.version_file) {
+        inv.os_release = crate::mqtt::payload::os_release_fields(&text);
+    }
+    inv.swupdate_wire = Some(config.swupdate.wire.to_string());
+    inv.boot_backend = Some(config.boot.backend.name().to_owned());
+    inv
+}
+
+/// The pipeline of `config`; MQTT only with a client-id (its topics name it).
+pub fn pipeline(config: &Config) -> Result<Pipeline, RunError> {
+    let http = crate::http::client(&config.tls, &config.proxy, Duration::from_secs(30))?;
+    let mqtt = match (&config.mqtt, &config.device.client_id) {
+        (Some(m), Some(id)) => Some(Publisher::start(m, id)?),
+        (Some(_), None) => {
+            tracing::warn!("[mqtt] needs device.client_id: no MQTT");
+            None
+        }
+        _ => None,
+    };
+    let trust = Trust::new(config)?;
+    if trust.is_none() {
+        tracing::warn!(
+            "no [tuf] section: artifacts are NOT verified against TUF metadata (development mode only)"
+        );
+    }
+    let (a, b) = config.boot.slot_names();
+    Ok(Pipeline::new(Parts {
+        http,
+        swupdate: Swupdate::new(config.swupdate.socket_paths(), config.swupdate.wire),
+        boot: crate::boot::from_config(&config.boot),
+        selector: Selector::new(
+            config.swupdate.select_on_a.clone(),
+            config.swupdate.select_on_b.clone(),
+            (a.to_owned(), b.to_owned()),
+        ),
+        reporter: Reporter::new(
+            mqtt,
+            crate::status::read_version(&config.device.version_file),
+        ),
+        trust,
+        inventory: inventory(config),
+        settings: Settings {
+            delta: config.delta.clone(),
+            download: config.download.clone(),
+            health: config.health.clone(),
+            reboot: config.reboot.clone(),
+            mark_installed: config.boot.mark_installed,
+            state_dir: config.state_dir.clone(),
+            version_file: config.device.version_file.clone(),
+        },
+    }))
+}
+
+/// The wfx job source of `config` (which has `[wfx]` and a client-id).
+pub fn wfx_source(config: &Config) -> Result<Daemon, RunError> {
+    let wfx_cfg = config.wfx.clone().ok_or(RunError::NoSource)?;
+    let client_id = config
+        .device
+        .client_id
+        .clone()
+        .ok_or(RunError::NoClientId)?;
+    let pipe = pipeline(config)?;
+    let wfx = WfxClient::new(&wfx_cfg.url.0, &client_id, pipe.http.clone())
+        .with_timeouts((&wfx_cfg).into());
+    Ok(Daemon::new(
+        wfx,
+        wfx_cfg,
+        Store::new(&config.state_dir),
+        config.state_dir.join("staging"),
+        pipe,
+    )?)
+}
+
+/// The TUF-only job source of `config` (which has `[tuf]` and no `[wfx]`).
+pub fn tuf_source(config: &Config) -> Result<TufOnly, RunError> {
+    let poll = config.tuf.as_ref().ok_or(RunError::NoSource)?.poll_interval;
+    Ok(TufOnly::new(
+        pipeline(config)?,
+        &config.state_dir,
+        config.device.hwrevision_file.clone(),
+        poll,
+    ))
+}
+
+/// Runs the job source `config` names until `stop` resolves.
+pub async fn run(
+    config: &Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    if config.wfx.is_none() && config.tuf.is_some() {
+        tuf_source(config)?.run(stop).await;
+    } else {
+        let d = wfx_source(config)?;
+        tracing::info!("cip-update-agent {} running", env!("CARGO_PKG_VERSION"));
+        d.run(stop).await;
+    }
+    Ok(())
+}
