@@ -18,6 +18,9 @@ pub struct Status {
     pub running_version: Option<String>,
     pub hardware: Option<String>,
     pub wfx: Option<String>,
+    /// Where updates come from: `wfx`, or `tuf-only` (no `[wfx]`: the TUF repository's newest
+    /// target for this hardware).
+    pub source: &'static str,
     pub current_job: Option<CurrentJob>,
     pub last_result: Option<LastResult>,
     /// The bootloader's state (slot, trial or confirmed), read now.
@@ -48,17 +51,7 @@ fn phase(r: &Record) -> String {
         return format!("reporting {} to wfx", f.state);
     }
     if let Some(b) = &r.boot {
-        return match (&b.failed_check, &b.slot) {
-            (Some(c), _) => format!(
-                "going back to slot {} ({c})",
-                b.from.as_deref().unwrap_or("?")
-            ),
-            (None, Some(s)) => format!(
-                "activating slot {s} (version {})",
-                b.expected_version.as_deref().unwrap_or("not given")
-            ),
-            (None, None) => "activating".into(),
-        };
+        return boot_phase(b);
     }
     if let Some(i) = r.committed {
         return format!("installing artifact {} (handed to SWUpdate)", i + 1);
@@ -70,8 +63,66 @@ fn phase(r: &Record) -> String {
     }
 }
 
+/// What an activation is at, from its boot record.
+fn boot_phase(b: &crate::pipeline::activate::BootRecord) -> String {
+    match (&b.failed_check, &b.slot) {
+        (Some(c), _) => format!(
+            "going back to slot {} ({c})",
+            b.from.as_deref().unwrap_or("?")
+        ),
+        (None, Some(s)) => format!(
+            "activating slot {s} (version {})",
+            b.expected_version.as_deref().unwrap_or("not given")
+        ),
+        (None, None) => "activating".into(),
+    }
+}
+
+/// TUF-only mode's update in hand and last result, from its record.
+fn tuf_only_state(state_dir: &Path) -> (Option<CurrentJob>, Option<LastResult>) {
+    use crate::tuf::only::{Record, record_path, update_id};
+    let rec = Record::load(&record_path(state_dir));
+    let current = match (&rec.pending, &rec.committed) {
+        (Some(p), _) => Some(CurrentJob {
+            job_id: update_id(&p.path),
+            phase: boot_phase(&p.boot),
+        }),
+        (None, Some(id)) => {
+            let path = id.rsplit_once('@').map_or(id.as_str(), |(p, _)| p);
+            Some(CurrentJob {
+                job_id: update_id(path),
+                phase: "installing (handed to SWUpdate)".into(),
+            })
+        }
+        (None, None) => None,
+    };
+    let last = rec.last.map(|l| LastResult {
+        job_id: update_id(&l.path),
+        state: if l.activated {
+            "ACTIVATED"
+        } else {
+            "TERMINATED"
+        }
+        .into(),
+        message: l.message,
+    });
+    (current, last)
+}
+
 pub fn collect(config: &Config) -> Result<Status, JournalError> {
+    let tuf_only = config.wfx.is_none() && config.tuf.is_some();
     let journal = Store::new(&config.state_dir).load()?;
+    let (current_job, last) = if tuf_only {
+        tuf_only_state(&config.state_dir)
+    } else {
+        (
+            journal.jobs.values().next().map(|r| CurrentJob {
+                job_id: r.job_id.clone(),
+                phase: phase(r),
+            }),
+            journal.last,
+        )
+    };
     let (boot, boot_error) = match crate::boot::from_config(&config.boot).read() {
         Ok(b) => (Some(b), None),
         Err(e) => (None, Some(e.to_string())),
@@ -94,13 +145,11 @@ pub fn collect(config: &Config) -> Result<Status, JournalError> {
             .filter(|s| !s.is_empty()),
         // Displayed redacted: its password and tokens stay in the configuration file.
         wfx: config.wfx.as_ref().map(|w| w.url.to_string()),
-        current_job: journal.jobs.values().next().map(|r| CurrentJob {
-            job_id: r.job_id.clone(),
-            phase: phase(r),
-        }),
+        source: if tuf_only { "tuf-only" } else { "wfx" },
+        current_job,
         // The message may come from a server (an error body, a URI): no URL's credentials, no
         // control characters (a journal written by an older agent may hold either).
-        last_result: journal.last.map(|l| LastResult {
+        last_result: last.map(|l| LastResult {
             message: crate::redact::message(&l.message),
             ..l
         }),
@@ -119,7 +168,14 @@ pub fn render(s: &Status) -> String {
     );
     let _ = writeln!(out, "running:   {}", or(&s.running_version, "(unknown)"));
     let _ = writeln!(out, "hardware:  {}", or(&s.hardware, "(unknown)"));
-    let _ = writeln!(out, "wfx:       {}", or(&s.wfx, "(not configured)"));
+    if s.source == "tuf-only" {
+        let _ = writeln!(
+            out,
+            "source:    TUF-only (the repository's newest target for this hardware)"
+        );
+    } else {
+        let _ = writeln!(out, "wfx:       {}", or(&s.wfx, "(not configured)"));
+    }
     match &s.current_job {
         Some(j) => {
             let _ = writeln!(
@@ -253,5 +309,48 @@ mod tests {
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["current_job"]["job_id"], "j1");
         assert_eq!(json["last_result"]["state"], "ACTIVATED");
+        assert_eq!(json["source"], "wfx");
+    }
+
+    #[test]
+    fn status_of_tuf_only_mode_from_its_record() {
+        use crate::tuf::only::{LastEnd, Pending, Record, record_path};
+        let d = tempfile::tempdir().unwrap();
+        let mut c: Config = toml::from_str(
+            "[tuf]\nroot = \"/r.json\"\nmetadata_url = \"http://h/m\"\ntargets_url = \"http://h/t\"\n",
+        )
+        .unwrap();
+        c.state_dir = d.path().to_owned();
+        let mut rec = Record {
+            last: Some(LastEnd {
+                path: "os-1.5.swu".into(),
+                activated: false,
+                message: "rolled back to slot A (health check)".into(),
+            }),
+            ..Default::default()
+        };
+        rec.pending = Some(Pending {
+            id: "os-1.6.swu@ab".into(),
+            path: "os-1.6.swu".into(),
+            boot: crate::pipeline::activate::BootRecord {
+                slot: Some("B".into()),
+                expected_version: Some("1.6".into()),
+                ..Default::default()
+            },
+        });
+        rec.save(&record_path(d.path())).unwrap();
+        let s = collect(&c).unwrap();
+        let text = render(&s);
+        assert!(text.contains("source:    TUF-only"), "{text}");
+        assert!(
+            text.contains("job:       tuf:os-1.6.swu (activating slot B (version 1.6))"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "last:      tuf:os-1.5.swu TERMINATED: rolled back to slot A (health check)"
+            ),
+            "{text}"
+        );
     }
 }
