@@ -12,6 +12,7 @@ use crate::uri::ArtifactUri;
 use crate::wfx::id::JobId;
 
 pub use crate::pipeline::activate::BootRecord;
+use crate::state::State;
 
 /// The two DAU workflows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +132,10 @@ impl Definition {
 pub struct JobView {
     pub id: JobId,
     pub flow: Flow,
-    pub state: String,
+    /// The job's state; `None` for a state of no DAU workflow (the job waits).
+    pub state: Option<State>,
+    /// The state as wfx sent it, escaped for the log.
+    pub state_text: String,
     pub definition_hash: String,
     /// The parsed definition, or why it cannot be used.
     pub definition: Result<Definition, String>,
@@ -160,7 +164,7 @@ impl JobView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Final {
     /// `ACTIVATED` or `TERMINATED`.
-    pub state: String,
+    pub state: State,
     pub message: String,
 }
 
@@ -218,10 +222,7 @@ pub enum Action {
     /// Nothing until wfx (an operator, or the IMMEDIATE transition) moves the job.
     Wait,
     /// Report this state to wfx.
-    Report {
-        state: &'static str,
-        message: String,
-    },
+    Report { state: State, message: String },
     /// Report a final state the record holds, again until wfx takes it.
     ReportFinal(Final),
     /// Phased: stage (or resume staging) every artifact, reporting DOWNLOADING, then DOWNLOADED.
@@ -240,40 +241,25 @@ pub enum Action {
     Forget,
 }
 
-/// The group of a DAU state, as the workflow files define them.
-fn group(state: &str) -> Option<&'static str> {
-    match state {
-        "DOWNLOAD" | "DOWNLOADING" | "DOWNLOADED" | "INSTALL" | "INSTALLING" | "INSTALLED"
-        | "ACTIVATE" | "ACTIVATING" => Some("OPEN"),
-        "ACTIVATED" => Some("CLOSED"),
-        "TERMINATED" => Some("FAILED"),
-        _ => None,
-    }
-}
-
-/// States in which the device (CLIENT) may move the job to TERMINATED.
-fn client_may_terminate(state: &str) -> bool {
-    matches!(
-        state,
-        "DOWNLOAD" | "DOWNLOADING" | "INSTALL" | "INSTALLING" | "ACTIVATE" | "ACTIVATING"
-    )
-}
-
 /// The next action for `job`, given the agent's record of it.
 pub fn decide(job: &JobView, record: Option<&Record>) -> Action {
-    if matches!(group(&job.state), Some("CLOSED" | "FAILED")) {
+    // (Unknown states: wfx or an operator moves next.)
+    let Some(state) = job.state else {
+        return Action::Wait;
+    };
+    if state.is_final() {
         return Action::Forget;
     }
     if let Some(f) = record.and_then(|r| r.final_state.as_ref()) {
         // Confirmed while wfx still shows ACTIVATE (a reboot before ACTIVATING was reported):
         // the workflow goes through ACTIVATING.
-        if f.state == "ACTIVATED" && job.state == "ACTIVATE" {
+        if f.state == State::Activated && state == State::Activate {
             return Action::Report {
-                state: "ACTIVATING",
+                state: State::Activating,
                 message: "the new slot booted".into(),
             };
         }
-        return if client_may_terminate(&job.state) || f.state == "ACTIVATED" {
+        return if state.client_may_terminate() || f.state == State::Activated {
             Action::ReportFinal(f.clone())
         } else {
             Action::Wait
@@ -283,16 +269,16 @@ pub fn decide(job: &JobView, record: Option<&Record>) -> Action {
     let stale = record.is_some_and(|r| {
         r.definition_hash != job.definition_hash
             && r.before_install()
-            && (r.downloaded || job.state != "DOWNLOAD")
+            && (r.downloaded || state != State::Download)
     });
     if stale {
         return Action::Restart;
     }
     let def = match &job.definition {
         Ok(d) => d,
-        Err(msg) if client_may_terminate(&job.state) => {
+        Err(msg) if state.client_may_terminate() => {
             return Action::Report {
-                state: "TERMINATED",
+                state: State::Terminated,
                 message: msg.clone(),
             };
         }
@@ -301,17 +287,17 @@ pub fn decide(job: &JobView, record: Option<&Record>) -> Action {
     let n = def.artifacts.len();
     let installed = record.map_or(0, |r| r.installed);
     let committed = record.and_then(|r| r.committed);
-    match job.state.as_str() {
-        "DOWNLOAD" => Action::Download,
-        "DOWNLOADING" if record.is_some_and(|r| r.downloaded) => Action::Report {
-            state: "DOWNLOADED",
+    match state {
+        State::Download => Action::Download,
+        State::Downloading if record.is_some_and(|r| r.downloaded) => Action::Report {
+            state: State::Downloaded,
             message: format!("{n} artifact(s) downloaded and verified"),
         },
-        "DOWNLOADING" => Action::Download,
-        "INSTALL" | "INSTALLING" => match committed {
+        State::Downloading => Action::Download,
+        State::Install | State::Installing => match committed {
             Some(index) => Action::Recover { index },
             None if installed >= n => Action::Report {
-                state: "INSTALLED",
+                state: State::Installed,
                 message: format!("{n} artifact(s) installed"),
             },
             None => Action::Install {
@@ -319,14 +305,14 @@ pub fn decide(job: &JobView, record: Option<&Record>) -> Action {
                 dry_run: def.is_dry_run(),
             },
         },
-        "ACTIVATE" if def.is_firmware() && !def.is_dry_run() => Action::Activate,
-        "ACTIVATE" => Action::Report {
-            state: "ACTIVATING",
+        State::Activate if def.is_firmware() && !def.is_dry_run() => Action::Activate,
+        State::Activate => Action::Report {
+            state: State::Activating,
             message: "nothing to activate for this type".into(),
         },
-        "ACTIVATING" if def.is_firmware() && !def.is_dry_run() => Action::CheckBoot,
-        "ACTIVATING" => Action::Report {
-            state: "ACTIVATED",
+        State::Activating if def.is_firmware() && !def.is_dry_run() => Action::CheckBoot,
+        State::Activating => Action::Report {
+            state: State::Activated,
             message: if def.is_dry_run() {
                 "dry run: verified, nothing installed".into()
             } else {
@@ -351,7 +337,8 @@ mod tests {
         JobView {
             id: JobId::parse("j1").unwrap(),
             flow,
-            state: state.into(),
+            state: State::parse(state),
+            state_text: state.into(),
             definition_hash: "h1".into(),
             definition: Definition::parse(&def),
         }
@@ -432,7 +419,7 @@ mod tests {
         let mut r = rec(&j);
         r.installed = 1;
         let j = JobView {
-            state: "INSTALLING".into(),
+            state: Some(State::Installing),
             ..j
         };
         assert_eq!(
@@ -446,27 +433,27 @@ mod tests {
         assert!(matches!(
             decide(&j, Some(&r)),
             Action::Report {
-                state: "INSTALLED",
+                state: State::Installed,
                 ..
             }
         ));
         let j = JobView {
-            state: "INSTALLED".into(),
+            state: Some(State::Installed),
             ..j
         };
         assert_eq!(decide(&j, Some(&r)), Action::Wait);
         let j = JobView {
-            state: "ACTIVATE".into(),
+            state: Some(State::Activate),
             ..j
         };
         assert_eq!(decide(&j, Some(&r)), Action::Activate);
         let j = JobView {
-            state: "ACTIVATING".into(),
+            state: Some(State::Activating),
             ..j
         };
         assert_eq!(decide(&j, Some(&r)), Action::CheckBoot);
         let j = JobView {
-            state: "ACTIVATED".into(),
+            state: Some(State::Activated),
             ..j
         };
         assert_eq!(decide(&j, Some(&r)), Action::Forget);
@@ -480,21 +467,21 @@ mod tests {
                 matches!(
                     decide(&j, None),
                     Action::Report {
-                        state: "ACTIVATING",
+                        state: State::Activating,
                         ..
                     }
                 ),
                 "{types:?}"
             );
             let j = JobView {
-                state: "ACTIVATING".into(),
+                state: Some(State::Activating),
                 ..j
             };
             assert!(
                 matches!(
                     decide(&j, None),
                     Action::Report {
-                        state: "ACTIVATED",
+                        state: State::Activated,
                         ..
                     }
                 ),
@@ -516,12 +503,12 @@ mod tests {
         let j = job(Flow::Phased, "CREATED", &["firmware"], 1);
         assert_eq!(decide(&j, None), Action::Wait);
         let j = JobView {
-            state: "DOWNLOAD".into(),
+            state: Some(State::Download),
             ..j
         };
         assert_eq!(decide(&j, None), Action::Download);
         let j = JobView {
-            state: "DOWNLOADING".into(),
+            state: Some(State::Downloading),
             ..j
         };
         let mut r = rec(&j);
@@ -530,12 +517,12 @@ mod tests {
         assert!(matches!(
             decide(&j, Some(&r)),
             Action::Report {
-                state: "DOWNLOADED",
+                state: State::Downloaded,
                 ..
             }
         ));
         let j = JobView {
-            state: "DOWNLOADED".into(),
+            state: Some(State::Downloaded),
             ..j
         };
         assert_eq!(
@@ -544,7 +531,7 @@ mod tests {
             "the operator moves next"
         );
         let j = JobView {
-            state: "INSTALL".into(),
+            state: Some(State::Install),
             ..j
         };
         assert_eq!(
@@ -577,7 +564,7 @@ mod tests {
         assert_eq!(decide(&j, Some(&r)), Action::Wait, "installed: keep going");
         // A fresh record in DOWNLOAD with another hash is simply a new download.
         let j = JobView {
-            state: "DOWNLOAD".into(),
+            state: Some(State::Download),
             ..j
         };
         let mut r = rec(&j);
@@ -592,11 +579,11 @@ mod tests {
         assert_eq!(
             decide(&j, None),
             Action::Report {
-                state: "TERMINATED",
+                state: State::Terminated,
                 message: "malformed job definition: no artifacts".into()
             }
         );
-        j.state = "CREATED".into();
+        j.state = Some(State::Created);
         assert_eq!(decide(&j, None), Action::Wait);
     }
 
@@ -605,36 +592,36 @@ mod tests {
         let j = job(Flow::Direct, "INSTALLING", &[], 1);
         let mut r = rec(&j);
         let f = Final {
-            state: "TERMINATED".into(),
+            state: State::Terminated,
             message: "HASH mismatch".into(),
         };
         r.final_state = Some(f.clone());
         assert_eq!(decide(&j, Some(&r)), Action::ReportFinal(f.clone()));
         // An ACTIVATED reached before wfx saw ACTIVATING goes through it.
         let a = Final {
-            state: "ACTIVATED".into(),
+            state: State::Activated,
             message: "slot B confirmed".into(),
         };
         r.final_state = Some(a.clone());
         let j2 = JobView {
-            state: "ACTIVATE".into(),
+            state: Some(State::Activate),
             ..j.clone()
         };
         assert!(matches!(
             decide(&j2, Some(&r)),
             Action::Report {
-                state: "ACTIVATING",
+                state: State::Activating,
                 ..
             }
         ));
         let j2 = JobView {
-            state: "ACTIVATING".into(),
+            state: Some(State::Activating),
             ..j2
         };
         assert_eq!(decide(&j2, Some(&r)), Action::ReportFinal(a));
         r.final_state = Some(f.clone());
         let j = JobView {
-            state: "TERMINATED".into(),
+            state: Some(State::Terminated),
             ..j
         };
         assert_eq!(decide(&j, Some(&r)), Action::Forget);

@@ -30,7 +30,7 @@ pub struct Journal {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastResult {
     pub job_id: String,
-    pub state: String,
+    pub state: crate::state::State,
     pub message: String,
 }
 
@@ -124,7 +124,7 @@ mod tests {
             installed: 1,
             committed: Some(1),
             final_state: Some(Final {
-                state: "TERMINATED".into(),
+                state: crate::state::State::Terminated,
                 message: "m".into(),
             }),
             boot: None,

@@ -24,6 +24,7 @@ pub mod redact;
 pub mod report;
 pub mod selection;
 pub mod source;
+pub mod state;
 pub mod status;
 pub mod swu;
 pub mod swupdate;

@@ -2,6 +2,7 @@
 //! (journald on a device), to MQTT and to systemd's STATUS=, so the channels never disagree.
 
 use crate::mqtt::{self, Phase, Publisher};
+use crate::state::State;
 
 /// What the reports say an update is, whichever source it came from.
 #[derive(Debug, Clone, Copy)]
@@ -15,12 +16,12 @@ pub struct Subject<'a> {
 }
 
 /// What a watcher should read from a wfx state.
-pub fn phase_of(wfx_state: &str) -> Phase {
-    match wfx_state {
-        "DOWNLOAD" | "DOWNLOADING" | "DOWNLOADED" => Phase::Downloading,
-        "INSTALL" | "INSTALLING" | "INSTALLED" => Phase::Installing,
-        "ACTIVATE" | "ACTIVATING" => Phase::Rebooting,
-        _ => Phase::Idle,
+pub fn phase_of(state: State) -> Phase {
+    match state {
+        State::Download | State::Downloading | State::Downloaded => Phase::Downloading,
+        State::Install | State::Installing | State::Installed => Phase::Installing,
+        State::Activate | State::Activating => Phase::Rebooting,
+        State::Created | State::Activated | State::Terminated => Phase::Idle,
     }
 }
 
@@ -57,25 +58,25 @@ impl Reporter {
     }
 
     /// wfx took a new state of `job`.
-    pub fn job_state(&self, job: Subject<'_>, state: &str, progress: Option<u8>, message: &str) {
-        tracing::info!(job = %job.id, state, progress, "{message}");
+    pub fn job_state(&self, job: Subject<'_>, state: State, progress: Option<u8>, message: &str) {
+        tracing::info!(job = %job.id, state = state.as_str(), progress, "{message}");
         notify_status(&format!("job {}: {state} {message}", job.id));
         let Some(p) = &self.mqtt else { return };
         let mut s = mqtt::State::new(phase_of(state));
         s.job_id = Some(job.id.to_string());
         s.workflow = job.workflow.map(str::to_owned);
-        s.wfx_state = Some(state.to_owned());
+        s.wfx_state = Some(state.as_str().to_owned());
         s.progress = progress;
         s.running_version = self.running_version.clone();
         (s.boot_slot, s.trial) = self.boot_state();
-        if state == "ACTIVATING" && s.trial == Some(true) {
+        if state == State::Activating && s.trial == Some(true) {
             s.phase = Phase::Testing;
         }
         s.target_version = job.target_version.map(str::to_owned);
-        if state == "TERMINATED" {
+        if state == State::Terminated {
             s.last_error = Some(message.to_owned());
         }
-        if matches!(state, "INSTALLING" | "DOWNLOADING") {
+        if matches!(state, State::Installing | State::Downloading) {
             (s.path, s.bytes) = match self.delta_of(job.id) {
                 Some(fetched) => (Some(mqtt::UpdatePath::Delta), Some(fetched)),
                 None => (Some(mqtt::UpdatePath::Full), None),
@@ -170,10 +171,10 @@ mod tests {
 
     #[test]
     fn phases() {
-        assert_eq!(phase_of("DOWNLOADING"), Phase::Downloading);
-        assert_eq!(phase_of("INSTALLED"), Phase::Installing);
-        assert_eq!(phase_of("ACTIVATING"), Phase::Rebooting);
-        assert_eq!(phase_of("ACTIVATED"), Phase::Idle);
-        assert_eq!(phase_of("CREATED"), Phase::Idle);
+        assert_eq!(phase_of(State::Downloading), Phase::Downloading);
+        assert_eq!(phase_of(State::Installed), Phase::Installing);
+        assert_eq!(phase_of(State::Activating), Phase::Rebooting);
+        assert_eq!(phase_of(State::Activated), Phase::Idle);
+        assert_eq!(phase_of(State::Created), Phase::Idle);
     }
 }

@@ -98,12 +98,7 @@ fn tuf_only_state(state_dir: &Path) -> (Option<CurrentJob>, Option<LastResult>) 
     };
     let last = rec.last.map(|l| LastResult {
         job_id: update_id(&l.path),
-        state: if l.activated {
-            "ACTIVATED"
-        } else {
-            "TERMINATED"
-        }
-        .into(),
+        state: crate::state::State::end(l.activated),
         message: l.message,
     });
     (current, last)
@@ -190,7 +185,7 @@ pub fn render(s: &Status) -> String {
         }
     }
     match (&s.boot, &s.boot_error) {
-        (Some(b), _) if b.backend == "none" => {
+        (Some(b), _) if b.backend == crate::config::BootBackend::None => {
             let _ = writeln!(out, "boot:      none (no A/B rollback)");
         }
         (Some(b), _) => {
@@ -198,7 +193,7 @@ pub fn render(s: &Status) -> String {
             let _ = writeln!(
                 out,
                 "boot:      {}, slot {} {state}{} ({})",
-                b.backend,
+                b.backend.name(),
                 b.booted.as_deref().unwrap_or("?"),
                 b.pending
                     .as_ref()
@@ -214,19 +209,14 @@ pub fn render(s: &Status) -> String {
     }
     match &s.last_result {
         Some(l) if l.message.is_empty() => {
-            let _ = writeln!(
-                out,
-                "last:      {} {}",
-                escaped(&l.job_id),
-                escaped(&l.state)
-            );
+            let _ = writeln!(out, "last:      {} {}", escaped(&l.job_id), l.state);
         }
         Some(l) => {
             let _ = writeln!(
                 out,
                 "last:      {} {}: {}",
                 escaped(&l.job_id),
-                escaped(&l.state),
+                l.state,
                 l.message
             );
         }
@@ -292,7 +282,7 @@ mod tests {
         );
         j.last = Some(LastResult {
             job_id: "j0".into(),
-            state: "ACTIVATED".into(),
+            state: crate::state::State::Activated,
             message: "installed".into(),
         });
         Store::new(d.path()).save(&j).unwrap();

@@ -11,12 +11,11 @@
 //! is neither in progress nor INSTALLED (INSTALLED after boot can only be a newer install, not
 //! booted yet). This needs no marker and reads the same on a device and on files.
 
-use crate::config::BootBackend;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use super::{Boot, BootError, BootStatus, run};
-use crate::config;
+use crate::config::{self, BootBackend};
 
 const OK: u8 = 0;
 const INSTALLED: u8 = 1;
@@ -101,7 +100,7 @@ pub fn status_of(envs: &[Env]) -> BootStatus {
         .collect::<Vec<_>>()
         .join(", ");
     BootStatus {
-        backend: "ebg",
+        backend: BootBackend::Ebg,
         booted: booted.map(|i| SLOTS[i].to_owned()),
         trial: booted.is_some_and(|i| envs[i].ustate == TESTING),
         pending: pending.map(|i| SLOTS[i].to_owned()),
@@ -134,7 +133,7 @@ impl Ebg {
 
     fn err(&self, message: impl Into<String>) -> BootError {
         BootError {
-            backend: "ebg",
+            backend: BootBackend::Ebg,
             message: message.into(),
         }
     }
@@ -153,7 +152,7 @@ impl Ebg {
             .map(|i| {
                 let mut args = self.target(i, false);
                 args.extend(["-r", "-o", "in_progress,revision,ustate,kernel"].map(OsString::from));
-                let out = run("ebg", &self.printenv, &args, None)?;
+                let out = run(BootBackend::Ebg, &self.printenv, &args, None)?;
                 parse_env(&out).map_err(|m| self.err(format!("slot {}: {m}", SLOTS[i])))
             })
             .collect()
@@ -162,7 +161,7 @@ impl Ebg {
     fn set(&self, i: usize, args: &[&str]) -> Result<(), BootError> {
         let mut a = self.target(i, true);
         a.extend(args.iter().map(OsString::from));
-        run("ebg", &self.setenv, &a, None).map(drop)
+        run(BootBackend::Ebg, &self.setenv, &a, None).map(drop)
     }
 }
 

@@ -25,7 +25,7 @@ use crate::config::{self, BootBackend};
 /// What the bootloader says, read fresh each time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BootStatus {
-    pub backend: &'static str,
+    pub backend: BootBackend,
     /// The slot running now (`A`, `B`); `None` without slots (backend `none`).
     pub booted: Option<String>,
     /// The running slot is on trial: unconfirmed, the next reset goes back to the other slot.
@@ -76,9 +76,9 @@ pub fn judge(s: &BootStatus, slot: Option<&str>) -> Verdict {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("boot backend {backend}: {message}")]
+#[error("boot backend {}: {message}", backend.name())]
 pub struct BootError {
-    pub backend: &'static str,
+    pub backend: BootBackend,
     pub message: String,
 }
 
@@ -111,7 +111,7 @@ pub fn from_config(c: &config::Boot) -> Box<dyn Boot> {
 
 /// Runs a bootloader tool; its stdout, or an error with its stderr.
 fn run(
-    backend: &'static str,
+    backend: BootBackend,
     tool: &Path,
     args: &[OsString],
     stdin: Option<&str>,
@@ -162,7 +162,7 @@ mod tests {
 
     fn st(booted: &str, trial: bool, pending: Option<&str>, failed: Option<&str>) -> BootStatus {
         BootStatus {
-            backend: "ebg",
+            backend: BootBackend::Ebg,
             booted: Some(booted.into()),
             trial,
             pending: pending.map(Into::into),

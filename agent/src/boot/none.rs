@@ -11,7 +11,7 @@ impl Boot for NoBoot {
     }
     fn read(&self) -> Result<BootStatus, BootError> {
         Ok(BootStatus {
-            backend: "none",
+            backend: BootBackend::None,
             booted: None,
             trial: false,
             pending: None,

@@ -8,13 +8,12 @@
 //! `upgrade_available=0 bootcount=0`. Boots with `upgrade_available=0` count nothing, so power
 //! cuts on a confirmed slot never roll back.
 
-use crate::config::BootBackend;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use super::{Boot, BootError, BootStatus, run};
-use crate::config;
+use crate::config::{self, BootBackend};
 
 /// `name=value` lines; an empty value is an unset variable.
 pub fn parse_vars(text: &str) -> BTreeMap<String, String> {
@@ -50,7 +49,7 @@ pub fn status_of(vars: &BTreeMap<String, String>, slot_var: &str, slots: &[Strin
         bootlimit.map_or("(unset)".into(), |l| l.to_string()),
     );
     BootStatus {
-        backend: "uboot",
+        backend: BootBackend::Uboot,
         booted,
         trial: upgrade && bootcount > 0,
         pending,
@@ -97,7 +96,7 @@ impl Uboot {
 
     fn vars(&self) -> Result<BTreeMap<String, String>, BootError> {
         Ok(parse_vars(&run(
-            "uboot",
+            BootBackend::Uboot,
             &self.printenv,
             &self.args(),
             None,
@@ -109,12 +108,12 @@ impl Uboot {
         let script: String = pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         let mut a = self.args();
         a.extend(["-s", "-"].map(OsString::from));
-        run("uboot", &self.setenv, &a, Some(&script)).map(drop)
+        run(BootBackend::Uboot, &self.setenv, &a, Some(&script)).map(drop)
     }
 
     fn err(&self, message: String) -> BootError {
         BootError {
-            backend: "uboot",
+            backend: BootBackend::Uboot,
             message,
         }
     }

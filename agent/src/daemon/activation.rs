@@ -3,6 +3,7 @@
 
 use crate::job::JobView;
 use crate::pipeline::activate::{BootRecord, Rebooting, Settled};
+use crate::state::State;
 
 use super::{Daemon, Next, StepError};
 
@@ -38,7 +39,7 @@ impl Daemon {
             r.boot = Some(armed);
         }
         self.save()?;
-        self.report(view, "ACTIVATING", None, &message, None)
+        self.report(view, State::Activating, None, &message, None)
             .await?;
         Ok(Next::Reload)
     }
@@ -91,9 +92,9 @@ impl Daemon {
         let settled = pipe.settle(&mut rec, &mut save).await?;
         if let Settled::Ended { activated, message } = &settled {
             let state = if *activated {
-                "ACTIVATED"
+                State::Activated
             } else {
-                "TERMINATED"
+                State::Terminated
             };
             self.end(id, state, message)?;
         }

@@ -14,6 +14,7 @@ use crate::wfx::JobId;
 
 use crate::delta::route::Route;
 use crate::pipeline::install::Routing;
+use crate::state::State;
 
 use super::events::job_gone;
 use super::installing::WfxHooks;
@@ -99,14 +100,15 @@ impl Daemon {
         }
         self.record_mut(view);
         self.save()?;
-        if view.state == "DOWNLOAD" {
-            self.report(view, "DOWNLOADING", Some(0), "", None).await?;
+        if view.state == Some(State::Download) {
+            self.report(view, State::Downloading, Some(0), "", None)
+                .await?;
         }
         let n = def.artifacts.len();
         for (i, a) in def.artifacts.iter().enumerate() {
             let path = self.staged_path(&view.id, i);
             // TUF first: nothing is fetched for an artifact that is not a target.
-            let target = match self.trusted_target(view, a, "DOWNLOADING").await? {
+            let target = match self.trusted_target(view, a, State::Downloading).await? {
                 Ok(t) => t,
                 Err(next) => return Ok(next),
             };
@@ -153,18 +155,18 @@ impl Daemon {
                 let _ = tokio::fs::remove_file(&path).await;
                 let message = format!("download of {} failed: {msg}", a.uri);
                 self.record_mut(view).final_state = Some(Final {
-                    state: "TERMINATED".into(),
+                    state: State::Terminated,
                     message: message.clone(),
                 });
                 self.save()?;
-                self.report(view, "TERMINATED", None, &message, None)
+                self.report(view, State::Terminated, None, &message, None)
                     .await?;
                 return Ok(Next::Reload);
             }
             let pct = ((i + 1) * 100 / n) as u8;
             self.report(
                 view,
-                "DOWNLOADING",
+                State::Downloading,
                 Some(pct),
                 &format!("{} of {n} artifact(s)", i + 1),
                 None,
@@ -289,7 +291,7 @@ impl Daemon {
         view: &JobView,
         full: &crate::tuf::TargetInfo,
     ) -> Result<Result<Option<Opened>, Next>, StepError> {
-        let mut hooks = WfxHooks::new(self, view, "DOWNLOADING");
+        let mut hooks = WfxHooks::new(self, view, State::Downloading);
         let routing = self.pipe.route(full, false, &mut hooks).await?;
         Ok(match routing {
             Routing::Route(Route::Rebuilt { image, .. }) => Ok(Some(image)),

@@ -7,6 +7,7 @@ use crate::journal::{Journal, Store};
 use crate::pipeline::install::{Hooks, Order, Outcome};
 use crate::report::Reporter;
 use crate::source::Source;
+use crate::state::State;
 use crate::text::truncate;
 use crate::wfx::{JobStatus, WfxClient};
 
@@ -33,13 +34,16 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| artifact.uri.to_string());
         // TUF before any byte: an untrusted artifact ends the job here.
-        let target = match self.trusted_target(view, artifact, "INSTALLING").await? {
+        let target = match self
+            .trusted_target(view, artifact, State::Installing)
+            .await?
+        {
             Ok(t) => t,
             Err(next) => return Ok(next),
         };
         self.report(
             view,
-            "INSTALLING",
+            State::Installing,
             Some((index * 100 / n) as u8),
             &format!("installing {label} ({} of {n})", index + 1),
             None,
@@ -66,7 +70,7 @@ impl Daemon {
             span: (100 / n) as u8,
             progress_interval: self.wfx_cfg.progress_interval,
         };
-        let mut hooks = WfxHooks::new(self, view, "INSTALLING");
+        let mut hooks = WfxHooks::new(self, view, State::Installing);
         hooks.commit = Some(CommitRecord {
             journal: &mut self.journal,
             store: &self.store,
@@ -88,7 +92,8 @@ impl Daemon {
                 r.committed = None;
                 self.save()?;
                 crate::faults::point("delta failure recorded");
-                self.report(view, "INSTALLING", None, &msg, None).await?;
+                self.report(view, State::Installing, None, &msg, None)
+                    .await?;
                 Ok(Next::Reload)
             }
             Outcome::Cancelled => {
@@ -145,7 +150,7 @@ pub(super) struct WfxHooks<'a> {
     view: &'a JobView,
     reporter: std::sync::Arc<Reporter>,
     /// The state notes are reported in (`INSTALLING`, `DOWNLOADING`).
-    state: &'static str,
+    state: State,
     pending: Option<tokio::task::JoinHandle<()>>,
     /// Installs only.
     commit: Option<CommitRecord<'a>>,
@@ -153,7 +158,7 @@ pub(super) struct WfxHooks<'a> {
 
 impl<'a> WfxHooks<'a> {
     /// The hooks of a step of `view` reporting in `state`.
-    pub(super) fn new(daemon: &Daemon, view: &'a JobView, state: &'static str) -> WfxHooks<'a> {
+    pub(super) fn new(daemon: &Daemon, view: &'a JobView, state: State) -> WfxHooks<'a> {
         WfxHooks {
             wfx: daemon.wfx.clone(),
             deleted: daemon.deleted.clone(),
@@ -175,7 +180,7 @@ impl Hooks for WfxHooks<'_> {
 
     async fn note(&mut self, message: &str) -> Result<(), StepError> {
         let status = JobStatus {
-            state: self.state.into(),
+            state: self.state.as_str().into(),
             message: (!message.is_empty()).then(|| truncate(message, MESSAGE_MAX)),
             ..Default::default()
         };
@@ -202,7 +207,7 @@ impl Hooks for WfxHooks<'_> {
         let (wfx, job) = (self.wfx.clone(), self.view.id.clone());
         self.pending = Some(tokio::spawn(async move {
             let status = JobStatus {
-                state: "INSTALLING".into(),
+                state: State::Installing.as_str().into(),
                 progress: Some(percent),
                 message: Some(message),
                 ..Default::default()

@@ -16,6 +16,7 @@ use crate::job::{self, Action, Definition, Final, Flow, JobView, Record};
 use crate::journal::{Journal, LastResult, Store};
 use crate::pipeline::Pipeline;
 use crate::pipeline::service::JobSource;
+use crate::state::State;
 use crate::text::truncate;
 use crate::tuf::artifacts::Refusal;
 use crate::wfx::{Job, JobId, JobStatus, WfxClient, WfxError};
@@ -163,7 +164,7 @@ impl Daemon {
                 return Ok(());
             };
             let action = job::decide(&view, self.journal.jobs.get(view.id.as_str()));
-            tracing::info!(job = %view.id, state = %view.state, ?action, "decided");
+            tracing::info!(job = %view.id, state = %view.state_text, ?action, "decided");
             match self.execute(&view, action).await {
                 Ok(Next::Wait) => return Ok(()),
                 Ok(Next::Reload) => {}
@@ -204,13 +205,13 @@ impl Daemon {
     async fn report(
         &mut self,
         view: &JobView,
-        state: &str,
+        state: State,
         progress: Option<u8>,
         message: &str,
         context: Option<serde_json::Value>,
     ) -> Result<(), StepError> {
         let status = JobStatus {
-            state: state.into(),
+            state: state.as_str().into(),
             progress,
             message: (!message.is_empty()).then(|| truncate(message, MESSAGE_MAX)),
             context,
@@ -219,10 +220,10 @@ impl Daemon {
         let id = &view.id;
         // The device's own result is recorded first: `status` never lags behind what wfx shows
         // (if wfx cannot be told now, the job's final state is reported again later).
-        if matches!(state, "ACTIVATED" | "TERMINATED") {
+        if state.is_final() {
             self.journal.last = Some(LastResult {
                 job_id: id.to_string(),
-                state: state.to_owned(),
+                state,
                 message: truncate(message, MESSAGE_MAX),
             });
             self.save()?;
@@ -238,18 +239,21 @@ impl Daemon {
         match action {
             Action::Wait => Ok(Next::Wait),
             Action::Report {
-                state: "TERMINATED",
+                state: State::Terminated,
                 message,
             } => self.terminate(view, &message, None).await,
             Action::Report { state, message } => {
-                let progress =
-                    matches!(state, "INSTALLED" | "DOWNLOADED" | "ACTIVATED").then_some(100);
+                let progress = matches!(
+                    state,
+                    State::Installed | State::Downloaded | State::Activated
+                )
+                .then_some(100);
                 self.report(view, state, progress, &message, None).await?;
                 Ok(Next::Reload)
             }
             Action::ReportFinal(f) => {
-                let progress = (f.state == "ACTIVATED").then_some(100);
-                self.report(view, &f.state, progress, &f.message, None)
+                let progress = (f.state == State::Activated).then_some(100);
+                self.report(view, f.state, progress, &f.message, None)
                     .await?;
                 Ok(Next::Reload)
             }
@@ -274,10 +278,10 @@ impl Daemon {
     }
 
     /// Records a final state (reported by `decide`'s ReportFinal).
-    fn end(&mut self, id: &str, state: &str, message: &str) -> Result<(), StepError> {
+    fn end(&mut self, id: &str, state: State, message: &str) -> Result<(), StepError> {
         if let Some(r) = self.journal.jobs.get_mut(id) {
             r.final_state = Some(Final {
-                state: state.into(),
+                state,
                 message: truncate(message, MESSAGE_MAX),
             });
         }
@@ -294,7 +298,7 @@ impl Daemon {
                     .journal
                     .last
                     .as_ref()
-                    .filter(|l| l.job_id == id.as_str() && l.state == "TERMINATED")
+                    .filter(|l| l.job_id == id.as_str() && l.state == State::Terminated)
                     .map(|l| l.message.clone());
                 self.pipe.reporter.idle(last_error);
             }
@@ -309,7 +313,7 @@ impl Daemon {
         &mut self,
         view: &JobView,
         artifact: &crate::job::Artifact,
-        state: &str,
+        state: State,
     ) -> Result<Result<Option<crate::tuf::TargetInfo>, Next>, StepError> {
         let Some(t) = self.pipe.trust.as_mut() else {
             return Ok(Ok(None));
@@ -337,11 +341,11 @@ impl Daemon {
         let r = self.record_mut(view);
         r.committed = None;
         r.final_state = Some(Final {
-            state: "TERMINATED".into(),
+            state: State::Terminated,
             message: truncate(message, MESSAGE_MAX),
         });
         self.save()?;
-        self.report(view, "TERMINATED", None, message, context)
+        self.report(view, State::Terminated, None, message, context)
             .await?;
         Ok(Next::Reload)
     }
@@ -356,7 +360,7 @@ impl JobSource for Daemon {
         self.journal
             .last
             .as_ref()
-            .filter(|l| l.state == "TERMINATED")
+            .filter(|l| l.state == State::Terminated)
             .map(|l| l.message.clone())
     }
 
@@ -417,7 +421,8 @@ fn view_of(job: &Job) -> Option<JobView> {
         flow,
         // (Escaped: the state goes into log lines; a state with control characters is no
         // DAU state, so the job waits like for any unknown one.)
-        state: crate::text::shown(&status.state),
+        state: crate::state::State::parse(&status.state),
+        state_text: crate::text::shown(&status.state),
         definition_hash: status.definition_hash.clone().unwrap_or_default(),
         definition: match &job.definition {
             Some(d) => Definition::parse(d),
@@ -442,7 +447,8 @@ mod tests {
         }))
         .unwrap();
         let view = view_of(&job).unwrap();
-        assert_eq!(view.state, "INSTALL\\nINFO forged");
+        assert_eq!(view.state_text, "INSTALL\\nINFO forged");
+        assert_eq!(view.state, None);
         assert_eq!(job::decide(&view, None), Action::Wait);
     }
 }

@@ -24,6 +24,7 @@ use crate::pipeline::install::{Hooks, Order, Outcome};
 use crate::pipeline::service::JobSource;
 use crate::report::{Reporter, Subject};
 use crate::source::Source;
+use crate::state::State;
 
 /// Compares versions: digit runs as numbers, letter runs as text, separators ignored; a
 /// version with more parts after an equal prefix is the newer (`1.5.1` > `1.5`).
@@ -240,7 +241,7 @@ impl TufOnly {
         &self,
         path: &str,
         version: Option<&str>,
-        state: &str,
+        state: State,
         progress: Option<u8>,
         message: &str,
     ) {
@@ -314,7 +315,7 @@ impl TufOnly {
             message: message.to_owned(),
         });
         self.save(rec);
-        let state = if activated { "ACTIVATED" } else { "TERMINATED" };
+        let state = State::end(activated);
         let version = p.boot.expected_version.as_deref();
         self.report(&p.path, version, state, activated.then_some(100), message);
         self.pipe
@@ -332,7 +333,7 @@ impl TufOnly {
             message: message.to_owned(),
         });
         self.save(rec);
-        self.report(&t.path, Some(version), "TERMINATED", None, message);
+        self.report(&t.path, Some(version), State::Terminated, None, message);
         self.pipe.reporter.idle(Some(message.to_owned()));
     }
 
@@ -380,7 +381,7 @@ impl TufOnly {
             self.report(
                 &t.path,
                 Some(&version),
-                "INSTALLING",
+                State::Installing,
                 Some(0),
                 &format!("installing {}", t.path),
             );
@@ -402,7 +403,7 @@ impl TufOnly {
             boot,
         });
         self.save(&rec);
-        self.report(&t.path, Some(&version), "ACTIVATING", None, &message);
+        self.report(&t.path, Some(&version), State::Activating, None, &message);
         // Boot backend none: settled at once; else the reboot policy.
         self.settle(&mut rec).await;
     }
@@ -449,7 +450,7 @@ impl TufOnly {
                     rec.delta_failed.insert(id.clone());
                     rec.committed = None;
                     self.save(rec);
-                    self.report(&t.path, Some(version), "INSTALLING", None, &msg);
+                    self.report(&t.path, Some(version), State::Installing, None, &msg);
                 }
                 Outcome::DeltaFailed(msg) => return Err(Some(msg)),
                 Outcome::Busy(e) => {
@@ -520,7 +521,7 @@ impl Hooks for TufHooks<'_> {
             target_version: Some(&self.version),
         };
         self.reporter
-            .job_state(subject, "INSTALLING", None, message);
+            .job_state(subject, State::Installing, None, message);
         Ok(())
     }
 
