@@ -1,4 +1,4 @@
-//! Firmware updates on a simulated A/B device (`tests/src/ab.rs`): EFI Boot Guard (two
+//! Firmware updates on a simulated A/B device (`tests/src/fixtures/ab.rs`): EFI Boot Guard (two
 //! BGENV.DAT files) and U-Boot (an environment file), driven with the real bg_setenv /
 //! bg_printenv and fw_setenv / fw_printenv. The agent installs through the real SWUpdate into
 //! the inactive slot, arms it, asks for the reboot (a script that counts the requests); the test
