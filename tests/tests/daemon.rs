@@ -4,10 +4,10 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use cip_update_agent_tests::fleet::{CLIENT, Fleet, firmware, installed};
-use cip_update_agent_tests::slow_http::SlowServer;
-use cip_update_agent_tests::swu::BuiltSwu;
-use cip_update_agent_tests::wfx::{Options, WfxEmulator};
+use cip_update_agent_tests::emulators::wfx::{Options, WfxEmulator};
+use cip_update_agent_tests::fixtures::swu::BuiltSwu;
+use cip_update_agent_tests::scenarios::fleet::{CLIENT, Fleet, firmware, installed};
+use cip_update_agent_tests::servers::slow_http::SlowServer;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +390,7 @@ async fn a_corrupt_journal_is_set_aside_and_updates_go_on() {
 /// online, inventory, and the state following the job to ACTIVATED, then idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_state_follows_a_whole_update() {
-    use cip_update_agent_tests::mosquitto::Mosquitto;
+    use cip_update_agent_tests::daemons::mosquitto::Mosquitto;
     let mut f = Fleet::new();
     let broker = Mosquitto::start().unwrap();
     let sub = broker.subscribe("cip/devices/#").unwrap();
@@ -452,7 +452,7 @@ async fn mqtt_state_follows_a_whole_update() {
 /// the broker (retained) once it comes up. Then the agent is killed: its last will says offline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_broker_down_for_the_whole_update_then_last_will() {
-    use cip_update_agent_tests::mosquitto::{Mosquitto, MosquittoOptions};
+    use cip_update_agent_tests::daemons::mosquitto::{Mosquitto, MosquittoOptions};
     let mut f = Fleet::new();
     let port = cip_update_agent_tests::free_port().unwrap();
     f.config.extra = format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n");
@@ -506,7 +506,7 @@ async fn mqtt_broker_down_for_the_whole_update_then_last_will() {
 /// The broker restarted in the middle of an update: every state change arrives, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_broker_restarted_mid_update_loses_no_state_change() {
-    use cip_update_agent_tests::mosquitto::{Mosquitto, MosquittoOptions};
+    use cip_update_agent_tests::daemons::mosquitto::{Mosquitto, MosquittoOptions};
     let mut f = Fleet::new();
     let mut broker = Mosquitto::start_with(&MosquittoOptions {
         persistence: true,

@@ -15,11 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cip_update_agent_tests::cut_proxy::{CutProxy, Exchange};
-use cip_update_agent_tests::delta::{image_pair, served, zck, zck as zck_tool, zck_delta_size};
-use cip_update_agent_tests::fleet::{DIRECT, Fleet, PHASED};
-use cip_update_agent_tests::swu::{Image, SwuBuilder};
-use cip_update_agent_tests::tuf::TufRepo;
+use cip_update_agent_tests::fixtures::delta::{
+    image_pair, served, zck, zck as zck_tool, zck_delta_size,
+};
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder};
+use cip_update_agent_tests::fixtures::tuf::TufRepo;
+use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet, PHASED};
+use cip_update_agent_tests::servers::cut_proxy::{CutProxy, Exchange};
 use serde_json::{Value, json};
 
 const IMAGE: &str = "qemu-amd64/cip-core-1.5.swu";
@@ -339,8 +341,9 @@ async fn a_delta_install_fetches_only_the_missing_chunks_and_installs_the_new_im
     // what new -> newer costs, not what old (the configured seed) -> newer does.
     let mut newer = f.new_image.clone();
     for at in [IMAGE_LEN / 8, IMAGE_LEN * 7 / 8] {
-        newer[at..at + 8192]
-            .copy_from_slice(&cip_update_agent_tests::swu::random_bytes(8192, at as u64));
+        newer[at..at + 8192].copy_from_slice(&cip_update_agent_tests::fixtures::swu::random_bytes(
+            8192, at as u64,
+        ));
     }
     let newer_swu = f.path("newer.swu");
     SwuBuilder::new()
@@ -624,7 +627,7 @@ async fn prepare_only(
     state: &Path,
     max_ranges: usize,
 ) -> Result<cip_update_agent::delta::Prepared, String> {
-    use cip_update_agent_tests::swu::sha256_file;
+    use cip_update_agent_tests::fixtures::swu::sha256_file;
     let info = |p: &Path| cip_update_agent::tuf::TargetInfo {
         path: p.file_name().unwrap().to_string_lossy().into_owned(),
         length: fs::metadata(p).unwrap().len(),
@@ -708,7 +711,7 @@ async fn single_range_answers_and_whole_file_answers_are_taken_too() {
 
     // A server without Range support answers 200 with the whole file: the chunks are taken
     // from it and the rest is not read.
-    let plain = cip_update_agent_tests::slow_http::SlowServer::start(
+    let plain = cip_update_agent_tests::servers::slow_http::SlowServer::start(
         f.new_zck.clone(),
         64 * 1024,
         Duration::ZERO,
@@ -828,7 +831,7 @@ fn publish_native(f: &DeltaFleet, delta: &[u8]) -> (String, String) {
 /// A native delta job run by `run` against a replayed SWUpdate `version` (its sockets, its
 /// recorded frames) with `swupdate.wire = wire`; the job and the control messages the daemon got.
 async fn native_delta_on_replayed(version: &str, wire: &str) -> (Value, String, Vec<Vec<u8>>) {
-    use cip_update_agent_tests::replay::ReplayDaemon;
+    use cip_update_agent_tests::servers::replay::ReplayDaemon;
     let mut f = DeltaFleet::new(2);
     let delta = native_delta_swu(&f, true);
     let (url, zck_url) = publish_native(&f, &delta);

@@ -7,10 +7,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use cip_update_agent_tests::nginx::Nginx;
-use cip_update_agent_tests::pki::TestCert;
-use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes, sha256_hex, write_random_file};
-use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon, run_standalone};
+use cip_update_agent_tests::daemons::nginx::Nginx;
+use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon, run_standalone};
+use cip_update_agent_tests::fixtures::pki::TestCert;
+use cip_update_agent_tests::fixtures::swu::{
+    Image, SwuBuilder, random_bytes, sha256_hex, write_random_file,
+};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
@@ -163,9 +165,7 @@ fn daemon_installs_via_ipc_and_is_torn_down() {
     let pgid = Pid::from_raw(i32::try_from(daemon.pid()).expect("pid fits i32"));
     let tmpdir = daemon.tmpdir().to_path_buf();
     drop(daemon);
-    assert!(!cip_update_agent_tests::process::group_has_live_process(
-        pgid
-    ));
+    assert!(!cip_update_agent_tests::daemons::process::group_has_live_process(pgid));
     assert!(!tmpdir.exists(), "daemon directory removed");
 }
 

@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cip_update_agent_tests::fleet::{DIRECT, Fleet, PHASED, firmware, installed};
-use cip_update_agent_tests::hostile_http::{Behaviour, HostileServer};
-use cip_update_agent_tests::swu::BuiltSwu;
-use cip_update_agent_tests::tuf::{Attack, AttackServer, IMAGE, TufRepo};
+use cip_update_agent_tests::fixtures::swu::BuiltSwu;
+use cip_update_agent_tests::fixtures::tuf::{Attack, AttackServer, IMAGE, TufRepo};
+use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet, PHASED, firmware, installed};
+use cip_update_agent_tests::servers::hostile_http::{Behaviour, HostileServer};
 use serde_json::{Value, json};
 
 /// How long a hostile case may take, from the job's creation to its end.

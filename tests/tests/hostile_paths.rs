@@ -15,10 +15,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cip_update_agent_tests::fleet::{DIRECT, Fleet, PHASED, firmware, installed};
-use cip_update_agent_tests::swu::BuiltSwu;
-use cip_update_agent_tests::tuf::IMAGE;
-use cip_update_agent_tests::wfx::model::{Eligible, JobStatus};
+use cip_update_agent_tests::emulators::wfx::model::{Eligible, JobStatus};
+use cip_update_agent_tests::fixtures::swu::BuiltSwu;
+use cip_update_agent_tests::fixtures::tuf::IMAGE;
+use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet, PHASED, firmware, installed};
 use serde_json::{Value, json};
 
 /// How long the agent may take to bring a job to its next state (they take about a second).
@@ -453,7 +453,7 @@ async fn a_download_staged_by_the_old_layout_is_installed_after_the_upgrade() {
     for state in ["DOWNLOADING", "DOWNLOADED"] {
         let status = JobStatus {
             state: state.into(),
-            client_id: cip_update_agent_tests::fleet::CLIENT.into(),
+            client_id: cip_update_agent_tests::scenarios::fleet::CLIENT.into(),
             ..Default::default()
         };
         f.wfx

@@ -12,10 +12,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use cip_update_agent_tests::agent::agent_cmd;
-use cip_update_agent_tests::fleet::{CLIENT, DIRECT, Fleet, firmware};
-use cip_update_agent_tests::mosquitto::Mosquitto;
-use cip_update_agent_tests::process::GroupChild;
+use cip_update_agent_tests::daemons::agent::agent_cmd;
+use cip_update_agent_tests::daemons::mosquitto::Mosquitto;
+use cip_update_agent_tests::daemons::process::GroupChild;
+use cip_update_agent_tests::scenarios::fleet::{CLIENT, DIRECT, Fleet, firmware};
 
 /// Every secret a test plants; none may appear in any output.
 const SECRETS: &[&str] = &[
@@ -368,7 +368,7 @@ async fn state_files_are_private_under_umask_000() {
     c.arg("-c")
         .arg("umask 000; exec \"$@\"")
         .arg("sh")
-        .arg(cip_update_agent_tests::agent::agent_bin().unwrap())
+        .arg(cip_update_agent_tests::daemons::agent::agent_bin().unwrap())
         .arg("--config")
         .arg(&cfg)
         .arg("run");
@@ -413,7 +413,7 @@ async fn state_files_are_private_under_umask_000() {
 /// client's errors quote the URL as configured).
 #[test]
 fn tuf_url_credentials_are_not_logged() {
-    let repo = cip_update_agent_tests::tuf::TufRepo::rs_tuf(4).unwrap();
+    let repo = cip_update_agent_tests::fixtures::tuf::TufRepo::rs_tuf(4).unwrap();
     let d = tempfile::tempdir().unwrap();
     let config = format!(
         "state_dir = {:?}\n[tuf]\nroot = {:?}\nmetadata_url = \"{}\"\ntargets_url = \"{}\"\n",

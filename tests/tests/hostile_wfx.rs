@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cip_update_agent_tests::fleet::{DIRECT, Fleet};
-use cip_update_agent_tests::raw_http::{RawServer, read_head};
+use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet};
+use cip_update_agent_tests::servers::raw_http::{RawServer, read_head};
 use nix::sys::signal::Signal;
 
 /// Peak resident memory the agent may reach under any of these attacks. The debug build peaks at

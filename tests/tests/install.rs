@@ -10,11 +10,11 @@ use cip_update_agent::swupdate::client::Installation;
 use cip_update_agent::swupdate::{
     InstallRequest, RecoveryStatus, RunType, SocketPaths, Swupdate, Wire, WireSetting,
 };
-use cip_update_agent_tests::agent::agent_cmd;
-use cip_update_agent_tests::nginx::Nginx;
-use cip_update_agent_tests::pki::TestCert;
-use cip_update_agent_tests::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::daemons::agent::agent_cmd;
+use cip_update_agent_tests::daemons::nginx::Nginx;
+use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::fixtures::pki::TestCert;
+use cip_update_agent_tests::fixtures::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
 use tempfile::TempDir;
 
 /// A daemon with its own directory, certificate and file targets.
@@ -524,7 +524,7 @@ fn url_installs_use_the_configured_tls() {
 fn a_terminal_gets_a_progress_bar() {
     let rig = Rig::new();
     let (swu, data) = rig.swu("tty", 200_000);
-    let agent = cip_update_agent_tests::agent::agent_bin().unwrap();
+    let agent = cip_update_agent_tests::daemons::agent::agent_bin().unwrap();
     let cmd = format!(
         "{} install {} --control-socket {} --progress-socket {}",
         agent.display(),

@@ -20,8 +20,9 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use cip_update_agent_tests::mosquitto::{Mosquitto, MosquittoOptions};
-use cip_update_agent_tests::process::GroupChild;
+use cip_update_agent_tests::daemons::agent::tool_cmd;
+use cip_update_agent_tests::daemons::mosquitto::{Mosquitto, MosquittoOptions};
+use cip_update_agent_tests::daemons::process::GroupChild;
 
 /// Per checkpoint; the browser script has its own (shorter) waits and says what it missed.
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -106,7 +107,7 @@ impl Feed {
     fn start(url: &str) -> Feed {
         let (child_in, stdin) = pipe();
         let (out, child_out) = pipe();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiosk-feed"));
+        let mut cmd = tool_cmd("kiosk-feed").unwrap();
         cmd.args([url, PREFIX])
             .stdin(Stdio::from(child_in))
             .stdout(Stdio::from(child_out));

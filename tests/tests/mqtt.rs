@@ -3,15 +3,16 @@
 //! state changes, a broker that is not there yet, and mutual TLS.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
 use cip_update_agent::mqtt::{
     BrokerUrl, Inventory, MqttConfig, Phase, Progress, Publisher, State, UpdatePath,
 };
-use cip_update_agent_tests::mosquitto::{Message, Mosquitto, MosquittoOptions};
-use cip_update_agent_tests::process::GroupChild;
+use cip_update_agent_tests::daemons::agent::tool_cmd;
+use cip_update_agent_tests::daemons::mosquitto::{Message, Mosquitto, MosquittoOptions};
+use cip_update_agent_tests::daemons::process::GroupChild;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tokio::runtime::Runtime;
@@ -209,7 +210,7 @@ fn clean_stop_sends_queued_states_then_offline_and_disconnects() {
 fn last_will_says_offline_when_the_process_dies() {
     let broker = Mosquitto::start().unwrap();
     let mut sub = broker.subscribe("cip/devices/dev3/#").unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mqtt-publisher"));
+    let mut cmd = tool_cmd("mqtt-publisher").unwrap();
     cmd.args([&broker.url(), "dev3", "5"])
         .stdin(Stdio::null())
         .stdout(Stdio::null());

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use cip_onboarding::ed25519_dalek::SigningKey;
 use cip_onboarding::protocol;
-use cip_update_agent_tests::agent::onboarding_cmd;
-use cip_update_agent_tests::fleet::{DIRECT, Fleet};
-use cip_update_agent_tests::process::GroupChild;
-use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
+use cip_update_agent_tests::daemons::agent::onboarding_cmd;
+use cip_update_agent_tests::daemons::process::GroupChild;
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes};
+use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet};
 use serde_json::{Value, json};
 
 const SERIAL: &str = "IPC227E-0042";

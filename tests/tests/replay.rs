@@ -1,15 +1,15 @@
 //! The agent against the progress wires of SWUpdate 2022.12 to 2026.05, replayed byte for byte
-//! from recordings of real daemons (`cip_update_agent_tests::replay`): `auto` recognises each,
+//! from recordings of real daemons (`cip_update_agent_tests::servers::replay`): `auto` recognises each,
 //! a fixed setting reads it, and the verdict is SWUpdate's.
 
 use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cip_update_agent_tests::agent::agent_cmd;
-use cip_update_agent_tests::pki::TestCert;
-use cip_update_agent_tests::replay::ReplayDaemon;
-use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
+use cip_update_agent_tests::daemons::agent::agent_cmd;
+use cip_update_agent_tests::fixtures::pki::TestCert;
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes};
+use cip_update_agent_tests::servers::replay::ReplayDaemon;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 

@@ -1,4 +1,4 @@
-//! Firmware updates on a simulated A/B device (`tests/src/ab.rs`): EFI Boot Guard (two
+//! Firmware updates on a simulated A/B device (`tests/src/fixtures/ab.rs`): EFI Boot Guard (two
 //! BGENV.DAT files) and U-Boot (an environment file), driven with the real bg_setenv /
 //! bg_printenv and fw_setenv / fw_printenv. The agent installs through the real SWUpdate into
 //! the inactive slot, arms it, asks for the reboot (a script that counts the requests); the test
@@ -9,9 +9,9 @@
 use std::fs;
 use std::time::Duration;
 
-use cip_update_agent_tests::ab::{Device, Loader};
-use cip_update_agent_tests::fleet::{DIRECT, Fleet, poll_until};
-use cip_update_agent_tests::swu::{Image, SwuBuilder, sha256_hex};
+use cip_update_agent_tests::fixtures::ab::{Device, Loader};
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, sha256_hex};
+use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet, poll_until};
 use serde_json::{Value, json};
 
 /// The fleet, with a simulated A/B device whose bootloader the agent drives.

@@ -14,9 +14,9 @@ use cip_update_agent::source::Opened;
 use cip_update_agent::swupdate::{
     ClientError, InstallRequest, RunType, SocketPaths, Swupdate, WireSetting,
 };
-use cip_update_agent_tests::pki::TestCert;
-use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::fixtures::pki::TestCert;
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes};
 
 /// Rounds of "an install ends, the next is asked for at once": at least `ROUNDS`, and more (up
 /// to `MAX_ROUNDS`) until one of them did hit the daemon while it was still busy.

@@ -6,11 +6,11 @@ use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use cip_update_agent_tests::fleet::{DIRECT, Fleet};
-use cip_update_agent_tests::process::GroupChild;
-use cip_update_agent_tests::slow_http::SlowServer;
-use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::wfx::WfxEmulator;
+use cip_update_agent_tests::daemons::process::GroupChild;
+use cip_update_agent_tests::emulators::wfx::WfxEmulator;
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes};
+use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet};
+use cip_update_agent_tests::servers::slow_http::SlowServer;
 use nix::sys::signal::Signal;
 use serde_json::json;
 

@@ -8,7 +8,7 @@
 
 use std::fs;
 
-use cip_update_agent_tests::tuf::{
+use cip_update_agent_tests::fixtures::tuf::{
     Attack, AttackServer, ClientKind, IMAGE, IMAGE_DATA, Served, TufClient, bin_of, one_image,
 };
 use cip_update_agent_tests::tuf_tests;

@@ -4,7 +4,7 @@
 //! roles on the search path are fetched. Each scenario runs with the agent's `tuf-client` and
 //! with python-tuf's ngclient.
 
-use cip_update_agent_tests::tuf::{ClientKind, Served, TufClient, TufRepo};
+use cip_update_agent_tests::fixtures::tuf::{ClientKind, Served, TufClient, TufRepo};
 use cip_update_agent_tests::tuf_tests;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

@@ -7,7 +7,7 @@
 
 use std::fs;
 
-use cip_update_agent_tests::tuf::{ClientKind, Served, TufRepo};
+use cip_update_agent_tests::fixtures::tuf::{ClientKind, Served, TufRepo};
 use cip_update_agent_tests::tuf_tests;
 use serde_json::{Value, json};
 

@@ -19,11 +19,11 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cip_update_agent_tests::fleet::Fleet;
-use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes};
-use cip_update_agent_tests::tuf::{
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes};
+use cip_update_agent_tests::fixtures::tuf::{
     ClientKind, IMAGE, IMAGE_DATA, Served, TufClient, TufRepo, bin_of, one_image,
 };
+use cip_update_agent_tests::scenarios::fleet::Fleet;
 use cip_update_agent_tests::tuf_tests;
 use serde_json::{Value, json};
 

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use cip_update_agent_tests::wfx::{Options, WfxEmulator};
+use cip_update_agent_tests::emulators::wfx::{Options, WfxEmulator};
 use futures_util::StreamExt as _;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 
-use cip_update_agent_tests::nginx::Nginx;
+use cip_test_support::nginx::Nginx;
 use common::{image, zck};
 use zchunk::{ChunkDecoder, Collector, Event, Header, Multipart, PlanOptions, Want, plan};
 

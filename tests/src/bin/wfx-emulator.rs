@@ -1,4 +1,4 @@
-//! Runs the wfx emulator (see `cip_update_agent_tests::wfx`) until killed.
+//! Runs the wfx emulator (see `cip_update_agent_tests::emulators::wfx`) until killed.
 //!
 //! ```text
 //! wfx-emulator [--south-port P] [--north-port P] [--control-port P]
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use cip_update_agent_tests::wfx::{Options, WfxEmulator};
+use cip_update_agent_tests::emulators::wfx::{Options, WfxEmulator};
 
 const USAGE: &str = "usage: wfx-emulator [--south-port P] [--north-port P] [--control-port P] \
                      [--workflows DIR] [--keepalive-secs N]";

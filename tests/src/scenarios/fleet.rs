@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::agent::agent_cmd;
-use crate::nginx::Nginx;
-use crate::pki::TestCert;
-use crate::process::GroupChild;
-use crate::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
-use crate::swupdate::{DaemonOptions, SwupdateDaemon};
-use crate::tuf::TufRepo;
-use crate::wfx::WfxEmulator;
+use crate::daemons::agent::agent_cmd;
+use crate::daemons::nginx::Nginx;
+use crate::daemons::process::GroupChild;
+use crate::daemons::swupdate::{DaemonOptions, SwupdateDaemon};
+use crate::emulators::wfx::WfxEmulator;
+use crate::fixtures::pki::TestCert;
+use crate::fixtures::swu::{BuiltSwu, Image, SwuBuilder, random_bytes};
+use crate::fixtures::tuf::TufRepo;
 
 /// A job id as one percent-encoded URL path segment (the tests give jobs hostile ids).
 pub fn segment(id: &str) -> String {
@@ -589,13 +589,13 @@ pub fn installed(swu: &BuiltSwu, data: &[u8]) -> bool {
 macro_rules! deref_to_fleet {
     ($t:ty) => {
         impl ::std::ops::Deref for $t {
-            type Target = $crate::fleet::Fleet;
-            fn deref(&self) -> &$crate::fleet::Fleet {
+            type Target = $crate::scenarios::fleet::Fleet;
+            fn deref(&self) -> &$crate::scenarios::fleet::Fleet {
                 &self.f
             }
         }
         impl ::std::ops::DerefMut for $t {
-            fn deref_mut(&mut self) -> &mut $crate::fleet::Fleet {
+            fn deref_mut(&mut self) -> &mut $crate::scenarios::fleet::Fleet {
                 &mut self.f
             }
         }

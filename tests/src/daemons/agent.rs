@@ -6,7 +6,8 @@
 //! test executable instead: test binaries live in `<target>/<profile>/deps/`
 //! and the agent in `<target>/<profile>/`. The `CIP_UPDATE_AGENT_BIN`
 //! environment variable overrides this (e.g. to test a cross-built or
-//! installed binary).
+//! installed binary). The binaries of `cip-update-agent-tools` (kiosk-feed,
+//! mqtt-publisher, ...) are found the same way, by [`tool_cmd`].
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,33 @@ pub fn onboarding_cmd() -> anyhow::Result<Command> {
     if !path.is_file() {
         bail!(
             "{} does not exist: run `cargo build --workspace` first",
+            path.display()
+        );
+    }
+    Ok(Command::new(path))
+}
+
+/// A `Command` running `name`, a binary of another workspace package (e.g.
+/// `cip-update-agent-tools`'s `kiosk-feed`), built beside the agent.
+///
+/// Cargo's `CARGO_BIN_EXE_*` only names binaries of the test's own package;
+/// `cargo build --workspace` (run by `scripts/test` before the tests) builds
+/// these. `$CIP_TOOLS_DIR` overrides the directory they are looked up in.
+pub fn tool_cmd(name: &str) -> anyhow::Result<Command> {
+    let dir = match env::var_os("CIP_TOOLS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = env::current_exe().context("locating the running test executable")?;
+            profile_dir(&exe)
+                .with_context(|| format!("no target directory above {}", exe.display()))?
+                .to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} does not exist: run `cargo build --workspace` first \
+             (with the same profile as the tests), or set CIP_TOOLS_DIR",
             path.display()
         );
     }

@@ -3,7 +3,7 @@
 //!
 //! `BENCH_MIB` sets the image size (default 512), `BENCH_RUNS` the repetitions (default 3, the
 //! median is reported). Wall time is measured around the process, peak RSS comes from GNU time
-//! (`%M`, see `cip_update_agent_tests::gnu_time`): for a pipeline it is the largest process of it. The image is written to a file target with
+//! (`%M`, see `cip_update_agent_tests::daemons::gnu_time`): for a pipeline it is the largest process of it. The image is written to a file target with
 //! `installed-directly`, so every method streams and nothing but the transport differs.
 
 use std::fs;
@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, ensure};
-use cip_update_agent_tests::agent::agent_bin;
-use cip_update_agent_tests::gnu_time::{self, Sample};
-use cip_update_agent_tests::nginx::Nginx;
-use cip_update_agent_tests::pki::TestCert;
-use cip_update_agent_tests::swu::{
+use cip_update_agent_tests::daemons::agent::agent_bin;
+use cip_update_agent_tests::daemons::gnu_time::{self, Sample};
+use cip_update_agent_tests::daemons::nginx::Nginx;
+use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::fixtures::pki::TestCert;
+use cip_update_agent_tests::fixtures::swu::{
     Image, SwuBuilder, ensure_file_sha256, sha256_file, write_random_file,
 };
-use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
 
 /// How one method's command line is made.
 type Method<'a> = dyn Fn(&Bench, &Case) -> Command + 'a;

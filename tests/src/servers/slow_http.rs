@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
 
-use crate::raw_http::{RawServer, read_head};
+use crate::servers::raw_http::{RawServer, read_head};
 
 pub struct SlowServer {
     server: RawServer,

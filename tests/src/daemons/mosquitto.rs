@@ -30,7 +30,7 @@ use anyhow::{Context as _, bail, ensure};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
-use crate::process::{DEFAULT_GRACE, GroupChild};
+use crate::daemons::process::{DEFAULT_GRACE, GroupChild};
 
 /// How long a start waits for the ports to accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);

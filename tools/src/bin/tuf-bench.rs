@@ -17,10 +17,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
-use cip_update_agent_tests::agent::agent_bin;
-use cip_update_agent_tests::gnu_time::{self, Sample};
-use cip_update_agent_tests::nginx::Nginx;
-use cip_update_agent_tests::tuf::{TufRepo, python, script};
+use cip_update_agent_tests::daemons::agent::agent_bin;
+use cip_update_agent_tests::daemons::gnu_time::{self, Sample};
+use cip_update_agent_tests::daemons::nginx::Nginx;
+use cip_update_agent_tests::fixtures::tuf::{TufRepo, python, script};
 use serde_json::json;
 
 const TARGET: &str = "qemu-amd64/cip-core-1.5.swu";

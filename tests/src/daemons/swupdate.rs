@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use tempfile::TempDir;
 
-use crate::pki::TestCert;
-use crate::process::{DEFAULT_GRACE, GroupChild};
+use crate::daemons::process::{DEFAULT_GRACE, GroupChild};
+use crate::fixtures::pki::TestCert;
 
 /// Name of the control socket (install requests) in `$TMPDIR`.
 pub const CONTROL_SOCKET: &str = "sockinstctrl";
@@ -46,7 +46,7 @@ pub struct DaemonOptions {
     pub cert: PathBuf,
     /// `<board>:<revision>` announced with `-H`; the revision must be in a
     /// `.swu`'s `hardware-compatibility` for it to install. Default
-    /// `board:1.0`, matching [`crate::swu::SwuBuilder`]'s default.
+    /// `board:1.0`, matching [`crate::fixtures::swu::SwuBuilder`]'s default.
     pub hwrevision: String,
     /// `-n`: daemon-wide dry run; images are checked but not installed.
     pub dry_run: bool,

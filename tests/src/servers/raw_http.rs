@@ -1,5 +1,5 @@
-//! The frame of the hand-written HTTP servers of the tests ([`crate::slow_http`],
-//! [`crate::tuf::AttackServer`]): servers that misbehave on purpose (slowly, endlessly), which
+//! The frame of the hand-written HTTP servers of the tests ([`crate::servers::slow_http`],
+//! [`crate::fixtures::tuf::AttackServer`]): servers that misbehave on purpose (slowly, endlessly), which
 //! nginx cannot be made to do. One thread per connection, one request per connection.
 
 use std::io::{self, Read};

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::raw_http::{RawServer, hold, read_head};
+use crate::servers::raw_http::{RawServer, hold, read_head};
 
 /// How the server answers every request.
 #[derive(Clone, Debug)]

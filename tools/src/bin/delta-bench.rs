@@ -16,11 +16,11 @@ use std::path::Path;
 use anyhow::{Context, ensure};
 use cip_update_agent::config;
 use cip_update_agent::tuf::TargetInfo;
-use cip_update_agent_tests::delta::{image_pair, served, zck, zck_delta_size};
-use cip_update_agent_tests::nginx::Nginx;
-use cip_update_agent_tests::pki::TestCert;
-use cip_update_agent_tests::swu::{Image, SwuBuilder, sha256_file, sha256_hex};
-use cip_update_agent_tests::swupdate::{DaemonOptions, run_standalone};
+use cip_update_agent_tests::daemons::nginx::Nginx;
+use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, run_standalone};
+use cip_update_agent_tests::fixtures::delta::{image_pair, served, zck, zck_delta_size};
+use cip_update_agent_tests::fixtures::pki::TestCert;
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, sha256_file, sha256_hex};
 use tokio::io::AsyncReadExt;
 
 fn env_num(name: &str, default: usize) -> usize {

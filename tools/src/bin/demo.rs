@@ -7,13 +7,13 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use cip_update_agent_tests::agent::agent_cmd;
-use cip_update_agent_tests::nginx::Nginx;
-use cip_update_agent_tests::pki::TestCert;
-use cip_update_agent_tests::process::GroupChild;
-use cip_update_agent_tests::swu::{Image, SwuBuilder, random_bytes, sha256_hex};
-use cip_update_agent_tests::swupdate::{DaemonOptions, SwupdateDaemon};
-use cip_update_agent_tests::wfx::WfxEmulator;
+use cip_update_agent_tests::daemons::agent::agent_cmd;
+use cip_update_agent_tests::daemons::nginx::Nginx;
+use cip_update_agent_tests::daemons::process::GroupChild;
+use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::emulators::wfx::WfxEmulator;
+use cip_update_agent_tests::fixtures::pki::TestCert;
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes, sha256_hex};
 use serde_json::{Value, json};
 
 fn main() -> ExitCode {

@@ -1,0 +1,3 @@
+//! Drivers of whole scenarios: components wired together around the agent.
+
+pub mod fleet;
