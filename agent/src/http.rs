@@ -68,7 +68,7 @@ pub enum TransferError {
 
 /// The client's error with its causes, its URL left out.
 fn network(e: reqwest::Error) -> TransferError {
-    TransferError::Network(crate::source::error_chain(&e.without_url()))
+    TransferError::Network(crate::text::error_chain(&e.without_url()))
 }
 
 /// How often a transfer that waits within its bounds feeds the watchdog: several times per
@@ -310,21 +310,7 @@ pub fn client(
         b = b.proxy(p);
     }
     b.build()
-        .map_err(|e| HttpSetupError::Build(with_sources(&e)))
-}
-
-/// The error and its causes: reqwest's own message is only "builder error", the reason (e.g. no
-/// CA certificate in the system's trust store: a device without `ca-certificates`) is in its
-/// sources.
-fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+        .map_err(|e| HttpSetupError::Build(crate::text::error_chain(&e)))
 }
 
 #[cfg(test)]
@@ -449,7 +435,7 @@ mod tests {
     fn causes_are_kept() {
         let inner = std::io::Error::other("no CA certificates found");
         let outer = std::io::Error::other(Wrapped(inner));
-        assert_eq!(with_sources(&outer), "wrapped: no CA certificates found");
+        assert_eq!(crate::text::error_chain(&outer), "wrapped: no CA certificates found");
     }
 
     #[derive(Debug)]

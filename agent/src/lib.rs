@@ -5,9 +5,11 @@
 pub mod atomic;
 pub mod boot;
 pub mod bounded;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod delta;
+pub mod device;
 pub mod faults;
 pub mod health;
 pub mod http;

@@ -275,7 +275,7 @@ async fn reboot(config: &Config, force: bool) -> u8 {
             return exit::FAILURE;
         }
     }
-    match cip_update_agent::reboot::run_command(
+    match cip_update_agent::command::run_command(
         &config.reboot.command,
         std::time::Duration::from_secs(60),
     )
@@ -424,7 +424,7 @@ async fn run_install(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
         len: image.len.unwrap_or(0),
         info: args
             .info
-            .unwrap_or_else(|| truncate(&format!("cip-update-agent install {name}"), 511)),
+            .unwrap_or_else(|| cip_update_agent::text::truncate(&format!("cip-update-agent install {name}"), 511)),
         ..Default::default()
     };
     let total = image.len;
@@ -440,14 +440,6 @@ async fn run_install(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
         install::install(&sw, &req, image, max_image, obs, interrupted()).await
     };
     report(&src, args.dry_run, verbose, result)
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 /// Lines of SWUpdate's log shown with a failure; the reason is near the end, often in a debug line.

@@ -140,7 +140,7 @@ impl Daemon {
             }
         };
         self.reporter.boot(status.booted.clone(), status.trial);
-        let version = crate::status::read_version(&self.config.device.version_file);
+        let version = crate::device::read_version(&self.config.device.version_file);
         match boot::judge(&status, rec.slot.as_deref()) {
             Verdict::PendingReboot => Ok(BootStep::PendingReboot),
             Verdict::Trial => {
@@ -244,7 +244,7 @@ impl Daemon {
             }
             crate::reboot::Decision::Now => {
                 if let Some(consent) = r.consent_command.clone() {
-                    if let Err(e) = crate::reboot::run_command(&consent, COMMAND_TIMEOUT).await {
+                    if let Err(e) = crate::command::run_command(&consent, COMMAND_TIMEOUT).await {
                         let retry = r.consent_retry;
                         tracing::info!(job = %view.id, "reboot deferred (no consent: {e})");
                         crate::notify::status(&format!("reboot deferred: no consent ({e})"));
@@ -282,7 +282,7 @@ impl Daemon {
             .unwrap_or_default();
         tracing::info!(job = %id, "rebooting {target}");
         crate::notify::status(&format!("rebooting {target}"));
-        match crate::reboot::run_command(&self.config.reboot.command, COMMAND_TIMEOUT).await {
+        match crate::command::run_command(&self.config.reboot.command, COMMAND_TIMEOUT).await {
             Ok(()) => self.reboot_issued = Some(Instant::now()),
             Err(e) => {
                 tracing::error!(job = %id, "reboot command: {e}");

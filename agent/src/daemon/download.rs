@@ -320,7 +320,7 @@ impl Daemon {
         let Some(trust) = self.trust.as_mut() else {
             return Ok(DeltaPath::Full);
         };
-        let running = crate::status::read_version(&self.config.device.version_file);
+        let running = crate::device::read_version(&self.config.device.version_file);
         let routed = crate::delta::route::choose(
             &self.http,
             &cfg,

@@ -14,7 +14,8 @@ use crate::wfx::{JobId, JobStatus, WfxClient};
 
 use super::download::DeltaPath;
 use super::events::job_gone;
-use super::{CONTEXT_LINES, Daemon, GONE_CHECK, Next, StepError, truncate};
+use super::{CONTEXT_LINES, Daemon, GONE_CHECK, Next, StepError};
+use crate::text::truncate;
 
 impl Daemon {
     pub(super) async fn install(

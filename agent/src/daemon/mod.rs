@@ -54,21 +54,6 @@ pub enum RunError {
     Tuf(#[from] crate::tuf::artifacts::TrustSetupError),
 }
 
-/// What the device is, for the MQTT inventory.
-fn inventory(config: &Config) -> crate::mqtt::Inventory {
-    let mut inv = crate::mqtt::Inventory::new();
-    inv.hardware_revision = std::fs::read_to_string(&config.device.hwrevision_file)
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty());
-    if let Ok(text) = std::fs::read_to_string(&config.device.version_file) {
-        inv.os_release = crate::mqtt::payload::os_release_fields(&text);
-    }
-    inv.swupdate_wire = Some(config.swupdate.wire.to_string());
-    inv.boot_backend = Some(config.boot.backend.name().to_owned());
-    inv
-}
-
 /// The running agent.
 pub struct Daemon {
     wfx: WfxClient,
@@ -154,9 +139,14 @@ impl Daemon {
                     Some(m) => Some(Publisher::start(m, &client_id)?),
                     None => None,
                 },
-                crate::status::read_version(&config.device.version_file),
+                crate::device::read_version(&config.device.version_file),
             ),
-            inventory: inventory(config),
+            inventory: crate::device::inventory(
+                &config.device.hwrevision_file,
+                &config.device.version_file,
+                config.swupdate.wire.to_string(),
+                config.boot.backend.name(),
+            ),
             config: config.clone(),
             next_wake: None,
             reboot_issued: None,
@@ -365,7 +355,7 @@ impl Daemon {
         let status = JobStatus {
             state: state.into(),
             progress,
-            message: (!message.is_empty()).then(|| truncate(message, MESSAGE_MAX)),
+            message: (!message.is_empty()).then(|| crate::text::truncate(message, MESSAGE_MAX)),
             context,
             ..Default::default()
         };
@@ -376,7 +366,7 @@ impl Daemon {
             self.journal.last = Some(LastResult {
                 job_id: id.to_string(),
                 state: state.to_owned(),
-                message: truncate(message, MESSAGE_MAX),
+                message: crate::text::truncate(message, MESSAGE_MAX),
             });
             self.save()?;
         }
@@ -429,7 +419,7 @@ impl Daemon {
         if let Some(r) = self.journal.jobs.get_mut(id) {
             r.final_state = Some(Final {
                 state: state.into(),
-                message: truncate(message, MESSAGE_MAX),
+                message: crate::text::truncate(message, MESSAGE_MAX),
             });
         }
         self.save()
@@ -489,7 +479,7 @@ impl Daemon {
         r.committed = None;
         r.final_state = Some(Final {
             state: "TERMINATED".into(),
-            message: truncate(message, MESSAGE_MAX),
+            message: crate::text::truncate(message, MESSAGE_MAX),
         });
         self.save()?;
         self.report(view, "TERMINATED", None, message, context)
@@ -529,14 +519,6 @@ fn view_of(job: &Job) -> Option<JobView> {
             None => Err("malformed job definition: none".into()),
         },
     })
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 #[cfg(test)]

@@ -230,7 +230,7 @@ impl TufOnly {
             selector: Selector::new(config),
             reporter: Reporter::new(
                 mqtt,
-                crate::status::read_version(&config.device.version_file),
+                crate::device::read_version(&config.device.version_file),
             ),
             record_path: config.state_dir.join("tuf-only.json"),
             version_file: config.device.version_file.clone(),
@@ -391,7 +391,7 @@ impl TufOnly {
             crate::reboot::Decision::Manual | crate::reboot::Decision::Later(_) => {}
             crate::reboot::Decision::Now => {
                 if let Some(consent) = &self.reboot.consent_command {
-                    if let Err(e) = crate::reboot::run_command(consent, COMMAND_TIMEOUT).await {
+                    if let Err(e) = crate::command::run_command(consent, COMMAND_TIMEOUT).await {
                         tracing::info!("reboot deferred (no consent: {e})");
                         return;
                     }
@@ -402,7 +402,7 @@ impl TufOnly {
     }
 
     async fn reboot_command(&self) {
-        if let Err(e) = crate::reboot::run_command(&self.reboot.command, COMMAND_TIMEOUT).await {
+        if let Err(e) = crate::command::run_command(&self.reboot.command, COMMAND_TIMEOUT).await {
             tracing::error!("reboot command: {e}");
         }
     }
@@ -420,14 +420,14 @@ impl TufOnly {
                 return;
             }
         };
-        let Some(running) = crate::status::read_version(&self.version_file) else {
+        let Some(running) = crate::device::read_version(&self.version_file) else {
             tracing::warn!(
                 "TUF-only: the running version is unknown ({}): nothing is installed",
                 self.version_file.display()
             );
             return;
         };
-        let hw = std::fs::read_to_string(&self.hwrevision_file).ok();
+        let hw = crate::device::read_hwrevision(&self.hwrevision_file);
         let skip: BTreeSet<String> = rec.done.union(&rec.failed).cloned().collect();
         let Some(t) = pick_update(&targets, &running, hw.as_deref(), &skip).cloned() else {
             tracing::debug!("TUF-only: nothing newer than {running}");
@@ -520,7 +520,7 @@ impl TufOnly {
                 notes: Vec::new(),
             }
         } else {
-            let running = crate::status::read_version(&self.version_file);
+            let running = crate::device::read_version(&self.version_file);
             crate::delta::route::choose(
                 &self.http,
                 &self.delta,
