@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod boot;
+pub mod cli;
 pub mod bounded;
 pub mod command;
 pub mod config;
