@@ -57,7 +57,7 @@ Exit codes:
   10  interrupted (the install was abandoned; SWUpdate fails it)
   11  the configuration file cannot be read or is invalid";
 
-/// `cip-update-agent`.
+// `cip-update-agent` (a doc comment here would be clap's help text).
 #[derive(Parser)]
 #[command(name = "cip-update-agent", version, about, propagate_version = true)]
 pub struct Cli {
