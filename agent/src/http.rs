@@ -19,12 +19,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::config::{Proxy, Tls};
 
-/// Default of `download.headers_timeout`: the longest wait for a response's headers.
-pub const HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default of `download.stall_timeout`: the window in which [`STALL_MIN_BYTES`] must arrive.
-pub const STALL_WINDOW: Duration = Duration::from_secs(60);
-/// Default of `download.stall_min_bytes`.
-pub const STALL_MIN_BYTES: u64 = 1024;
+// The defaults are the configuration's (`[download]`), which imports nothing from here.
+pub use crate::config::{HEADERS_TIMEOUT, STALL_MIN_BYTES, STALL_WINDOW};
 
 /// The time bounds of one transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +39,18 @@ impl Default for Limits {
             headers: HEADERS_TIMEOUT,
             stall_window: STALL_WINDOW,
             stall_min_bytes: STALL_MIN_BYTES,
+        }
+    }
+}
+
+// Here rather than in config.rs, so that the configuration does not import the HTTP layer.
+impl crate::config::Download {
+    /// The time bounds of one transfer.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            headers: self.headers_timeout,
+            stall_window: self.stall_timeout,
+            stall_min_bytes: self.stall_min_bytes,
         }
     }
 }
@@ -423,6 +431,24 @@ mod tests {
         assert_eq!(
             within_headers(async { 7 }, Duration::from_secs(1)).await,
             Ok(7)
+        );
+    }
+
+    #[test]
+    fn download_limits_from_the_configuration() {
+        let parse = |s: &str| crate::config::Config::parse(s, Path::new("agent.toml")).unwrap();
+        let c = parse("");
+        assert_eq!(c.download.limits(), Limits::default());
+        let c = parse(
+            "[download]\nheaders_timeout = \"2s\"\nstall_timeout = \"3s\"\nstall_min_bytes = 10\nmax_image_size = 1000",
+        );
+        assert_eq!(
+            c.download.limits(),
+            Limits {
+                headers: Duration::from_secs(2),
+                stall_window: Duration::from_secs(3),
+                stall_min_bytes: 10,
+            }
         );
     }
 

@@ -39,7 +39,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::config::MqttConfig;
+use crate::config::mqtt::MqttConfig;
 use super::error::MqttError;
 use super::outbox::{DEFAULT_CAPACITY, Outbox, Reliable};
 use super::payload::{Inventory, Progress, State};
@@ -253,7 +253,7 @@ fn options(cfg: &MqttConfig, client_id: &str, topics: &Topics) -> Result<MqttOpt
 }
 
 fn keepalive(v: Duration) -> Result<Duration, MqttError> {
-    super::config::check_keepalive(v).map_err(|message| MqttError::Config {
+    crate::config::mqtt::check_keepalive(v).map_err(|message| MqttError::Config {
         key: "mqtt.keepalive",
         message,
     })

@@ -3,7 +3,7 @@
 //! One subtree per device, so that a fleet dashboard subscribes to `<prefix>/+/state` and an
 //! operator looking at one device to `<prefix>/<client-id>/#`.
 
-use super::config::TopicPrefix;
+use crate::config::mqtt::TopicPrefix;
 use super::error::MqttError;
 
 /// Payload of the online topic while connected (retained).
