@@ -461,7 +461,10 @@ mod tests {
     fn causes_are_kept() {
         let inner = std::io::Error::other("no CA certificates found");
         let outer = std::io::Error::other(Wrapped(inner));
-        assert_eq!(crate::text::error_chain(&outer), "wrapped: no CA certificates found");
+        assert_eq!(
+            crate::text::error_chain(&outer),
+            "wrapped: no CA certificates found"
+        );
     }
 
     #[derive(Debug)]

@@ -4,8 +4,8 @@
 
 pub mod atomic;
 pub mod boot;
-pub mod cli;
 pub mod bounded;
+pub mod cli;
 pub mod command;
 pub mod config;
 pub mod daemon;

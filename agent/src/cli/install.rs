@@ -4,8 +4,8 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use clap::Args;
 use cip_onboarding::signals::interrupted;
+use clap::Args;
 
 use super::exit;
 use crate::config::Config;
@@ -102,9 +102,9 @@ pub async fn main(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
             RunType::Install
         },
         len: image.len.unwrap_or(0),
-        info: args
-            .info
-            .unwrap_or_else(|| crate::text::truncate(&format!("cip-update-agent install {name}"), 511)),
+        info: args.info.unwrap_or_else(|| {
+            crate::text::truncate(&format!("cip-update-agent install {name}"), 511)
+        }),
         ..Default::default()
     };
     let total = image.len;

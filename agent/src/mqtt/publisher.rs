@@ -39,11 +39,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::mqtt::MqttConfig;
 use super::error::MqttError;
 use super::outbox::{DEFAULT_CAPACITY, Outbox, Reliable};
 use super::payload::{Inventory, Progress, State};
 use super::topics::{self, Topics};
+use crate::config::mqtt::MqttConfig;
 
 /// First wait before reconnecting; doubled after each failed attempt.
 const BACKOFF_START: Duration = Duration::from_millis(100);
