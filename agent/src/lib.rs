@@ -1,6 +1,7 @@
 //! cip-update-agent: the on-device software update agent of CIP (Civil Infrastructure Platform).
 //!
-//! The library holds every capability; `main.rs` is the command line over it.
+//! The library holds every capability and the command line over them ([`cli`], one subcommand a
+//! file); `main.rs` parses, sets up logging and dispatches.
 
 pub mod atomic;
 pub mod boot;
