@@ -8,8 +8,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::selection::Selection;
+// The SWUpdate client is a library under the agent (it imports nothing from it): its wire
+// choice and socket paths are named here without a cycle.
 use crate::swupdate::{SocketPaths, WireSetting};
+
+pub mod mqtt;
+mod selection;
+mod window;
+
+pub use selection::Selection;
+pub use window::Window;
 
 /// Where the agent looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/cip-update-agent/agent.toml";
@@ -30,7 +38,7 @@ pub struct Config {
     pub tls: Tls,
     pub proxy: Proxy,
     /// Absent: no MQTT telemetry.
-    pub mqtt: Option<crate::mqtt::MqttConfig>,
+    pub mqtt: Option<mqtt::MqttConfig>,
     /// How a device without `device.client_id` obtains one.
     pub onboarding: Onboarding,
     /// Absent: artifacts are not verified (development only; logged loudly at start).
@@ -57,15 +65,21 @@ pub struct Download {
     pub max_image_size: u64,
 }
 
+/// Default of `download.headers_timeout`: the longest wait for a response's headers.
+pub const HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `download.stall_timeout`: the window in which [`STALL_MIN_BYTES`] must arrive.
+pub const STALL_WINDOW: Duration = Duration::from_secs(60);
+/// Default of `download.stall_min_bytes`.
+pub const STALL_MIN_BYTES: u64 = 1024;
 /// Default of `download.max_image_size`: 8 GiB, beyond any device's image.
 pub const MAX_IMAGE_SIZE: u64 = 8 << 30;
 
 impl Default for Download {
     fn default() -> Self {
         Download {
-            headers_timeout: crate::http::HEADERS_TIMEOUT,
-            stall_timeout: crate::http::STALL_WINDOW,
-            stall_min_bytes: crate::http::STALL_MIN_BYTES,
+            headers_timeout: HEADERS_TIMEOUT,
+            stall_timeout: STALL_WINDOW,
+            stall_min_bytes: STALL_MIN_BYTES,
             max_image_size: MAX_IMAGE_SIZE,
         }
     }
@@ -84,16 +98,9 @@ impl Download {
         }
         Ok(())
     }
-
-    /// The time bounds of one transfer.
-    pub fn limits(&self) -> crate::http::Limits {
-        crate::http::Limits {
-            headers: self.headers_timeout,
-            stall_window: self.stall_timeout,
-            stall_min_bytes: self.stall_min_bytes,
-        }
-    }
 }
+
+// `Download::limits()` (the bounds of one transfer) is in http.rs, with the type it returns.
 
 /// `[delta]`: how a target with a zchunk companion (`custom.zchunk`) or a SWUpdate-native delta
 /// (`custom.deltas`) is fetched. Deltas need `[tuf]` (the companion is a TUF target).
@@ -593,7 +600,7 @@ pub struct Proxy {
 }
 
 /// An http or https URL, checked at load. Shown (`Display`, `Debug`) with its credentials
-/// redacted ([`crate::redact::url`]); `.0` is the URL itself, for requests only.
+/// redacted (`redact::url`); `.0` is the URL itself, for requests only.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpUrl(pub String);
 
@@ -811,7 +818,7 @@ impl Config {
                 ));
             }
             (Some(w), _) => {
-                crate::reboot::Window::parse(w).map_err(|m| ("reboot.window", m))?;
+                Window::parse(w).map_err(|m| ("reboot.window", m))?;
             }
             _ => {}
         }
@@ -1056,21 +1063,16 @@ mod tests {
 
     #[test]
     fn download_bounds() {
+        // The same bounds as `http::Limits`: its test `download_limits_from_the_configuration`.
         let c = parse("").unwrap();
-        assert_eq!(c.download.limits(), crate::http::Limits::default());
         assert_eq!(c.download.max_image_size, 8 << 30);
         let c = parse(
             "[download]\nheaders_timeout = \"2s\"\nstall_timeout = \"3s\"\nstall_min_bytes = 10\nmax_image_size = 1000",
         )
         .unwrap();
-        assert_eq!(
-            c.download.limits(),
-            crate::http::Limits {
-                headers: Duration::from_secs(2),
-                stall_window: Duration::from_secs(3),
-                stall_min_bytes: 10,
-            }
-        );
+        assert_eq!(c.download.headers_timeout, Duration::from_secs(2));
+        assert_eq!(c.download.stall_timeout, Duration::from_secs(3));
+        assert_eq!(c.download.stall_min_bytes, 10);
         assert_eq!(c.download.max_image_size, 1000);
         for (text, key) in [
             ("stall_min_bytes = 0", "download.stall_min_bytes"),

@@ -17,7 +17,7 @@ pub async fn check(
     version_file: &Path,
 ) -> Result<(), String> {
     if let Some(want) = expected_version {
-        match crate::status::read_version(version_file) {
+        match crate::device::read_version(version_file) {
             Some(v) if v == want => {}
             Some(v) => {
                 return Err(format!(
@@ -36,7 +36,7 @@ pub async fn check(
     for chk in &c.checks {
         crate::notify::status(&format!("health check `{}`", chk.name));
         crate::notify::beat();
-        crate::reboot::run_command(&chk.command, chk.timeout)
+        crate::command::run_command(&chk.command, chk.timeout)
             .await
             .map_err(|e| format!("health check `{}` failed: {e}", chk.name))?;
     }

@@ -19,12 +19,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::config::{Proxy, Tls};
 
-/// Default of `download.headers_timeout`: the longest wait for a response's headers.
-pub const HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default of `download.stall_timeout`: the window in which [`STALL_MIN_BYTES`] must arrive.
-pub const STALL_WINDOW: Duration = Duration::from_secs(60);
-/// Default of `download.stall_min_bytes`.
-pub const STALL_MIN_BYTES: u64 = 1024;
+// The defaults are the configuration's (`[download]`), which imports nothing from here.
+pub use crate::config::{HEADERS_TIMEOUT, STALL_MIN_BYTES, STALL_WINDOW};
 
 /// The time bounds of one transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +39,18 @@ impl Default for Limits {
             headers: HEADERS_TIMEOUT,
             stall_window: STALL_WINDOW,
             stall_min_bytes: STALL_MIN_BYTES,
+        }
+    }
+}
+
+// Here rather than in config.rs, so that the configuration does not import the HTTP layer.
+impl crate::config::Download {
+    /// The time bounds of one transfer.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            headers: self.headers_timeout,
+            stall_window: self.stall_timeout,
+            stall_min_bytes: self.stall_min_bytes,
         }
     }
 }
@@ -68,7 +76,7 @@ pub enum TransferError {
 
 /// The client's error with its causes, its URL left out.
 fn network(e: reqwest::Error) -> TransferError {
-    TransferError::Network(crate::source::error_chain(&e.without_url()))
+    TransferError::Network(crate::text::error_chain(&e.without_url()))
 }
 
 /// How often a transfer that waits within its bounds feeds the watchdog: several times per
@@ -310,21 +318,7 @@ pub fn client(
         b = b.proxy(p);
     }
     b.build()
-        .map_err(|e| HttpSetupError::Build(with_sources(&e)))
-}
-
-/// The error and its causes: reqwest's own message is only "builder error", the reason (e.g. no
-/// CA certificate in the system's trust store: a device without `ca-certificates`) is in its
-/// sources.
-fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+        .map_err(|e| HttpSetupError::Build(crate::text::error_chain(&e)))
 }
 
 #[cfg(test)]
@@ -441,6 +435,24 @@ mod tests {
     }
 
     #[test]
+    fn download_limits_from_the_configuration() {
+        let parse = |s: &str| crate::config::Config::parse(s, Path::new("agent.toml")).unwrap();
+        let c = parse("");
+        assert_eq!(c.download.limits(), Limits::default());
+        let c = parse(
+            "[download]\nheaders_timeout = \"2s\"\nstall_timeout = \"3s\"\nstall_min_bytes = 10\nmax_image_size = 1000",
+        );
+        assert_eq!(
+            c.download.limits(),
+            Limits {
+                headers: Duration::from_secs(2),
+                stall_window: Duration::from_secs(3),
+                stall_min_bytes: 10,
+            }
+        );
+    }
+
+    #[test]
     fn defaults_build() {
         client(&Tls::default(), &Proxy::default(), Duration::from_secs(5)).unwrap();
     }
@@ -449,7 +461,10 @@ mod tests {
     fn causes_are_kept() {
         let inner = std::io::Error::other("no CA certificates found");
         let outer = std::io::Error::other(Wrapped(inner));
-        assert_eq!(with_sources(&outer), "wrapped: no CA certificates found");
+        assert_eq!(
+            crate::text::error_chain(&outer),
+            "wrapped: no CA certificates found"
+        );
     }
 
     #[derive(Debug)]

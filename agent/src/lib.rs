@@ -1,14 +1,18 @@
 //! cip-update-agent: the on-device software update agent of CIP (Civil Infrastructure Platform).
 //!
-//! The library holds every capability; `main.rs` is the command line over it.
+//! The library holds every capability and the command line over them ([`cli`], one subcommand a
+//! file); `main.rs` parses, sets up logging and dispatches.
 
 pub mod atomic;
 pub mod backoff;
 pub mod boot;
 pub mod bounded;
+pub mod cli;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod delta;
+pub mod device;
 pub mod faults;
 pub mod health;
 pub mod http;

@@ -67,25 +67,10 @@ pub struct Opened {
     pub len: Option<u64>,
 }
 
-/// The chain of causes of a reqwest error: its Display alone hides the useful part.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 /// A reqwest error for showing: its chain of causes, with the URL it repeats redacted
 /// ([`crate::redact::url`]).
 pub fn http_error(e: &reqwest::Error) -> String {
-    let s = error_chain(e);
+    let s = crate::text::error_chain(e);
     let s = match e.url() {
         Some(u) => s.replace(u.as_str(), &crate::redact::url(u.as_str())),
         None => s,
@@ -123,7 +108,7 @@ pub async fn open(source: &Source) -> Result<Opened, SourceError> {
                 .build()
                 .map_err(|e| SourceError::Network {
                     url: crate::redact::url(url),
-                    message: error_chain(&e.without_url()),
+                    message: crate::text::error_chain(&e.without_url()),
                 })?;
             open_with(source, &client, &crate::http::Limits::default()).await
         }
@@ -198,7 +183,7 @@ mod tests {
         let url = "http://fleet:pw-7f3a@127.0.0.1:1/os.swu?sig=tok-91c2";
         let e = reqwest::Client::new().get(url).send().await.unwrap_err();
         assert!(
-            error_chain(&e).contains("tok-91c2"),
+            crate::text::error_chain(&e).contains("tok-91c2"),
             "reqwest names the URL"
         );
         let shown = http_error(&e);

@@ -2,7 +2,6 @@
 //! configuration, the version file and the journal; no network needed.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -33,17 +32,6 @@ pub struct Status {
 pub struct CurrentJob {
     pub job_id: String,
     pub phase: String,
-}
-
-/// The running version: `VERSION_ID` of an os-release file, or the first line of a file that
-/// holds only the version.
-pub fn read_version(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    if let Some(v) = text.lines().find_map(|l| l.strip_prefix("VERSION_ID=")) {
-        return Some(v.trim().trim_matches('"').to_owned());
-    }
-    let first = text.lines().next()?.trim();
-    (!first.is_empty() && !first.contains('=')).then(|| first.to_owned())
 }
 
 fn phase(r: &Record) -> String {
@@ -79,7 +67,7 @@ fn boot_phase(b: &crate::pipeline::activate::BootRecord) -> String {
 }
 
 /// TUF-only mode's update in hand and last result, from its record.
-fn tuf_only_state(state_dir: &Path) -> (Option<CurrentJob>, Option<LastResult>) {
+fn tuf_only_state(state_dir: &std::path::Path) -> (Option<CurrentJob>, Option<LastResult>) {
     use crate::tuf::only::{Record, record_path, update_id};
     let rec = Record::load(&record_path(state_dir));
     let current = match (&rec.pending, &rec.committed) {
@@ -133,11 +121,8 @@ pub fn collect(config: &Config) -> Result<Status, JournalError> {
                 .flatten()
                 .map(|o| o.client_id)
         }),
-        running_version: read_version(&config.device.version_file),
-        hardware: std::fs::read_to_string(&config.device.hwrevision_file)
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty()),
+        running_version: crate::device::read_version(&config.device.version_file),
+        hardware: crate::device::read_hwrevision(&config.device.hwrevision_file),
         // Displayed redacted: its password and tokens stay in the configuration file.
         wfx: config.wfx.as_ref().map(|w| w.url.to_string()),
         source: if tuf_only { "tuf-only" } else { "wfx" },
@@ -230,19 +215,6 @@ pub fn render(s: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_from_os_release_or_a_plain_file() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("v");
-        std::fs::write(&p, "NAME=\"CIP\"\nVERSION_ID=\"1.4\"\n").unwrap();
-        assert_eq!(read_version(&p).as_deref(), Some("1.4"));
-        std::fs::write(&p, "2.0-rc1\n").unwrap();
-        assert_eq!(read_version(&p).as_deref(), Some("2.0-rc1"));
-        std::fs::write(&p, "NAME=x\n").unwrap();
-        assert_eq!(read_version(&p), None);
-        assert_eq!(read_version(&d.path().join("none")), None);
-    }
 
     #[test]
     fn status_from_the_journal() {

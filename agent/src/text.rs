@@ -44,13 +44,30 @@ fn needs_escape(c: char) -> bool {
     !matches!(c, '"' | '\'' | '\\') && c.escape_debug().len() > 1
 }
 
-/// `s` cut to at most `max` bytes, at a character boundary.
+/// `s` cut to at most `max` bytes, at a char boundary: for a field with a byte limit (SWUpdate's
+/// 511-byte `info`, a wfx message).
 pub fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+/// An error and its causes, `: `-separated; a cause whose text the chain already holds is left
+/// out (many errors repeat their source's message).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 #[cfg(test)]
@@ -74,5 +91,25 @@ mod tests {
             shown("a\u{202e}b\u{200b}c ü \\"),
             "a\\u{202e}b\\u{200b}c ü \\"
         );
+    }
+
+    #[test]
+    fn truncated_at_a_char_boundary() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        // "ü" is two bytes: a cut inside it keeps the whole char out.
+        assert_eq!(truncate("aü", 2), "a");
+    }
+
+    #[test]
+    fn chains_without_repeats() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Outer(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapper")]
+        struct Wrapper(#[source] Outer);
+        let e = Wrapper(Outer(std::io::Error::other("inner")));
+        assert_eq!(error_chain(&e), "wrapper: outer: inner");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::journal::Store;
-use crate::mqtt::{Inventory, Publisher};
+use crate::mqtt::Publisher;
 use crate::pipeline::{Parts, Pipeline, Settings};
 use crate::report::Reporter;
 use crate::selection::Selector;
@@ -31,21 +31,6 @@ pub enum RunError {
     Mqtt(#[from] crate::mqtt::MqttError),
     #[error(transparent)]
     Tuf(#[from] crate::tuf::artifacts::TrustSetupError),
-}
-
-/// What the device is, for the MQTT inventory.
-fn inventory(config: &Config) -> Inventory {
-    let mut inv = Inventory::new();
-    inv.hardware_revision = std::fs::read_to_string(&config.device.hwrevision_file)
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty());
-    if let Ok(text) = std::fs::read_to_string(&config.device.version_file) {
-        inv.os_release = crate::mqtt::payload::os_release_fields(&text);
-    }
-    inv.swupdate_wire = Some(config.swupdate.wire.to_string());
-    inv.boot_backend = Some(config.boot.backend.name().to_owned());
-    inv
 }
 
 /// The pipeline of `config`; MQTT only with a client-id (its topics name it).
@@ -77,10 +62,15 @@ pub fn pipeline(config: &Config) -> Result<Pipeline, RunError> {
         ),
         reporter: Reporter::new(
             mqtt,
-            crate::status::read_version(&config.device.version_file),
+            crate::device::read_version(&config.device.version_file),
         ),
         trust,
-        inventory: inventory(config),
+        inventory: crate::device::inventory(
+            &config.device.hwrevision_file,
+            &config.device.version_file,
+            config.swupdate.wire.to_string(),
+            config.boot.backend.name(),
+        ),
         settings: Settings {
             delta: config.delta.clone(),
             download: config.download.clone(),

@@ -15,7 +15,6 @@
 //! backoff (see [`publisher`] for what is delivered across broker restarts, and [`outbox`] for
 //! what is given up when the queue is full).
 
-pub mod config;
 pub mod error;
 pub mod outbox;
 pub mod payload;
@@ -23,7 +22,8 @@ pub mod publisher;
 pub mod timestamp;
 pub mod topics;
 
-pub use config::{BrokerUrl, MqttConfig, Password, TopicPrefix};
+// `[mqtt]` is part of the configuration; named here too, where telemetry is.
+pub use crate::config::mqtt::{BrokerUrl, MqttConfig, Password, TopicPrefix};
 pub use error::MqttError;
 pub use payload::{Inventory, Phase, Progress, State, UpdatePath};
 pub use publisher::Publisher;

@@ -39,11 +39,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::config::MqttConfig;
 use super::error::MqttError;
 use super::outbox::{DEFAULT_CAPACITY, Outbox, Reliable};
 use super::payload::{Inventory, Progress, State};
 use super::topics::{self, Topics};
+use crate::config::mqtt::MqttConfig;
 
 /// First wait before reconnecting; doubled after each failed attempt.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -253,7 +253,7 @@ fn options(cfg: &MqttConfig, client_id: &str, topics: &Topics) -> Result<MqttOpt
 }
 
 fn keepalive(v: Duration) -> Result<Duration, MqttError> {
-    super::config::check_keepalive(v).map_err(|message| MqttError::Config {
+    crate::config::mqtt::check_keepalive(v).map_err(|message| MqttError::Config {
         key: "mqtt.keepalive",
         message,
     })

@@ -3,8 +3,8 @@
 //! One subtree per device, so that a fleet dashboard subscribes to `<prefix>/+/state` and an
 //! operator looking at one device to `<prefix>/<client-id>/#`.
 
-use super::config::TopicPrefix;
 use super::error::MqttError;
+use crate::config::mqtt::TopicPrefix;
 
 /// Payload of the online topic while connected (retained).
 pub const ONLINE: &str = "online";

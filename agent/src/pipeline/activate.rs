@@ -245,7 +245,7 @@ impl Pipeline {
             }
             crate::reboot::Decision::Now => {
                 if let Some(consent) = r.consent_command.clone() {
-                    if let Err(e) = crate::reboot::run_command(&consent, COMMAND_TIMEOUT).await {
+                    if let Err(e) = crate::command::run_command(&consent, COMMAND_TIMEOUT).await {
                         tracing::info!("reboot deferred (no consent: {e})");
                         crate::notify::status(&format!("reboot deferred: no consent ({e})"));
                         self.next_wake = Some(Instant::now() + r.consent_retry);
@@ -279,7 +279,7 @@ impl Pipeline {
         };
         tracing::info!("rebooting {target}");
         crate::notify::status(&format!("rebooting {target}"));
-        match crate::reboot::run_command(&self.settings.reboot.command, COMMAND_TIMEOUT).await {
+        match crate::command::run_command(&self.settings.reboot.command, COMMAND_TIMEOUT).await {
             Ok(()) => self.reboot_issued = Some(Instant::now()),
             Err(e) => {
                 tracing::error!("reboot command: {e}");

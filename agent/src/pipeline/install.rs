@@ -111,7 +111,7 @@ impl Pipeline {
         let Some(trust) = self.trust.as_mut() else {
             return Ok(Routing::Route(Route::Full));
         };
-        let running = crate::status::read_version(&self.settings.version_file);
+        let running = crate::device::read_version(&self.settings.version_file);
         let cancelled = hooks.cancelled();
         let routed = tokio::select! {
             r = crate::delta::route::choose(

@@ -93,6 +93,6 @@ impl Pipeline {
 
     /// The running version, as the device says now.
     pub fn running_version(&self) -> Option<String> {
-        crate::status::read_version(&self.settings.version_file)
+        crate::device::read_version(&self.settings.version_file)
     }
 }

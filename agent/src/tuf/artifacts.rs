@@ -211,7 +211,7 @@ impl Trust {
             }
             Err(e) => return Err(refusal(&format!("TUF lookup of {path}"), e)),
         };
-        let hw = std::fs::read_to_string(&self.hwrevision_file).ok();
+        let hw = crate::device::read_hwrevision(&self.hwrevision_file);
         check_hardware(&info.custom, hw.as_deref()).map_err(|m| {
             Refusal::Terminate(format!(
                 "target {path}: {m} ({}): refused, nothing downloaded",
@@ -233,7 +233,7 @@ impl Trust {
             Ok(None) => return Err(format!("{path} is not a target of the TUF repository")),
             Err(e) => return Err(format!("TUF lookup of {path}: {e}")),
         };
-        let hw = std::fs::read_to_string(&self.hwrevision_file).ok();
+        let hw = crate::device::read_hwrevision(&self.hwrevision_file);
         check_hardware(&info.custom, hw.as_deref()).map_err(|m| format!("target {path}: {m}"))?;
         TargetVerifier::new(&info).map_err(|e| e.to_string())?;
         let url = self.target_url(&info).map_err(|e| e.to_string())?;

@@ -14,7 +14,6 @@
 
 pub mod artifacts;
 pub mod cjson;
-pub mod cli;
 pub mod delegation;
 pub mod error;
 pub mod fetch;

@@ -360,7 +360,7 @@ impl TufOnly {
             );
             return;
         };
-        let hw = std::fs::read_to_string(&self.hwrevision_file).ok();
+        let hw = crate::device::read_hwrevision(&self.hwrevision_file);
         let skip: BTreeSet<String> = rec.done.union(&rec.failed).cloned().collect();
         let Some(t) = pick_update(&targets, &running, hw.as_deref(), &skip).cloned() else {
             tracing::debug!("TUF-only: nothing newer than {running}");

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::{HttpFetcher, Limits, SystemClock, TufError, Updater};
 use crate::config::Config;
+use crate::tuf::{HttpFetcher, Limits, SystemClock, TufError, Updater};
 
 #[derive(Args, Debug)]
 pub struct TufClientArgs {
@@ -72,6 +72,17 @@ pub enum CliError {
     Tuf(#[from] TufError),
     #[error("target {0}: not a target of the repository")]
     NotATarget(String),
+}
+
+/// `tuf-client`: runs the command, prints its error; the exit code.
+pub async fn main(args: TufClientArgs, config: &Config) -> u8 {
+    match run(args, config).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            super::exit::FAILURE
+        }
+    }
 }
 
 /// Runs the command; `config` gives `[tls]` and `[proxy]`.
