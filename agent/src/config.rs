@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::selection::Selection;
-use crate::swupdate::{SocketPaths, WireSetting};
+use cip_swupdate::{SocketPaths, WireSetting};
 
 /// Where the agent looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/cip-update-agent/agent.toml";
@@ -1114,7 +1114,7 @@ no_proxy = ["localhost", ".plant.local", "10.0.0.1"]
         assert_eq!(c.device.client_id.as_deref(), Some("dev-0042"));
         assert_eq!(
             c.swupdate.wire,
-            WireSetting::Fixed(crate::swupdate::Wire::V2024_12)
+            WireSetting::Fixed(cip_swupdate::Wire::V2024_12)
         );
         assert_eq!(
             c.swupdate.socket_paths().control,

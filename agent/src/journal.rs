@@ -105,9 +105,9 @@ impl Store {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        crate::atomic::create_dirs(&self.dir).map_err(self.io(&self.dir))?;
+        cip_atomic::create_dirs(&self.dir).map_err(self.io(&self.dir))?;
         // Temporary, fsync, rename, fsync of the directory; 0600 whatever the umask.
-        crate::atomic::write(&path, &bytes, crate::atomic::PRIVATE_FILE).map_err(self.io(&path))
+        cip_atomic::write(&path, &bytes, cip_atomic::PRIVATE_FILE).map_err(self.io(&path))
     }
 }
 

@@ -2,7 +2,6 @@
 //!
 //! The library holds every capability; `main.rs` is the command line over it.
 
-pub mod atomic;
 pub mod boot;
 pub mod bounded;
 pub mod config;
@@ -11,7 +10,6 @@ pub mod delta;
 pub mod faults;
 pub mod health;
 pub mod http;
-pub mod install;
 pub mod job;
 pub mod journal;
 pub mod mqtt;
@@ -23,8 +21,6 @@ pub mod report;
 pub mod selection;
 pub mod source;
 pub mod status;
-pub mod swu;
-pub mod swupdate;
 pub mod text;
 pub mod throttle;
 pub mod tuf;

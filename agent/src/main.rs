@@ -8,14 +8,14 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cip_onboarding::signals::interrupted;
+use cip_swupdate::client::{ClientError, InstallOutcome};
+use cip_swupdate::install::{self, InstallError, Observer};
+use cip_swupdate::{InstallRequest, RunType, SocketPaths, Swupdate, WireSetting};
 use cip_update_agent::config::{self, Config};
 use cip_update_agent::daemon::Daemon;
-use cip_update_agent::install::{self, InstallError, Observer};
 use cip_update_agent::onboard;
 use cip_update_agent::source::{self, Source, SourceError};
 use cip_update_agent::status;
-use cip_update_agent::swupdate::client::{ClientError, InstallOutcome};
-use cip_update_agent::swupdate::{InstallRequest, RunType, SocketPaths, Swupdate, WireSetting};
 use cip_update_agent::view::{BarView, PlainView};
 
 /// Exit codes: each failure a user must tell apart has its own.
@@ -431,13 +431,13 @@ async fn run_install(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
     let max_image = config.download.max_image_size;
     let result = if std::io::stderr().is_terminal() {
         let mut bar = BarView::new(total);
-        let r = install::install(&sw, &req, image, max_image, &mut bar, interrupted()).await;
+        let r = install::install(&sw, &req, image.into(), max_image, &mut bar, interrupted()).await;
         bar.finish();
         r
     } else {
         let mut plain = PlainView::new(std::io::stderr());
         let obs: &mut dyn Observer = &mut plain;
-        install::install(&sw, &req, image, max_image, obs, interrupted()).await
+        install::install(&sw, &req, image.into(), max_image, obs, interrupted()).await
     };
     report(&src, args.dry_run, verbose, result)
 }

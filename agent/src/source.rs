@@ -67,6 +67,16 @@ pub struct Opened {
     pub len: Option<u64>,
 }
 
+/// What SWUpdate's install streams: the same reader and length.
+impl From<Opened> for cip_swupdate::install::Image {
+    fn from(o: Opened) -> Self {
+        cip_swupdate::install::Image {
+            reader: o.reader,
+            len: o.len,
+        }
+    }
+}
+
 /// The chain of causes of a reqwest error: its Display alone hides the useful part.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();

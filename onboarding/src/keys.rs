@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
-use crate::atomic;
 use crate::protocol::parse_public_key;
+use cip_atomic as atomic;
 
 /// The device key's file name in the state directory.
 pub const DEVICE_KEY_FILE: &str = "device-ed25519.key";

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic;
 use crate::protocol::check_client_id;
+use cip_atomic as atomic;
 
 pub const FILE: &str = "onboarding.json";
 

@@ -7,10 +7,10 @@ use tokio::io::AsyncWriteExt;
 
 use crate::job::{Final, JobView, Record};
 use crate::source::Opened;
-use crate::swu::SwuTracker;
 use crate::tuf::artifacts::{self as trust, Trust};
 use crate::uri::ArtifactUri;
 use crate::wfx::JobId;
+use cip_swupdate::swu::SwuTracker;
 
 use super::events::job_gone;
 use super::{Daemon, GONE_CHECK, Next, StepError};
@@ -196,7 +196,7 @@ impl Daemon {
             None => (max_image, "download.max_image_size"),
         };
         if let Some(dir) = path.parent() {
-            crate::atomic::create_dirs(dir).map_err(|e| e.to_string())?;
+            cip_atomic::create_dirs(dir).map_err(|e| e.to_string())?;
         }
         let mut have = tokio::fs::metadata(path)
             .await
@@ -232,7 +232,7 @@ impl Daemon {
             tracker = SwuTracker::with_max(max_image);
         }
         // 0600, never through a link planted in the staging directory.
-        let mut f = crate::atomic::open_private(path, crate::atomic::PRIVATE_FILE, !append)
+        let mut f = cip_atomic::open_private(path, cip_atomic::PRIVATE_FILE, !append)
             .map(tokio::fs::File::from_std)
             .map_err(|e| e.to_string())?;
         if append {
@@ -432,10 +432,10 @@ fn remove_entry(p: &std::path::Path) -> std::io::Result<()> {
 /// Writes a rebuilt .swu to the staging file (then verified against its target like a download).
 pub(super) async fn write_staged(image: Opened, path: &std::path::Path) -> Result<(), String> {
     if let Some(dir) = path.parent() {
-        crate::atomic::create_dirs(dir).map_err(|e| e.to_string())?;
+        cip_atomic::create_dirs(dir).map_err(|e| e.to_string())?;
     }
     let part = path.with_extension("delta-part");
-    let mut f = crate::atomic::open_private(&part, crate::atomic::PRIVATE_FILE, true)
+    let mut f = cip_atomic::open_private(&part, cip_atomic::PRIVATE_FILE, true)
         .map(tokio::fs::File::from_std)
         .map_err(|e| e.to_string())?;
     let mut reader = image.reader;

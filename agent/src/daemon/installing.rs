@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::install::{self, Observer};
 use crate::job::{Definition, Flow, JobView};
 use crate::journal::{Journal, Store};
 use crate::report::Reporter;
 use crate::source::{self, Opened, Source};
-use crate::swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType};
 use crate::tuf::artifacts::{self as trust, SharedVerifier, Trust};
 use crate::wfx::{JobId, JobStatus, WfxClient};
+use cip_swupdate::install::{self, Observer};
+use cip_swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType};
 
 use super::download::DeltaPath;
 use super::events::job_gone;
@@ -181,7 +181,7 @@ impl Daemon {
         let result = install::install(
             &self.swupdate,
             &req,
-            image,
+            image.into(),
             self.config.download.max_image_size,
             &mut obs,
             job_gone(
@@ -275,7 +275,7 @@ impl Daemon {
                 let mut m = format!("installing {label}: {e}");
                 let refused = matches!(
                     e,
-                    install::InstallError::Daemon(crate::swupdate::ClientError::Refused(_))
+                    install::InstallError::Daemon(cip_swupdate::ClientError::Refused(_))
                 );
                 if refused && !req.software_set.is_empty() {
                     m += &format!(
@@ -411,6 +411,10 @@ impl WfxProgress<'_> {
 }
 
 impl Observer for WfxProgress<'_> {
+    // The commit's crash point of the fault injection (crate::faults).
+    fn committed(&mut self) {
+        crate::faults::point("commit");
+    }
     fn streamed(&mut self, bytes: u64, total: Option<u64>) {
         crate::notify::beat();
         self.bytes = bytes;

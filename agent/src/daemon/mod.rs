@@ -17,10 +17,10 @@ use crate::job::{self, Action, Definition, Final, Flow, JobView, Record};
 use crate::journal::{Journal, LastResult, Store};
 use crate::mqtt::Publisher;
 use crate::report::Reporter;
-use crate::swupdate::Swupdate;
 use crate::tuf::artifacts::{Refusal, Trust};
 use crate::wfx::backoff::jittered;
 use crate::wfx::{Job, JobId, JobStatus, WfxClient, WfxError};
+use cip_swupdate::Swupdate;
 
 mod activation;
 mod download;

@@ -531,8 +531,7 @@ impl<F: Fetcher> Updater<F> {
         let url = self.target_url(info)?;
         let mut verifier = TargetVerifier::new(info)?;
         let (mut file, tmp) =
-            cip_onboarding::atomic::create_temp(&path, cip_onboarding::atomic::PRIVATE_FILE)
-                .map_err(store_err(&path))?;
+            cip_atomic::create_temp(&path, cip_atomic::PRIVATE_FILE).map_err(store_err(&path))?;
         let fetched = self
             .fetcher
             .fetch(
@@ -552,7 +551,7 @@ impl<F: Fetcher> Updater<F> {
         let done = fetched
             .and_then(|()| verifier.finish())
             .and_then(|()| file.sync_all().map_err(store_err(&tmp)))
-            .and_then(|()| cip_onboarding::atomic::persist(&tmp, &path).map_err(store_err(&path)));
+            .and_then(|()| cip_atomic::persist(&tmp, &path).map_err(store_err(&path)));
         if done.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }

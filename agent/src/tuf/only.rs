@@ -21,13 +21,13 @@ use super::artifacts::{self, Refusal, SharedVerifier, Trust, check_hardware};
 use crate::boot::{self, Boot, Verdict};
 use crate::config::{Config, Health, MarkInstalled, Reboot};
 use crate::delta::route::{Route, Routed};
-use crate::install::{self, Observer};
 use crate::job::{Artifact, Definition, Flow, JobView};
 use crate::mqtt::{Phase, Publisher};
 use crate::report::Reporter;
 use crate::selection::Selector;
 use crate::source::{self, Source};
-use crate::swupdate::{InstallOutcome, InstallRequest, ProgressMsg, RunType, Swupdate};
+use cip_swupdate::install::{self, Observer};
+use cip_swupdate::{InstallOutcome, InstallRequest, ProgressMsg, RunType, Swupdate};
 
 /// Compares versions: digit runs as numbers, letter runs as text, separators ignored; a
 /// version with more parts after an equal prefix is the newer (`1.5.1` > `1.5`).
@@ -618,7 +618,7 @@ impl TufOnly {
         let result = install::install(
             &self.swupdate,
             &req,
-            image,
+            image.into(),
             self.download.max_image_size,
             &mut obs,
             std::future::pending::<()>(),
@@ -660,6 +660,10 @@ struct OnlyObserver<'a> {
 }
 
 impl Observer for OnlyObserver<'_> {
+    // The commit's crash point of the fault injection (crate::faults).
+    fn committed(&mut self) {
+        crate::faults::point("commit");
+    }
     fn streamed(&mut self, bytes: u64, total: Option<u64>) {
         if let Some(t) = total.filter(|t| *t > 0) {
             let pct = (bytes.min(t) * 100 / t) as u8;

@@ -2,7 +2,7 @@
 //! received, replaced atomically (temporary file, fsync, rename, fsync of the directory) so a
 //! power cut leaves the old or the new file, never a mix.
 
-use cip_onboarding::atomic;
+use cip_atomic as atomic;
 use std::path::{Path, PathBuf};
 
 use super::error::TufError;

@@ -14,10 +14,10 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::SocketPaths;
-use super::holdback::Holdback;
-use super::ipc::{self, Abi, InstallRequest, MsgType, Notification, Reply, UpdateState};
-use super::progress::{
+use crate::SocketPaths;
+use crate::holdback::Holdback;
+use crate::ipc::{self, Abi, InstallRequest, MsgType, Notification, Reply, UpdateState};
+use crate::progress::{
     HANDSHAKE_LEN, ProgressDecoder, ProgressError, ProgressMsg, RecoveryStatus, Wire, WireSetting,
 };
 

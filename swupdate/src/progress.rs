@@ -16,7 +16,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::ipc::c_str;
+use crate::ipc::c_str;
 
 pub const HANDSHAKE_LEN: usize = 8;
 /// Frame size of the naturally aligned struct (2022.12 - 2025.05).

@@ -1,10 +1,21 @@
 //! Talking to the SWUpdate daemon over its two IPC sockets: the control socket (install requests,
 //! status, bootloader state) and the progress socket (what the installer is doing).
+//!
+//! - [`client`]: connecting, one-shot requests, an install's stream and its verdict;
+//! - [`ipc`], [`progress`]: the wire formats of the two sockets (every SWUpdate release's);
+//! - [`holdback`]: the bytes kept back until the caller commits;
+//! - [`swu`]: the cpio structure of a `.swu`, followed as it streams;
+//! - [`install`]: one install from start to verdict, committed only for a whole archive.
+//!
+//! A library of its own: it knows nothing of the agent (jobs, configuration, TUF), so that the
+//! agent's job sources all drive the same install.
 
 pub mod client;
 pub mod holdback;
+pub mod install;
 pub mod ipc;
 pub mod progress;
+pub mod swu;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -16,7 +27,9 @@ pub use progress::{ProgressMsg, RecoveryStatus, Wire, WireSetting};
 /// The two socket paths of a daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SocketPaths {
+    /// The control socket: install requests, status, bootloader state.
     pub control: PathBuf,
+    /// The progress socket: what the installer is doing.
     pub progress: PathBuf,
 }
 

@@ -2,9 +2,8 @@
 //! fsynced, renamed (or linked, when an existing file must win), and the folder fsynced, so a
 //! power cut leaves the old file or the new one, never a part.
 //!
-//! The one implementation for the workspace: the agent's journal, TUF store, delta cache and
-//! staged downloads use it too (`cip_update_agent::atomic`); it lives here because the agent
-//! depends on this crate, not the other way round.
+//! The one implementation for the workspace: the agent's journal, delta cache and staged
+//! downloads, the TUF store (`cip-tuf`) and the onboarding store and keys (`cip-onboarding`).
 //!
 //! The agent runs as root in directories an attacker may reach (a state directory restored from
 //! a backup, a predictable temporary name): a temporary is created exclusively (`O_EXCL`) and

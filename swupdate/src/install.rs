@@ -3,19 +3,26 @@
 //! complete an image that was cut short or abandoned.
 
 use std::future::Future;
+use std::pin::Pin;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::swupdate::RecoveryStatus;
-
-use crate::source::Opened;
+use crate::client::{ClientError, InstallOutcome, Installation};
 use crate::swu::{SwuError, SwuTracker};
-use crate::swupdate::client::{ClientError, InstallOutcome, Installation};
-use crate::swupdate::{InstallRequest, ProgressMsg, Swupdate};
+use crate::{InstallRequest, ProgressMsg, RecoveryStatus, Swupdate};
 
 /// Size of each read from the source. Larger reads mean fewer wakeups; this is the bulk of the
 /// agent's memory during an install.
 const CHUNK: usize = 128 * 1024;
+
+/// The image to install: a stream of bytes, and its length when the source tells it (a file's
+/// size, a Content-Length), so that an image known to be too large is refused before streaming.
+pub struct Image {
+    /// The bytes of the `.swu`.
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+    /// Length when the file or the server tells it.
+    pub len: Option<u64>,
+}
 
 /// Told about an install as it goes.
 pub trait Observer {
@@ -29,6 +36,9 @@ pub trait Observer {
     fn before_commit(&mut self) -> Result<(), String> {
         Ok(())
     }
+    /// The commit was sent (or failed to go): SWUpdate's verdict is next. The agent's crash
+    /// point of the commit (fault injection of its tests) is here.
+    fn committed(&mut self) {}
 }
 
 /// An observer that ignores everything.
@@ -38,29 +48,44 @@ impl Observer for () {
 }
 
 /// Why an install did not succeed, with the daemon's verdict where there is one.
+/// Each abandoned install carries SWUpdate's verdict on the cut stream when it came (`verdict`).
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
+    /// The daemon could not be reached, refused the install, or its sockets failed.
     #[error(transparent)]
     Daemon(#[from] ClientError),
+    /// The image is not a whole `.swu` (cut short, not cpio, too large).
     #[error("{error}")]
     Malformed {
+        /// What is wrong with the archive.
         error: SwuError,
+        /// The daemon's verdict after the stream was abandoned.
         verdict: Option<InstallOutcome>,
     },
+    /// The source failed while the image was read.
     #[error("reading the image failed after {bytes} bytes: {error}")]
     Read {
+        /// Bytes of the archive read before the failure.
         bytes: u64,
+        /// The source's error.
         error: std::io::Error,
+        /// The daemon's verdict after the stream was abandoned.
         verdict: Option<InstallOutcome>,
     },
+    /// The observer's [`Observer::before_commit`] refused the commit.
     #[error("the install was abandoned before its commit: {reason}")]
     NotCommitted {
+        /// The observer's reason.
         reason: String,
+        /// The daemon's verdict after the stream was abandoned.
         verdict: Option<InstallOutcome>,
     },
+    /// `cancel` resolved while the image streamed.
     #[error("interrupted after {bytes} bytes; the install was abandoned")]
     Interrupted {
+        /// Bytes of the archive sent before the interruption.
         bytes: u64,
+        /// The daemon's verdict after the stream was abandoned.
         verdict: Option<InstallOutcome>,
     },
 }
@@ -88,7 +113,7 @@ impl InstallError {
 pub async fn install(
     sw: &Swupdate,
     req: &InstallRequest,
-    mut image: Opened,
+    mut image: Image,
     max_image: u64,
     observer: &mut dyn Observer,
     cancel: impl Future<Output = ()>,
@@ -96,7 +121,7 @@ pub async fn install(
     let mut tracker = SwuTracker::with_max(max_image);
     if let Some(len) = image.len.filter(|l| *l > max_image) {
         return Err(InstallError::Malformed {
-            error: crate::swu::SwuError::TooLarge {
+            error: SwuError::TooLarge {
                 max: max_image,
                 what: format!("its length is {len} bytes"),
             },
@@ -184,7 +209,7 @@ pub async fn install(
                 if let Err(e) = inst.commit().await {
                     tracing::debug!("commit: {e}");
                 }
-                crate::faults::point("commit");
+                observer.committed();
                 Stop::Complete
             }
             Err(reason) => {
