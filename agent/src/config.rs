@@ -268,14 +268,14 @@ impl Tuf {
     }
 
     /// The limits of the TUF client.
-    pub fn limits(&self) -> crate::tuf::Limits {
-        crate::tuf::Limits {
+    pub fn limits(&self) -> cip_tuf::Limits {
+        cip_tuf::Limits {
             root_max: self.max_root_size,
             timestamp_max: self.max_timestamp_size,
             snapshot_max: self.max_snapshot_size,
             targets_max: self.max_targets_size,
             metadata_timeout: self.metadata_timeout,
-            ..crate::tuf::Limits::default()
+            ..cip_tuf::Limits::default()
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod source;
 pub mod status;
 pub mod text;
 pub mod throttle;
+pub mod trust;
 pub mod tuf;
 pub mod uri;
 pub mod view;

@@ -7,10 +7,11 @@ use tokio::io::AsyncWriteExt;
 
 use crate::job::{Final, JobView, Record};
 use crate::source::Opened;
-use crate::tuf::artifacts::{self as trust, Trust};
+use crate::trust::Trust;
 use crate::uri::ArtifactUri;
 use crate::wfx::JobId;
 use cip_swupdate::swu::SwuTracker;
+use cip_tuf::artifacts as trust;
 
 use super::events::job_gone;
 use super::{Daemon, GONE_CHECK, Next, StepError};
@@ -285,7 +286,7 @@ impl Daemon {
     pub(super) async fn delta_path_unless_gone(
         &mut self,
         view: &JobView,
-        full: &crate::tuf::TargetInfo,
+        full: &cip_tuf::TargetInfo,
         state: &str,
         allow_native: bool,
     ) -> Result<DeltaPath, StepError> {
@@ -312,7 +313,7 @@ impl Daemon {
     pub(super) async fn delta_path(
         &mut self,
         view: &JobView,
-        full: &crate::tuf::TargetInfo,
+        full: &cip_tuf::TargetInfo,
         state: &str,
         allow_native: bool,
     ) -> Result<DeltaPath, StepError> {
@@ -455,7 +456,7 @@ pub(super) enum DeltaPath {
     Rebuilt(Opened),
     /// Install this target (a SWUpdate-native delta .swu) from this URL instead; the chunk URL
     /// of each zchunk file its delta handler names.
-    Native(crate::tuf::TargetInfo, String, Vec<(String, String)>),
+    Native(cip_tuf::TargetInfo, String, Vec<(String, String)>),
     /// The job ended (fallback = "fail").
     Ended(Next),
 }

@@ -7,10 +7,11 @@ use crate::job::{Definition, Flow, JobView};
 use crate::journal::{Journal, Store};
 use crate::report::Reporter;
 use crate::source::{self, Opened, Source};
-use crate::tuf::artifacts::{self as trust, SharedVerifier, Trust};
+use crate::trust::Trust;
 use crate::wfx::{JobId, JobStatus, WfxClient};
 use cip_swupdate::install::{self, Observer};
 use cip_swupdate::{InstallRequest, ProgressMsg, RecoveryStatus, RunType};
+use cip_tuf::artifacts::{self as trust, SharedVerifier};
 
 use super::download::DeltaPath;
 use super::events::job_gone;

@@ -17,10 +17,11 @@ use crate::job::{self, Action, Definition, Final, Flow, JobView, Record};
 use crate::journal::{Journal, LastResult, Store};
 use crate::mqtt::Publisher;
 use crate::report::Reporter;
-use crate::tuf::artifacts::{Refusal, Trust};
+use crate::trust::Trust;
 use crate::wfx::backoff::jittered;
 use crate::wfx::{Job, JobId, JobStatus, WfxClient, WfxError};
 use cip_swupdate::Swupdate;
+use cip_tuf::artifacts::Refusal;
 
 mod activation;
 mod download;
@@ -51,7 +52,7 @@ pub enum RunError {
     #[error(transparent)]
     Mqtt(#[from] crate::mqtt::MqttError),
     #[error(transparent)]
-    Tuf(#[from] crate::tuf::artifacts::TrustSetupError),
+    Tuf(#[from] crate::trust::TrustSetupError),
 }
 
 /// What the device is, for the MQTT inventory.
@@ -461,7 +462,7 @@ impl Daemon {
         view: &JobView,
         artifact: &crate::job::Artifact,
         state: &str,
-    ) -> Result<Result<Option<crate::tuf::TargetInfo>, Next>, StepError> {
+    ) -> Result<Result<Option<cip_tuf::TargetInfo>, Next>, StepError> {
         let Some(t) = self.trust.as_mut() else {
             return Ok(Ok(None));
         };

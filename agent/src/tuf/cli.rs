@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::{HttpFetcher, Limits, SystemClock, TufError, Updater};
 use crate::config::Config;
+use crate::trust::HttpFetcher;
+use cip_tuf::{Limits, SystemClock, TufError, Updater};
 
 #[derive(Args, Debug)]
 pub struct TufClientArgs {

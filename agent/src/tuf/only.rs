@@ -16,8 +16,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::TargetInfo;
-use super::artifacts::{self, Refusal, SharedVerifier, Trust, check_hardware};
 use crate::boot::{self, Boot, Verdict};
 use crate::config::{Config, Health, MarkInstalled, Reboot};
 use crate::delta::route::{Route, Routed};
@@ -26,8 +24,11 @@ use crate::mqtt::{Phase, Publisher};
 use crate::report::Reporter;
 use crate::selection::Selector;
 use crate::source::{self, Source};
+use crate::trust::Trust;
 use cip_swupdate::install::{self, Observer};
 use cip_swupdate::{InstallOutcome, InstallRequest, ProgressMsg, RunType, Swupdate};
+use cip_tuf::TargetInfo;
+use cip_tuf::artifacts::{self, Refusal, SharedVerifier, check_hardware};
 
 /// Compares versions: digit runs as numbers, letter runs as text, separators ignored; a
 /// version with more parts after an equal prefix is the newer (`1.5.1` > `1.5`).
@@ -166,7 +167,7 @@ impl Record {
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        super::store::write_atomic(path, &bytes)
+        cip_atomic::write(path, &bytes, cip_atomic::PRIVATE_FILE)
     }
 }
 
@@ -174,7 +175,7 @@ impl Record {
 #[derive(Debug, thiserror::Error)]
 pub enum OnlyError {
     #[error(transparent)]
-    Trust(#[from] artifacts::TrustSetupError),
+    Trust(#[from] crate::trust::TrustSetupError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpSetupError),
     #[error(transparent)]

@@ -1,7 +1,7 @@
-//! The daemon's gate: a DAU artifact is installed only if it is a target of the device's TUF
-//! repository, for this hardware, and its bytes are the target's. What the daemon asks:
-//! [`Trust::resolve`] before any byte is fetched, a [`HashingReader`] around the bytes going to
-//! SWUpdate, and [`finish`] in the install's `before_commit`.
+//! The gate of an installer: an artifact is installed only if it is a target of the device's
+//! TUF repository, for this hardware, and its bytes are the target's. What the installer asks:
+//! [`Gate::resolve`] before any byte is fetched, a [`HashingReader`] around the bytes going to
+//! SWUpdate, and [`finish`] before the install is committed.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::{Clock, HttpFetcher, TargetInfo, TargetVerifier, TufError, Updater, store, time};
-use crate::config::Config;
-use crate::job::Artifact;
+use crate::{Clock, Fetcher, TargetInfo, TargetVerifier, TufError, Updater, time};
 
 /// Delegated roles read at most to list every target (RS-TUF: 256 bins and a few more).
 const MAX_ROLES: usize = 4200;
@@ -30,20 +28,6 @@ pub enum Refusal {
     Terminate(String),
 }
 
-/// Why the gate cannot be set up (a configuration error at start).
-#[derive(Debug, thiserror::Error)]
-pub enum TrustSetupError {
-    #[error("tuf.root: {path}: {source}")]
-    Root {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("tuf.root: {0}")]
-    BadRoot(TufError),
-    #[error(transparent)]
-    Http(#[from] crate::http::HttpSetupError),
-}
-
 /// The clock expiry is checked against: the system clock, but never below the latest time known
 /// (a device without RTC boots in the past; an old clock must not make expired metadata valid).
 #[derive(Debug)]
@@ -53,6 +37,7 @@ pub struct LatestKnownClock {
 }
 
 impl LatestKnownClock {
+    /// The clock whose floor is kept in `file` (none yet when it is absent or unreadable).
     pub fn load(file: PathBuf) -> LatestKnownClock {
         let latest = std::fs::read_to_string(&file)
             .ok()
@@ -67,7 +52,10 @@ impl LatestKnownClock {
     /// Remembers `t` (persistently) if it is later than what is known.
     pub fn record(&self, t: i64) {
         if self.latest.fetch_max(t, Ordering::SeqCst) < t {
-            if let Err(e) = store::write_atomic(&self.file, t.to_string().as_bytes()) {
+            let bytes = t.to_string();
+            if let Err(e) =
+                cip_atomic::write(&self.file, bytes.as_bytes(), cip_atomic::PRIVATE_FILE)
+            {
                 tracing::warn!("{}: {e}", self.file.display());
             }
         }
@@ -80,69 +68,33 @@ impl Clock for LatestKnownClock {
     }
 }
 
-/// The TUF side of the daemon.
-pub struct Trust {
-    updater: Updater<HttpFetcher>,
+/// The TUF side of an installer: one repository's updater, the clock its expiry is checked
+/// against, and the device's hardware revision that targets must fit.
+pub struct Gate<F: Fetcher> {
+    updater: Updater<F>,
     clock: Arc<LatestKnownClock>,
-    targets_url: String,
     hwrevision_file: PathBuf,
     wait_for_sync: Option<(PathBuf, Duration)>,
     sync_waited: bool,
-    read_timeout: Duration,
-    transfer_limits: crate::http::Limits,
 }
 
-impl Trust {
-    /// Reads the shipped root (taken when the cache in `<state_dir>/tuf/` has none or an older
-    /// one) and builds the HTTP client from `[tls]` and `[proxy]`. `None` without `[tuf]`.
-    pub fn new(config: &Config) -> Result<Option<Trust>, TrustSetupError> {
-        let Some(t) = &config.tuf else {
-            return Ok(None);
-        };
-        let dir = config.state_dir.join("tuf");
-        let clock = Arc::new(LatestKnownClock::load(dir.join("latest-known-time")));
-        let http = crate::http::client(&config.tls, &config.proxy, t.connect_timeout)?;
-        let mut updater = Updater::new(
-            &dir,
-            &t.metadata_url.0,
-            Some(&t.targets_url.0),
-            t.limits(),
-            HttpFetcher::new(http, t.read_timeout).with_limits(config.download.limits()),
-            clock.clone(),
-        );
-        let root = std::fs::read(&t.root).map_err(|source| TrustSetupError::Root {
-            path: t.root.clone(),
-            source,
-        })?;
-        if updater
-            .ensure_root(&root)
-            .map_err(TrustSetupError::BadRoot)?
-        {
-            tracing::info!("TUF: trusting the shipped root {}", t.root.display());
-        }
-        Ok(Some(Trust {
+impl<F: Fetcher> Gate<F> {
+    /// `updater` has its root already ([`Updater::ensure_root`]) and `clock` as its clock;
+    /// `hwrevision_file`: SWUpdate's "board revision" file; `wait_for_sync`: a file whose
+    /// existence says the clock is synchronized, and how long the first refresh waits for it.
+    pub fn new(
+        updater: Updater<F>,
+        clock: Arc<LatestKnownClock>,
+        hwrevision_file: PathBuf,
+        wait_for_sync: Option<(PathBuf, Duration)>,
+    ) -> Gate<F> {
+        Gate {
             updater,
             clock,
-            targets_url: t.targets_url.0.clone(),
-            hwrevision_file: config.device.hwrevision_file.clone(),
-            wait_for_sync: t
-                .wait_for_time_sync
-                .then(|| (t.time_sync_file.clone(), t.time_sync_timeout)),
+            hwrevision_file,
+            wait_for_sync,
             sync_waited: false,
-            read_timeout: t.read_timeout,
-            transfer_limits: config.download.limits(),
-        }))
-    }
-
-    /// `tuf.read_timeout`: the longest wait for the next bytes of a target, too.
-    pub fn read_timeout(&self) -> Duration {
-        self.read_timeout
-    }
-
-    /// `[download]`'s headers limit and minimum throughput, for the fetches beside the updater's
-    /// (delta chunks).
-    pub fn transfer_limits(&self) -> crate::http::Limits {
-        self.transfer_limits
+        }
     }
 
     /// Refreshes the metadata (after waiting once for the clock, when configured).
@@ -197,12 +149,11 @@ impl Trust {
         self.updater.target_url(info)
     }
 
-    /// Refreshes, then finds the artifact's target and checks its hardware. Nothing of the
-    /// artifact itself is fetched.
-    pub async fn resolve(&mut self, artifact: &Artifact) -> Result<TargetInfo, Refusal> {
-        let path = target_path(artifact, &self.targets_url).map_err(Refusal::Terminate)?;
+    /// Refreshes, then finds the target at `path` and checks its hardware. Nothing of the
+    /// target itself is fetched.
+    pub async fn resolve(&mut self, path: &str) -> Result<TargetInfo, Refusal> {
         self.refresh().await?;
-        let info = match self.updater.find_target(&path).await {
+        let info = match self.updater.find_target(path).await {
             Ok(Some(i)) => i,
             Ok(None) => {
                 return Err(Refusal::Terminate(format!(
@@ -223,9 +174,9 @@ impl Trust {
     }
 }
 
-impl Trust {
+impl<F: Fetcher> Gate<F> {
     /// A target named by another target's (verified) custom metadata: a zchunk companion or a
-    /// SWUpdate-native delta. Looked up in the metadata of the last refresh ([`Trust::resolve`]
+    /// SWUpdate-native delta. Looked up in the metadata of the last refresh ([`Gate::resolve`]
     /// just made one); with its hardware checked; its URL.
     pub async fn related(&mut self, path: &str) -> Result<(TargetInfo, String), String> {
         let info = match self.updater.find_target(path).await {
@@ -247,43 +198,6 @@ fn refusal(what: &str, e: TufError) -> Refusal {
     } else {
         Refusal::Terminate(format!("{what}: {e}"))
     }
-}
-
-/// The TUF target path of an artifact: its `name`, else its `uri` relative to `targets_url`
-/// (percent-decoded; a consistent-snapshot file name `<sha256>.<basename>` names `<basename>`).
-pub fn target_path(a: &Artifact, targets_url: &str) -> Result<String, String> {
-    if let Some(n) = a.name.as_deref().filter(|n| !n.is_empty()) {
-        return Ok(n.to_owned());
-    }
-    let base = format!("{}/", targets_url.trim_end_matches('/'));
-    let rest = a
-        .uri
-        .as_str()
-        .split(['?', '#'])
-        .next()
-        .and_then(|u| u.strip_prefix(&base))
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| {
-            format!(
-                "artifact {} has no name and is not below tuf.targets_url ({base}): cannot tell its TUF target",
-                a.uri
-            )
-        })?;
-    let rest = percent_encoding::percent_decode_str(rest)
-        .decode_utf8()
-        .map_err(|_| format!("artifact {}: the path is not UTF-8", a.uri))?;
-    let (dir, name) = match rest.rsplit_once('/') {
-        Some((d, n)) => (Some(d), n),
-        None => (None, rest.as_ref()),
-    };
-    let name = match name.split_once('.') {
-        Some((h, n)) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => n,
-        _ => name,
-    };
-    Ok(match dir {
-        Some(d) => format!("{d}/{name}"),
-        None => name.to_owned(),
-    })
 }
 
 /// Checks a target's `custom.board` and `custom.hardware` (a list of revisions, or one) against
@@ -322,6 +236,7 @@ pub fn check_hardware(custom: &Value, hwrevision: Option<&str>) -> Result<(), St
 /// A target's verifier shared between the reader that feeds it and the commit check.
 pub type SharedVerifier = Arc<Mutex<Option<TargetVerifier>>>;
 
+/// A new verifier of `info`'s bytes, to share between a [`HashingReader`] and [`finish`].
 pub fn shared(info: &TargetInfo) -> Result<SharedVerifier, TufError> {
     Ok(Arc::new(Mutex::new(Some(TargetVerifier::new(info)?))))
 }
@@ -346,6 +261,7 @@ pub struct HashingReader {
 }
 
 impl HashingReader {
+    /// Reads `inner` through `verifier`; `idle`: the longest wait for the next bytes.
     pub fn new(
         inner: Pin<Box<dyn AsyncRead + Send>>,
         verifier: SharedVerifier,
@@ -420,43 +336,6 @@ pub fn verify_file(path: &Path, info: &TargetInfo) -> Result<(), String> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn art(name: Option<&str>, uri: &str) -> Artifact {
-        Artifact {
-            name: name.map(str::to_owned),
-            version: None,
-            uri: crate::uri::ArtifactUri::parse(uri).unwrap(),
-        }
-    }
-
-    #[test]
-    fn target_path_is_the_name_or_the_uri_below_targets_url() {
-        let t = "http://h/targets/";
-        assert_eq!(
-            target_path(&art(Some("a/b/f.swu"), "http://cdn/x.swu"), t).unwrap(),
-            "a/b/f.swu"
-        );
-        assert_eq!(
-            target_path(&art(None, "http://h/targets/a/b/f.swu"), t).unwrap(),
-            "a/b/f.swu"
-        );
-        let h = "ab".repeat(32);
-        assert_eq!(
-            target_path(
-                &art(None, &format!("http://h/targets/a/{h}.f%201.swu?x=1")),
-                t
-            )
-            .unwrap(),
-            "a/f 1.swu"
-        );
-        assert_eq!(
-            target_path(&art(None, &format!("http://h/targets/{h}.f.swu")), t).unwrap(),
-            "f.swu"
-        );
-        let e = target_path(&art(None, "http://other/targets/f.swu"), t).unwrap_err();
-        assert!(e.contains("not below tuf.targets_url"), "{e}");
-        assert!(target_path(&art(Some(""), "http://h/targets/"), t).is_err());
-    }
 
     #[test]
     fn hardware_and_board_against_hwrevision() {

@@ -1,8 +1,8 @@
 //! The trusted metadata on disk: one file per role under its unversioned name, byte for byte as
 //! received, replaced atomically (temporary file, fsync, rename, fsync of the directory) so a
-//! power cut leaves the old or the new file, never a mix.
+//! power cut leaves the old or the new file, never a mix ([`cip_atomic`]: private files, never
+//! written through a link).
 
-use cip_atomic as atomic;
 use std::path::{Path, PathBuf};
 
 use super::error::TufError;
@@ -12,52 +12,51 @@ pub fn file_name(role: &str) -> String {
     format!("{}.json", super::quote(role))
 }
 
+/// The directory of the trusted metadata of one repository.
 #[derive(Debug, Clone)]
 pub struct MetadataStore {
     dir: PathBuf,
 }
 
 impl MetadataStore {
+    /// The store in `dir` (created, 0700, on the first write).
     pub fn new(dir: impl Into<PathBuf>) -> MetadataStore {
         MetadataStore { dir: dir.into() }
     }
 
+    /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Where `role`'s metadata is stored.
     pub fn path(&self, role: &str) -> PathBuf {
         self.dir.join(file_name(role))
     }
 
+    /// The stored bytes of `role`.
     pub fn load(&self, role: &str) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.path(role))
     }
 
+    /// Replaces `role`'s metadata with `bytes` (a private file, atomically and durably).
     pub fn store(&self, role: &str, bytes: &[u8]) -> Result<(), TufError> {
         let path = self.path(role);
-        write_atomic(&path, bytes).map_err(|source| TufError::Store { path, source })
+        cip_atomic::write(&path, bytes, cip_atomic::PRIVATE_FILE)
+            .map_err(|source| TufError::Store { path, source })
     }
 
+    /// Removes `role`'s metadata durably; an absent file is no error.
     pub fn remove(&self, role: &str) -> Result<(), TufError> {
         let path = self.path(role);
         match std::fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.dir).map_err(|source| TufError::Store { path, source }),
+            Ok(()) => {
+                cip_atomic::sync_dir(&path).map_err(|source| TufError::Store { path, source })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(TufError::Store { path, source }),
         }
     }
-}
-
-/// Writes `bytes` to `path` atomically (creating the directory if needed).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    atomic::create_dirs(dir)?;
-    atomic::write(path, bytes, atomic::PRIVATE_FILE)
-}
-
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
