@@ -52,44 +52,84 @@ const REPLY_WAIT: Duration = Duration::from_secs(20);
 /// What can go wrong talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// No socket at the path.
     #[error("no SWUpdate socket at {0}: is the swupdate daemon running (swupdate.socket)?")]
     NoSocket(PathBuf),
+    /// Something else than a socket at the path.
     #[error("{0} is not a socket: check the SWUpdate socket path")]
     NotASocket(PathBuf),
+    /// A stale socket: the daemon is gone.
     #[error("nothing listens on {0}: the swupdate daemon is not running (stale socket)")]
     NotListening(PathBuf),
+    /// The socket's mode keeps this process out.
     #[error(
         "no permission to use {0}: run as root or as a member of the socket's group (swupdate)"
     )]
     Permission(PathBuf),
+    /// Connecting failed otherwise.
     #[error("cannot connect to {path}: {source}")]
-    Connect { path: PathBuf, source: io::Error },
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Another install runs: the daemon's message.
     #[error("SWUpdate is busy: {0}")]
     Busy(String),
+    /// The daemon said NACK: its message, if any.
     #[error("SWUpdate refused the request{}", if .0.is_empty() { " (a software set or mode it does not accept, or an API version it does not know)".to_owned() } else { format!(": {}", .0) })]
     Refused(String),
+    /// Reading or writing the control socket failed.
     #[error("control socket {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The daemon's answer is not a message of its wire format.
     #[error("control socket {path}: {source}")]
     Decode {
+        /// The socket.
         path: PathBuf,
+        /// What is wrong with it.
         source: ipc::DecodeError,
     },
+    /// The request does not fit the wire format.
     #[error(transparent)]
     Encode(#[from] ipc::EncodeError),
+    /// The progress stream is not one of a known SWUpdate release.
     #[error("progress socket {path}: {source}")]
     Progress {
+        /// The socket.
         path: PathBuf,
+        /// What is wrong with it.
         source: ProgressError,
     },
+    /// Reading the progress socket failed.
     #[error("progress socket {path}: {source}")]
-    ProgressIo { path: PathBuf, source: io::Error },
+    ProgressIo {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The progress stream ended without a verdict.
     #[error("SWUpdate closed the progress socket {0} before the install ended")]
     ProgressClosed(PathBuf),
+    /// An answer of the wrong type.
     #[error("the daemon answered {0} to a request that expects ACK")]
     Unexpected(MsgType),
+    /// No answer in time.
     #[error("SWUpdate did not answer on {path} within {}s (is the daemon stuck?)", .wait.as_secs())]
-    NoAnswer { path: PathBuf, wait: Duration },
+    NoAnswer {
+        /// The socket.
+        path: PathBuf,
+        /// How long the agent waited.
+        wait: Duration,
+    },
+    /// Requests accepted, their streams never read: the count and the socket.
     #[error(
         "SWUpdate accepted {0} install requests on {1} but its installer took none of the streams (is the daemon stuck?)"
     )]
@@ -135,6 +175,7 @@ pub struct InstallOutcome {
 }
 
 impl InstallOutcome {
+    /// SWUpdate reported SUCCESS.
     pub fn succeeded(&self) -> bool {
         self.status == RecoveryStatus::Success
     }
@@ -186,6 +227,7 @@ async fn connect(path: &Path) -> Result<UnixStream, ClientError> {
 }
 
 impl Swupdate {
+    /// A client of the daemon at `paths`, speaking the progress wire `wire`.
     pub fn new(paths: SocketPaths, wire: WireSetting) -> Self {
         Swupdate {
             paths,
@@ -225,6 +267,7 @@ impl Swupdate {
         self
     }
 
+    /// The daemon's sockets.
     pub fn paths(&self) -> &SocketPaths {
         &self.paths
     }

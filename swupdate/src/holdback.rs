@@ -15,11 +15,14 @@ pub struct Holdback {
 /// the pushed data.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Release<'a> {
+    /// Released from the bytes held back before.
     pub from_tail: Vec<u8>,
+    /// Released from the bytes just pushed.
     pub from_data: &'a [u8],
 }
 
 impl Holdback {
+    /// Holds back the last `keep` bytes.
     pub fn new(keep: usize) -> Self {
         Holdback {
             keep,
@@ -32,6 +35,7 @@ impl Holdback {
         self.tail.len()
     }
 
+    /// Nothing held back.
     pub fn is_empty(&self) -> bool {
         self.tail.is_empty()
     }

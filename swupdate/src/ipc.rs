@@ -92,21 +92,37 @@ impl Abi {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum MsgType {
+    /// `REQ_INSTALL`: start an install; the image follows on the socket.
     ReqInstall = 0,
+    /// `ACK`: the request is taken.
     Ack = 1,
+    /// `NACK`: the request is refused (the reply's text says why).
     Nack = 2,
+    /// `GET_STATUS`: the daemon's state and one queued log line.
     GetStatus = 3,
+    /// `POST_UPDATE`: run the post-update command (the daemon's reboot).
     PostUpdate = 4,
+    /// `SWUPDATE_SUBPROCESS`: a message for a subprocess of the daemon.
     SwupdateSubprocess = 5,
+    /// `SET_AES_KEY`: the key of encrypted images.
     SetAesKey = 6,
+    /// `SET_UPDATE_STATE`: write the bootloader's `ustate`.
     SetUpdateState = 7,
+    /// `GET_UPDATE_STATE`: read the bootloader's `ustate`.
     GetUpdateState = 8,
+    /// `REQ_INSTALL_EXT`: an install request of the extended form.
     ReqInstallExt = 9,
+    /// `SET_VERSIONS_RANGE`: the versions an install may have.
     SetVersionsRange = 10,
+    /// `NOTIFY_STREAM`: subscribe to the daemon's log lines.
     NotifyStream = 11,
+    /// `GET_HW_REVISION`: the board's hardware revision.
     GetHwRevision = 12,
+    /// `SET_SWUPDATE_VARS`: write a variable of the daemon.
     SetSwupdateVars = 13,
+    /// `GET_SWUPDATE_VARS`: read a variable of the daemon.
     GetSwupdateVars = 14,
+    /// `SET_DELTA_URL`: the URL a delta handler fetches chunks from.
     SetDeltaUrl = 15,
 }
 
@@ -139,15 +155,22 @@ impl MsgType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum SourceType {
+    /// `SOURCE_UNKNOWN`.
     Unknown = 0,
+    /// `SOURCE_WEBSERVER`: SWUpdate's web server.
     Webserver = 1,
+    /// `SOURCE_SURICATTA`: SWUpdate's own update client.
     Suricatta = 2,
+    /// `SOURCE_DOWNLOADER`: SWUpdate's downloader.
     Downloader = 3,
+    /// `SOURCE_LOCAL`: a local client (the agent's default).
     Local = 4,
+    /// `SOURCE_CHUNKS_DOWNLOADER`: the delta handler's chunk fetches.
     ChunksDownloader = 5,
 }
 
 impl SourceType {
+    /// The source type of a wire value.
     pub fn from_u32(v: u32) -> Option<SourceType> {
         use SourceType::*;
         Some(match v {
@@ -178,21 +201,31 @@ pub enum RunType {
 /// The bootloader update state (`update_state_t`), one ASCII digit on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpdateState {
+    /// `STATE_OK`: no update pending.
     Ok,
+    /// `STATE_INSTALLED`: installed, to be tested on the next boot.
     Installed,
+    /// `STATE_TESTING`: booted into the new image, not yet confirmed.
     Testing,
+    /// `STATE_FAILED`: the update failed.
     Failed,
+    /// `STATE_NOT_AVAILABLE`: the bootloader has no state.
     NotAvailable,
+    /// `STATE_ERROR`: reading the state failed.
     Error,
+    /// `STATE_WAIT`: waiting (SWUpdate's internal).
     Wait,
+    /// `STATE_IN_PROGRESS`: an install is running.
     InProgress,
 }
 
 impl UpdateState {
+    /// The state's wire digit (`'0'`..`'7'`).
     pub fn to_digit(self) -> u8 {
         b'0' + self as u8
     }
 
+    /// The state of a wire digit; `None` for an unknown one.
     pub fn from_digit(d: u8) -> Option<UpdateState> {
         use UpdateState::*;
         Some(match d {
@@ -212,30 +245,48 @@ impl UpdateState {
 /// The fields of a REQ_INSTALL.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InstallRequest {
+    /// Who asks (`None`: a local client).
     pub source: Option<SourceType>,
+    /// Install or dry run.
     pub run: RunType,
     /// Length of the image when known, 0 otherwise (SWUpdate does not rely on it).
     pub len: u64,
     /// Free text echoed in the progress START message; at most 511 bytes.
     pub info: String,
+    /// The software set to install (`-e` of SWUpdate), empty for the daemon's own.
     pub software_set: String,
+    /// The running mode of the software set, empty for the daemon's own.
     pub running_mode: String,
+    /// Do not keep a copy of the `.swu` (SWUpdate's `-o`).
     pub disable_store_swu: bool,
 }
 
 /// A request that cannot be put on the wire.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EncodeError {
+    /// A text longer than its field.
     #[error("{field} is {len} bytes, SWUpdate takes at most {max}")]
     TooLong {
+        /// The field.
         field: &'static str,
+        /// The text's length.
         len: usize,
+        /// The field's room.
         max: usize,
     },
+    /// A text with a NUL byte (the C side would cut it).
     #[error("{field} contains a NUL byte")]
-    Nul { field: &'static str },
+    Nul {
+        /// The field.
+        field: &'static str,
+    },
+    /// An empty text where one is required.
     #[error("{field} is empty")]
-    Empty { field: &'static str },
+    Empty {
+        /// The field.
+        field: &'static str,
+    },
+    /// The image length does not fit a 32-bit `size_t`.
     #[error("image length {0} does not fit the 32-bit size_t of this ABI")]
     LenOverflow(u64),
 }
@@ -243,10 +294,18 @@ pub enum EncodeError {
 /// A reply that is not a control message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
+    /// A reply of the wrong size for the ABI.
     #[error("control reply is {got} bytes, expected {expected}")]
-    Size { got: usize, expected: usize },
+    Size {
+        /// Its size.
+        got: usize,
+        /// The ABI's message size.
+        expected: usize,
+    },
+    /// A reply without SWUpdate's magic number.
     #[error("control reply has magic {0:#010x}, expected {IPC_MAGIC:#010x}")]
     Magic(u32),
+    /// A message type this client does not know.
     #[error("control reply has unknown type {0}")]
     Type(u32),
 }
@@ -385,6 +444,7 @@ pub fn encode_set_delta_url(abi: Abi, filename: &str, url: &str) -> Result<Vec<u
 /// A decoded control reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
+    /// The message type.
     pub kind: MsgType,
     raw: Vec<u8>,
 }
@@ -392,8 +452,11 @@ pub struct Reply {
 /// The answer to GET_STATUS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
+    /// The daemon's current state (RECOVERY_STATUS).
     pub current: i32,
+    /// The result of the last install.
     pub last_result: i32,
+    /// The daemon's error code.
     pub error: i32,
     /// One queued log line, empty when the queue is drained.
     pub desc: String,
@@ -404,9 +467,11 @@ pub struct Status {
 pub struct Notification {
     /// RECOVERY_STATUS at the time of the line (START 1, RUN 2, SUCCESS 3, FAILURE 4, ...).
     pub status: i32,
+    /// The daemon's error code.
     pub error: i32,
     /// 1 error, 2 warning, 3 info, 4 debug/trace.
     pub level: i32,
+    /// The log line.
     pub msg: String,
 }
 
@@ -437,6 +502,7 @@ impl Reply {
         c_str(&self.raw[DATA..DATA + 128])
     }
 
+    /// The reply as a GET_STATUS answer.
     pub fn status(&self) -> Status {
         let d = &self.raw[DATA..];
         Status {
@@ -447,6 +513,7 @@ impl Reply {
         }
     }
 
+    /// The reply as a NOTIFY_STREAM message.
     pub fn notification(&self) -> Notification {
         let d = &self.raw[DATA..];
         Notification {

@@ -18,6 +18,7 @@ use std::str::FromStr;
 
 use crate::ipc::c_str;
 
+/// Bytes of the handshake a 2024.12 or later daemon sends first (apiversion and its length).
 pub const HANDSHAKE_LEN: usize = 8;
 /// Frame size of the naturally aligned struct (2022.12 - 2025.05).
 pub const NATURAL_FRAME: usize = 2416;
@@ -32,13 +33,18 @@ const API_2024: u32 = 0x0002_0000;
 /// The progress wire variant of a daemon, named by the first release that spoke it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Wire {
+    /// 2022.12 to 2023.05: no apiversion field.
     V2022_12,
+    /// 2023.12 to 2024.05: apiversion 1.0, no handshake.
     V2023_12,
+    /// 2024.12 to 2025.05: apiversion 2.0 and a handshake.
     V2024_12,
+    /// 2025.12 on: the packed struct.
     V2025_12,
 }
 
 impl Wire {
+    /// Every variant, oldest first.
     pub const ALL: [Wire; 4] = [
         Wire::V2022_12,
         Wire::V2023_12,
@@ -46,10 +52,12 @@ impl Wire {
         Wire::V2025_12,
     ];
 
+    /// Whether the daemon sends a handshake first.
     pub fn handshake(self) -> bool {
         self >= Wire::V2024_12
     }
 
+    /// The size of one frame.
     pub fn frame_size(self) -> usize {
         if self == Wire::V2025_12 {
             PACKED_FRAME
@@ -85,8 +93,10 @@ impl fmt::Display for Wire {
 /// The `wire` setting: a variant, or `auto` to recognise it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum WireSetting {
+    /// Recognise the daemon's variant from its first frames.
     #[default]
     Auto,
+    /// Expect this variant (a daemon whose stream cannot be told apart).
     Fixed(Wire),
 }
 
@@ -139,14 +149,23 @@ impl fmt::Display for WireSetting {
 /// `RECOVERY_STATUS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecoveryStatus {
+    /// `IDLE`: no install.
     Idle,
+    /// `START`: an install begins.
     Start,
+    /// `RUN`: an install runs.
     Run,
+    /// `SUCCESS`: the install succeeded.
     Success,
+    /// `FAILURE`: the install failed.
     Failure,
+    /// `DOWNLOAD`: SWUpdate's own download runs.
     Download,
+    /// `DONE`: the daemon is done with the install.
     Done,
+    /// `SUBPROCESS`: a message of a subprocess.
     Subprocess,
+    /// `PROGRESS`: a handler's own progress.
     Progress,
 }
 
@@ -171,15 +190,25 @@ impl RecoveryStatus {
 /// One decoded progress message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgressMsg {
+    /// The daemon's state.
     pub status: RecoveryStatus,
+    /// Download percentage (SWUpdate's own downloads).
     pub dwl_percent: u32,
+    /// Bytes downloaded (SWUpdate's own downloads).
     pub dwl_bytes: u64,
+    /// Images to install.
     pub nsteps: u32,
+    /// The image being installed (1-based).
     pub cur_step: u32,
+    /// Percentage of the current image.
     pub cur_percent: u32,
+    /// The current image's name.
     pub cur_image: String,
+    /// The current image's handler.
     pub hnd_name: String,
+    /// The source type of the install (`sourcetype`).
     pub source: u32,
+    /// Free text: the request's info at START, a handler's message otherwise.
     pub info: String,
 }
 
@@ -189,36 +218,52 @@ pub enum ProgressError {
     #[error(
         "progress frame starts with {0:#010x}, not a SWUpdate apiversion (0, 0x10000 or 0x20000): not a SWUpdate progress socket, or a release newer than this agent knows"
     )]
+    /// The first word is not an apiversion this client knows.
     ApiVersion(u32),
+    /// A status this client does not know.
     #[error("progress frame has unknown status {0}")]
     Status(u32),
+    /// An info length beyond the frame's buffer.
     #[error("progress frame has infolen {0}, more than its 2048-byte buffer")]
     InfoLen(u32),
+    /// A frame of the wrong size for its variant.
     #[error("progress frame is {got} bytes, a {wire} frame is {expected}")]
     FrameSize {
+        /// Its size.
         got: usize,
+        /// The variant.
         wire: Wire,
+        /// The variant's frame size.
         expected: usize,
     },
     #[error(
         "the daemon speaks the {seen} progress wire but `wire = \"{configured}\"` is configured; set it to \"{seen}\" or \"auto\""
     )]
+    /// The daemon speaks another variant than the configured one.
     Mismatch {
+        /// The configured variant.
         configured: Wire,
+        /// The variant seen.
         seen: &'static str,
     },
     #[error(
         "cannot tell the 2024.12 from the 2025.12 progress wire from {0} bytes; set `wire` to the daemon's release"
     )]
+    /// Too few bytes to tell the variant: the bytes seen.
     Undecided(usize),
     #[error(
         "progress frames out of step: a {wire} frame starts with {expected:#x}, this one with {found:#x}; is `wire` the daemon's release?"
     )]
+    /// A frame does not start where the variant says.
     OutOfSync {
+        /// The variant.
         wire: Wire,
+        /// The apiversion expected.
         expected: u32,
+        /// The word found.
         found: u32,
     },
+    /// The stream ended inside a frame: the bytes left over.
     #[error("progress stream ended inside a frame ({0} bytes left over)")]
     Truncated(usize),
 }
@@ -305,6 +350,7 @@ pub struct ProgressDecoder {
 }
 
 impl ProgressDecoder {
+    /// A decoder of the `setting`'s variant.
     pub fn new(setting: WireSetting) -> Self {
         ProgressDecoder {
             setting,

@@ -20,20 +20,37 @@ pub const AFTER_TRAILER: u64 = 64 * 1024;
 /// What is wrong with the archive.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SwuError {
+    /// The bytes are not a cpio archive SWUpdate reads.
     #[error(
         "not a .swu: {what} at byte {offset} (a .swu is a cpio archive in the newc or crc format)"
     )]
-    NotCpio { offset: u64, what: String },
+    NotCpio {
+        /// Where in the stream.
+        offset: u64,
+        /// What was found.
+        what: String,
+    },
+    /// The first entry is not `sw-description`: its name.
     #[error("not a .swu: its first entry is `{0}`, a .swu starts with sw-description")]
     FirstEntry(String),
+    /// The stream ended inside the archive.
     #[error("the .swu is truncated at byte {offset}: {}", truncation(*.missing, .place))]
     Truncated {
+        /// Where it ended.
         offset: u64,
+        /// Bytes of the current part still expected.
         missing: u64,
+        /// Which part.
         place: Place,
     },
+    /// The archive is (or says it is) larger than allowed.
     #[error("the .swu is larger than the {max}-byte limit (download.max_image_size): {what}")]
-    TooLarge { max: u64, what: String },
+    TooLarge {
+        /// The limit in bytes.
+        max: u64,
+        /// What showed it.
+        what: String,
+    },
 }
 
 fn truncation(missing: u64, place: &Place) -> String {
@@ -46,8 +63,11 @@ fn truncation(missing: u64, place: &Place) -> String {
 /// Where in the archive the stream stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Place {
+    /// An entry's header.
     Header,
+    /// An entry's name.
     Name,
+    /// The data of the named entry.
     Data(String),
     /// Between entries: the archive lacks its trailer.
     NoTrailer,
@@ -116,6 +136,7 @@ fn hex_field(h: &[u8], i: usize) -> Option<u64> {
 }
 
 impl SwuTracker {
+    /// A tracker at the start of an archive, without a size limit.
     pub fn new() -> Self {
         Self::default()
     }

@@ -34,6 +34,7 @@ pub fn delegated_role<'a>(d: &'a Delegations, name: &str) -> Option<(&'a [String
     is_bin(s, name).then_some((s.keyids.as_slice(), s.threshold))
 }
 
+/// Whether `r` may vouch for `path`: its `paths` patterns or its `path_hash_prefixes`.
 pub fn is_delegated_path(r: &DelegatedRole, path: &str) -> bool {
     if let Some(prefixes) = &r.path_hash_prefixes {
         let h = hex::encode(digest::digest(&digest::SHA256, path.as_bytes()));

@@ -90,8 +90,11 @@ impl Default for Limits {
 /// A target as its (trusted) targets metadata describes it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TargetInfo {
+    /// The target path (its name in the repository).
     pub path: String,
+    /// Its exact length in bytes.
     pub length: u64,
+    /// Its hashes: algorithm (`sha256`, `sha512`) to hex digest.
     pub hashes: BTreeMap<String, String>,
     /// `custom` of the target (`null` when absent).
     pub custom: serde_json::Value,
@@ -121,6 +124,7 @@ const SEGMENT: &AsciiSet = &QUOTE
     .remove(b':')
     .remove(b'@');
 
+/// `s` percent-encoded as one name (see [`target_file_name`] for a target path).
 pub fn quote(s: &str) -> String {
     utf8_percent_encode(s, QUOTE).to_string()
 }
@@ -171,6 +175,7 @@ impl<F: Fetcher> Updater<F> {
         }
     }
 
+    /// The trusted store.
     pub fn store(&self) -> &MetadataStore {
         &self.store
     }

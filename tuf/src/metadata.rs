@@ -18,9 +18,12 @@ const SPEC_MAJOR: &str = "1";
 /// Top-level role names; a delegated role may not take one.
 pub const TOP_LEVEL: [&str; 4] = ["root", "timestamp", "snapshot", "targets"];
 
+/// A signature over the canonical `signed`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Signature {
+    /// The key that made it.
     pub keyid: String,
+    /// The signature, hex.
     pub sig: String,
 }
 
@@ -33,20 +36,29 @@ struct RawEnvelope {
 /// Fields every `signed` has.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Common {
+    /// The role type (`root`, `timestamp`, ...).
     #[serde(rename = "_type")]
     pub type_: String,
+    /// The TUF specification version the metadata follows.
     pub spec_version: String,
+    /// The metadata's version (rollback protection).
     pub version: u64,
+    /// When it expires (RFC 3339, UTC).
     pub expires: String,
 }
 
+/// A public key of a role.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Key {
+    /// `ed25519`, `ecdsa`, `rsa`.
     pub keytype: String,
+    /// The signature scheme.
     pub scheme: String,
+    /// The key material.
     pub keyval: KeyVal,
 }
 
+/// The key material of a [`Key`].
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct KeyVal {
     /// Absent for key types this client cannot use (such a key never verifies, but the
@@ -55,86 +67,123 @@ pub struct KeyVal {
     pub public: String,
 }
 
+/// Which keys sign a top-level role, and how many must.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct RoleKeys {
+    /// The role's key ids.
     pub keyids: Vec<String>,
+    /// Valid signatures needed.
     pub threshold: u64,
 }
 
+/// The root role: the keys of every top-level role.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Root {
+    /// The common fields.
     #[serde(flatten)]
     pub common: Common,
+    /// Whether metadata and target files are named with their version or hash.
     #[serde(default)]
     pub consistent_snapshot: bool,
+    /// Every key of the top-level roles, by key id.
     pub keys: BTreeMap<String, Key>,
+    /// The keys and threshold of each top-level role.
     pub roles: BTreeMap<String, RoleKeys>,
 }
 
 /// What timestamp says of snapshot, and snapshot of each targets role.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct MetaFile {
+    /// The listed version.
     pub version: u64,
+    /// The listed length (then a bound of the download).
     pub length: Option<u64>,
+    /// The listed hashes (then checked).
     pub hashes: Option<BTreeMap<String, String>>,
 }
 
+/// The timestamp role: the current snapshot.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Timestamp {
+    /// The common fields.
     #[serde(flatten)]
     pub common: Common,
+    /// Its one entry: `snapshot.json`.
     pub meta: BTreeMap<String, MetaFile>,
 }
 
 impl Timestamp {
+    /// What timestamp says of snapshot.
     pub fn snapshot_meta(&self) -> &MetaFile {
         // Checked at parse: the only entry.
         &self.meta["snapshot.json"]
     }
 }
 
+/// The snapshot role: the current version of every targets role.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Snapshot {
+    /// The common fields.
     #[serde(flatten)]
     pub common: Common,
+    /// `<role>.json` of each targets role.
     pub meta: BTreeMap<String, MetaFile>,
 }
 
+/// A target as a targets role lists it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct TargetFile {
+    /// Its exact length.
     pub length: u64,
+    /// Its hashes: algorithm to hex digest.
     pub hashes: BTreeMap<String, String>,
+    /// Anything the repository adds (the agent: version, board, hardware, deltas).
     #[serde(default)]
     pub custom: Option<Value>,
 }
 
+/// A targets role (top-level or delegated): targets and further delegations.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Targets {
+    /// The common fields.
     #[serde(flatten)]
     pub common: Common,
+    /// The targets it vouches for, by path.
     pub targets: BTreeMap<String, TargetFile>,
+    /// The roles it delegates to.
     #[serde(default)]
     pub delegations: Option<Delegations>,
 }
 
+/// What a targets role delegates.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Delegations {
+    /// The keys of the delegated roles, by key id.
     pub keys: BTreeMap<String, Key>,
+    /// Delegated roles with their paths, in order of priority.
     #[serde(default)]
     pub roles: Option<Vec<DelegatedRole>>,
+    /// Hash-bin delegation (TAP 15) instead of a list.
     #[serde(default)]
     pub succinct_roles: Option<SuccinctRoles>,
 }
 
+/// A delegated role of a `roles` list.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DelegatedRole {
+    /// Its name.
     pub name: String,
+    /// Its key ids.
     pub keyids: Vec<String>,
+    /// Valid signatures needed.
     pub threshold: u64,
+    /// Whether the search stops here when the path matches (no later role is tried).
     #[serde(default)]
     pub terminating: bool,
+    /// Path patterns (shell-style) it may vouch for.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
+    /// Prefixes of the SHA-256 of the paths it may vouch for.
     #[serde(default)]
     pub path_hash_prefixes: Option<Vec<String>>,
 }
@@ -142,9 +191,13 @@ pub struct DelegatedRole {
 /// TAP 15: `2^bit_length` bins named `<name_prefix>-<hex>`, all with the same keys.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SuccinctRoles {
+    /// The key ids of every bin.
     pub keyids: Vec<String>,
+    /// Valid signatures needed.
     pub threshold: u64,
+    /// Bits of the path hash that name the bin.
     pub bit_length: u32,
+    /// The bins' names are `<name_prefix>-<hex>`.
     pub name_prefix: String,
 }
 
@@ -152,15 +205,21 @@ pub struct SuccinctRoles {
 /// signatures.
 #[derive(Debug, Clone)]
 pub struct Signed<T> {
+    /// The typed content.
     pub signed: T,
+    /// The canonical JSON of `signed`: what the signatures cover.
     pub canonical: Vec<u8>,
+    /// The signatures.
     pub signatures: Vec<Signature>,
 }
 
 /// A metadata type: its `_type` and its own checks.
 pub trait MetaType: for<'de> Deserialize<'de> {
+    /// The `_type` it must have.
     const TYPE: &'static str;
+    /// Its common fields.
     fn common(&self) -> &Common;
+    /// Type-specific checks beyond the schema.
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
@@ -343,6 +402,7 @@ impl<T: MetaType> Signed<T> {
         })
     }
 
+    /// The version of the metadata.
     pub fn version(&self) -> u64 {
         self.signed.common().version
     }

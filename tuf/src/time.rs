@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The time expiry is checked against, in Unix seconds. A trait so tests and the daemon's
 /// "never below the latest known time" rule decide it.
 pub trait Clock: Send + Sync {
+    /// Seconds since the Unix epoch.
     fn now(&self) -> i64;
 }
 

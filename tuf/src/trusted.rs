@@ -21,6 +21,7 @@ pub enum TimestampUpdate {
     Unchanged,
 }
 
+/// The metadata trusted so far in one refresh, each file checked against the ones before it.
 #[derive(Debug)]
 pub struct TrustedSet {
     now: i64,
@@ -52,18 +53,22 @@ impl TrustedSet {
         })
     }
 
+    /// The trusted root.
     pub fn root(&self) -> &Root {
         &self.root.signed
     }
 
+    /// The trusted timestamp, once loaded.
     pub fn timestamp(&self) -> Option<&Timestamp> {
         self.timestamp.as_ref().map(|t| &t.signed)
     }
 
+    /// The trusted snapshot, once loaded.
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref().map(|s| &s.signed)
     }
 
+    /// The trusted targets metadata of `role` (top-level or delegated), once loaded.
     pub fn targets(&self, role: &str) -> Option<&Targets> {
         self.targets.get(role).map(|t| &t.signed)
     }

@@ -67,10 +67,12 @@ impl TargetVerifier {
         self.seen > self.length
     }
 
+    /// Bytes checked so far.
     pub fn seen(&self) -> u64 {
         self.seen
     }
 
+    /// The target's length.
     pub fn length(&self) -> u64 {
         self.length
     }
