@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 // The SWUpdate client is a library under the agent (it imports nothing from it): its wire
 // choice and socket paths are named here without a cycle.
-use crate::swupdate::{SocketPaths, WireSetting};
+use cip_swupdate::{SocketPaths, WireSetting};
 
 pub mod mqtt;
 mod selection;
@@ -275,14 +275,14 @@ impl Tuf {
     }
 
     /// The limits of the TUF client.
-    pub fn limits(&self) -> crate::tuf::Limits {
-        crate::tuf::Limits {
+    pub fn limits(&self) -> cip_tuf::Limits {
+        cip_tuf::Limits {
             root_max: self.max_root_size,
             timestamp_max: self.max_timestamp_size,
             snapshot_max: self.max_snapshot_size,
             targets_max: self.max_targets_size,
             metadata_timeout: self.metadata_timeout,
-            ..crate::tuf::Limits::default()
+            ..cip_tuf::Limits::default()
         }
     }
 }
@@ -1116,7 +1116,7 @@ no_proxy = ["localhost", ".plant.local", "10.0.0.1"]
         assert_eq!(c.device.client_id.as_deref(), Some("dev-0042"));
         assert_eq!(
             c.swupdate.wire,
-            WireSetting::Fixed(crate::swupdate::Wire::V2024_12)
+            WireSetting::Fixed(cip_swupdate::Wire::V2024_12)
         );
         assert_eq!(
             c.swupdate.socket_paths().control,

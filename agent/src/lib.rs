@@ -3,22 +3,17 @@
 //! The library holds every capability and the command line over them ([`cli`], one subcommand a
 //! file); `main.rs` parses, sets up logging and dispatches.
 
-pub mod atomic;
 pub mod backoff;
 pub mod boot;
 pub mod bounded;
 pub mod cli;
 pub mod command;
 pub mod config;
-pub mod daemon;
 pub mod delta;
 pub mod device;
 pub mod faults;
 pub mod health;
 pub mod http;
-pub mod install;
-pub mod job;
-pub mod journal;
 pub mod mqtt;
 pub mod notify;
 pub mod onboard;
@@ -28,13 +23,12 @@ pub mod redact;
 pub mod report;
 pub mod selection;
 pub mod source;
+pub mod sources;
 pub mod state;
 pub mod status;
-pub mod swu;
-pub mod swupdate;
 pub mod text;
 pub mod throttle;
-pub mod tuf;
+pub mod trust;
 pub mod uri;
 pub mod view;
 pub mod wfx;

@@ -152,7 +152,7 @@ mod tests {
         let r = Reporter::new(None, None);
         assert_eq!(r.delta_of("a"), None);
         let native = Route::Native {
-            info: crate::tuf::TargetInfo {
+            info: cip_tuf::TargetInfo {
                 path: "os-1.1-from-1.0.swu".into(),
                 length: 1234,
                 hashes: Default::default(),

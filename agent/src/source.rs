@@ -67,6 +67,16 @@ pub struct Opened {
     pub len: Option<u64>,
 }
 
+/// What SWUpdate's install streams: the same reader and length.
+impl From<Opened> for cip_swupdate::install::Image {
+    fn from(o: Opened) -> Self {
+        cip_swupdate::install::Image {
+            reader: o.reader,
+            len: o.len,
+        }
+    }
+}
+
 /// A reqwest error for showing: its chain of causes, with the URL it repeats redacted
 /// ([`crate::redact::url`]).
 pub fn http_error(e: &reqwest::Error) -> String {

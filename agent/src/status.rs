@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::job::Record;
-use crate::journal::{JournalError, LastResult, Store};
+use crate::sources::wfx::job::Record;
+use crate::sources::wfx::journal::{JournalError, LastResult, Store};
 use crate::text::escaped;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -68,7 +68,7 @@ fn boot_phase(b: &crate::pipeline::activate::BootRecord) -> String {
 
 /// TUF-only mode's update in hand and last result, from its record.
 fn tuf_only_state(state_dir: &std::path::Path) -> (Option<CurrentJob>, Option<LastResult>) {
-    use crate::tuf::only::{Record, record_path, update_id};
+    use crate::sources::tuf_only::{Record, record_path, update_id};
     let rec = Record::load(&record_path(state_dir));
     let current = match (&rec.pending, &rec.committed) {
         (Some(p), _) => Some(CurrentJob {
@@ -238,7 +238,7 @@ mod tests {
         assert!(text.contains("job:       none"), "{text}");
         assert!(text.contains("boot:      none (no A/B rollback)"), "{text}");
 
-        let mut j = crate::journal::Journal::default();
+        let mut j = crate::sources::wfx::journal::Journal::default();
         j.jobs.insert(
             "j1".into(),
             Record {
@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn status_of_tuf_only_mode_from_its_record() {
-        use crate::tuf::only::{LastEnd, Pending, Record, record_path};
+        use crate::sources::tuf_only::{LastEnd, Pending, Record, record_path};
         let d = tempfile::tempdir().unwrap();
         let mut c: Config = toml::from_str(
             "[tuf]\nroot = \"/r.json\"\nmetadata_url = \"http://h/m\"\ntargets_url = \"http://h/t\"\n",

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::install::Observer;
-use crate::swupdate::{ProgressMsg, RecoveryStatus};
+use cip_swupdate::install::Observer;
+use cip_swupdate::{ProgressMsg, RecoveryStatus};
 
 /// What the daemon is doing, in words.
 pub fn describe(m: &ProgressMsg) -> String {
@@ -56,6 +56,10 @@ impl<W: Write> PlainView<W> {
 }
 
 impl<W: Write> Observer for PlainView<W> {
+    // The commit's crash point of the fault injection (crate::faults).
+    fn committed(&mut self) {
+        crate::faults::point("commit");
+    }
     fn streamed(&mut self, bytes: u64, total: Option<u64>) {
         let Some(total) = total.filter(|t| *t > 0) else {
             return;
@@ -116,6 +120,10 @@ impl BarView {
 }
 
 impl Observer for BarView {
+    // The commit's crash point of the fault injection (crate::faults).
+    fn committed(&mut self) {
+        crate::faults::point("commit");
+    }
     fn streamed(&mut self, bytes: u64, _total: Option<u64>) {
         self.bar.set_position(bytes);
     }

@@ -2,18 +2,22 @@
 //! job source that drives it (wfx, or TUF-only when there is no `[wfx]`). Libraries and
 //! pipeline steps take plain values; only this module (and the command line) reads `Config`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use cip_swupdate::Swupdate;
+use cip_tuf::Updater;
+use cip_tuf::artifacts::{Gate, LatestKnownClock};
+
 use crate::config::Config;
-use crate::daemon::Daemon;
-use crate::journal::Store;
 use crate::mqtt::Publisher;
 use crate::pipeline::{Parts, Pipeline, Settings};
 use crate::report::Reporter;
 use crate::selection::Selector;
-use crate::swupdate::Swupdate;
-use crate::tuf::artifacts::Trust;
-use crate::tuf::only::TufOnly;
+use crate::sources::tuf_only::TufOnly;
+use crate::sources::wfx::Daemon;
+use crate::sources::wfx::journal::Store;
+use crate::trust::{HttpFetcher, Trust, TrustSetupError};
 use crate::wfx::WfxClient;
 
 /// Why the agent cannot run.
@@ -26,11 +30,54 @@ pub enum RunError {
     #[error(transparent)]
     Http(#[from] crate::http::HttpSetupError),
     #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
+    Journal(#[from] crate::sources::wfx::journal::JournalError),
     #[error(transparent)]
     Mqtt(#[from] crate::mqtt::MqttError),
     #[error(transparent)]
-    Tuf(#[from] crate::tuf::artifacts::TrustSetupError),
+    Tuf(#[from] crate::trust::TrustSetupError),
+}
+
+/// The TUF gate of `[tuf]`: the shipped root (taken when the cache in `<state_dir>/tuf/` has
+/// none or an older one), the HTTP client from `[tls]` and `[proxy]`. `None` without `[tuf]`.
+fn trust(config: &Config) -> Result<Option<Trust>, TrustSetupError> {
+    let Some(t) = &config.tuf else {
+        return Ok(None);
+    };
+    let dir = config.state_dir.join("tuf");
+    let clock = Arc::new(LatestKnownClock::load(dir.join("latest-known-time")));
+    let http = crate::http::client(&config.tls, &config.proxy, t.connect_timeout)?;
+    let mut updater = Updater::new(
+        &dir,
+        &t.metadata_url.0,
+        Some(&t.targets_url.0),
+        t.limits(),
+        HttpFetcher::new(http, t.read_timeout).with_limits(config.download.limits()),
+        clock.clone(),
+    );
+    let root = std::fs::read(&t.root).map_err(|source| TrustSetupError::Root {
+        path: t.root.clone(),
+        source,
+    })?;
+    if updater
+        .ensure_root(&root)
+        .map_err(TrustSetupError::BadRoot)?
+    {
+        tracing::info!("TUF: trusting the shipped root {}", t.root.display());
+    }
+    let wait_for_sync = t
+        .wait_for_time_sync
+        .then(|| (t.time_sync_file.clone(), t.time_sync_timeout));
+    Ok(Some(Trust::new(
+        Gate::new(
+            updater,
+            clock,
+            config.device.hwrevision_file.clone(),
+            wait_for_sync,
+        ),
+        t.targets_url.0.clone(),
+        t.read_timeout,
+        config.download.limits(),
+    )))
 }
 
 /// The pipeline of `config`; MQTT only with a client-id (its topics name it).
@@ -44,7 +91,7 @@ pub fn pipeline(config: &Config) -> Result<Pipeline, RunError> {
         }
         _ => None,
     };
-    let trust = Trust::new(config)?;
+    let trust = trust(config)?;
     if trust.is_none() {
         tracing::warn!(
             "no [tuf] section: artifacts are NOT verified against TUF metadata (development mode only)"

@@ -9,16 +9,22 @@ use crate::protocol::{self, IdentityContext, Refusal, state};
 
 /// The device: serial, model, key.
 pub struct Me<'a> {
+    /// Its serial (signed into its identity).
     pub serial: &'a str,
+    /// Its model.
     pub model: &'a str,
+    /// Its ed25519 key.
     pub key: &'a SigningKey,
 }
 
 /// The onboarding job, as much of it as the decision needs.
 #[derive(Debug, Clone, Copy)]
 pub struct JobView<'a> {
+    /// The job's id (the answer is signed for it).
     pub id: &'a str,
+    /// The job's state.
     pub state: &'a str,
+    /// The job's definition (the fleet's answer, once there).
     pub definition: Option<&'a Value>,
     /// `status.context`.
     pub context: Option<&'a Value>,
@@ -36,17 +42,28 @@ pub enum Step {
     /// Nothing to do until wfx changes the job.
     Wait,
     /// The answer holds: store the client-id, then report ONBOARDED.
-    Accept { client_id: String },
+    Accept {
+        /// The client-id of the answer.
+        client_id: String,
+    },
     /// The answer does not hold: nothing is stored; report the refusal (staying in APPROVED,
     /// with the identity again), so the fleet can answer again.
     Refuse {
+        /// Why the answer does not hold.
         refusal: Refusal,
+        /// The identity to report again.
         identity: IdentityContext,
     },
     /// The fleet rejected the device: acknowledge it in the status (same state).
-    AcknowledgeRejection { reason: String },
+    AcknowledgeRejection {
+        /// The fleet's reason.
+        reason: String,
+    },
     /// Rejected, and already acknowledged.
-    Rejected { reason: String },
+    Rejected {
+        /// The fleet's reason.
+        reason: String,
+    },
     /// The job is closed (ONBOARDED).
     Closed,
     /// The job id itself cannot be used (wfx's ids are `[A-Za-z0-9_.-]{1,36}`).

@@ -8,9 +8,13 @@ use crate::protocol::{check_model, check_serial};
 /// Where the firmware tells serial and model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sources {
+    /// DMI's product serial (x86).
     pub dmi_serial: PathBuf,
+    /// The device tree's serial number.
     pub dt_serial: PathBuf,
+    /// DMI's product name (x86).
     pub dmi_model: PathBuf,
+    /// The device tree's model.
     pub dt_model: PathBuf,
 }
 
@@ -28,12 +32,28 @@ impl Default for Sources {
 /// The device's serial cannot be found or used.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// No source gives a serial.
     #[error("no serial number: {tried}; set onboarding.serial in the configuration")]
-    NoSerial { tried: String },
+    NoSerial {
+        /// The sources tried.
+        tried: String,
+    },
+    /// A source gives a serial that cannot be used.
     #[error("{source_name}: {reason}; set onboarding.serial in the configuration")]
-    BadSerial { source_name: String, reason: String },
+    BadSerial {
+        /// The source.
+        source_name: String,
+        /// What is wrong with its serial.
+        reason: String,
+    },
+    /// A configured value that cannot be used.
     #[error("onboarding.{key}: {reason}")]
-    BadConfig { key: &'static str, reason: String },
+    BadConfig {
+        /// The key of `[onboarding]`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Firmware placeholders that are not serials or models.

@@ -9,23 +9,35 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
-use crate::atomic;
 use crate::protocol::parse_public_key;
+use cip_atomic as atomic;
 
 /// The device key's file name in the state directory.
 pub const DEVICE_KEY_FILE: &str = "device-ed25519.key";
 
+/// A key file that cannot be read, made or used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// Reading or writing the file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The key file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file holds no usable key.
     #[error("{path}: {reason}")]
-    Bad { path: PathBuf, reason: String },
+    Bad {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The system gave no randomness.
     #[error("no randomness for a new key: {0}")]
     Random(String),
+    /// Making a key would overwrite this file.
     #[error("{0} exists: not overwritten")]
     Exists(PathBuf),
 }

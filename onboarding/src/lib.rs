@@ -16,7 +16,6 @@
 
 pub use ed25519_dalek;
 
-pub mod atomic;
 pub mod device;
 pub mod identity;
 pub mod keys;

@@ -13,17 +13,34 @@ use crate::protocol::WORKFLOW;
 /// What went wrong talking to wfx.
 #[derive(Debug, thiserror::Error)]
 pub enum NorthError {
+    /// The request did not get an answer.
     #[error("wfx at {url}: {reason}")]
-    Network { url: String, reason: String },
+    Network {
+        /// The request.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// wfx answered with an error status.
     #[error("wfx: {method} {url}: {status}: {body}")]
     Status {
+        /// The request's method.
         method: String,
+        /// The request's URL.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// wfx's answer (cut).
         body: String,
     },
+    /// wfx's answer is not the JSON expected.
     #[error("wfx: {url}: unreadable answer: {reason}")]
-    Decode { url: String, reason: String },
+    Decode {
+        /// The request.
+        url: String,
+        /// What is wrong with the answer.
+        reason: String,
+    },
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -47,6 +64,7 @@ fn encode(v: &str) -> String {
         .collect()
 }
 
+/// The operator tool's client of wfx's management (northbound) API.
 #[derive(Clone, Debug)]
 pub struct North {
     base: String,
@@ -54,6 +72,7 @@ pub struct North {
 }
 
 impl North {
+    /// A client of the wfx at `base` (its northbound URL).
     pub fn new(base: &str) -> Result<North, NorthError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -136,6 +155,7 @@ impl North {
         }
     }
 
+    /// The job `id` as wfx shows it.
     pub async fn job(&self, id: &str) -> Result<Value, NorthError> {
         self.call(Method::GET, &format!("/jobs/{}", encode(id)), None)
             .await
@@ -151,6 +171,7 @@ impl North {
         .await
     }
 
+    /// Replaces the definition of job `id` (the fleet's answer).
     pub async fn put_definition(&self, id: &str, definition: &Value) -> Result<Value, NorthError> {
         self.call(
             Method::PUT,
@@ -160,6 +181,7 @@ impl North {
         .await
     }
 
+    /// Sets the status of job `id` (a transition of the workflow).
     pub async fn put_status(&self, id: &str, status: &Value) -> Result<Value, NorthError> {
         self.call(
             Method::PUT,

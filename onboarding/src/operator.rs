@@ -74,8 +74,11 @@ pub fn client_id_from_template(
 /// with the device's identity checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
+    /// The job's id.
     pub job_id: String,
+    /// The job's clientId (the device's temporary `onboarding-<serial>`).
     pub client_id: String,
+    /// The job's state.
     pub state: String,
     /// The verified identity, or why there is none.
     pub identity: Result<IdentityContext, String>,

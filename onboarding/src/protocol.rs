@@ -59,14 +59,18 @@ pub fn answer_message(job_id: &str, serial: &str, device_key: &str, client_id: &
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityContext {
+    /// The device's serial.
     pub serial: String,
+    /// The device's model.
     pub model: String,
     /// The device's ed25519 public key (hex, 32 bytes).
     pub public_key: String,
     /// Its signature (hex, 64 bytes) over [`identity_message`].
     pub signature: String,
+    /// Why the device refused the last answer (then it is still APPROVED).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The `definitionHash` of the refused answer, so that it is not examined again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_definition_hash: Option<String>,
 }
@@ -77,10 +81,13 @@ pub struct IdentityContext {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Answer {
+    /// The job the answer is for (informative).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// The serial the answer is for (informative).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// The client-id the fleet gives the device.
     pub client_id: String,
     /// The device key the client-id is given to (hex).
     pub device_public_key: String,
@@ -92,8 +99,11 @@ pub struct Answer {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} `{value}` {why}")]
 pub struct FieldError {
+    /// The field.
     pub what: &'static str,
+    /// Its value.
     pub value: String,
+    /// What is wrong with it.
     pub why: String,
 }
 
@@ -193,6 +203,7 @@ pub fn parse_signature(hex_sig: &str) -> Result<Signature, String> {
     Ok(Signature::from_bytes(&bytes))
 }
 
+/// A public key as the protocol writes it: 64 hex digits.
 pub fn public_key_hex(key: &VerifyingKey) -> String {
     hex::encode(key.as_bytes())
 }
@@ -271,17 +282,27 @@ pub fn make_answer(
 /// Why a device refuses an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// Not an answer of this protocol: what is wrong.
     #[error("malformed answer: {0}")]
     Malformed(String),
+    /// The answer was signed for another job.
     #[error("the answer was made for job {made_for}, not for this job {this}: replayed")]
-    OtherJob { made_for: String, this: String },
+    OtherJob {
+        /// The job id the answer names.
+        made_for: String,
+        /// This job.
+        this: String,
+    },
+    /// The answer names another serial.
     #[error("the answer is for serial {0}, not this device's")]
     OtherSerial(String),
+    /// The answer is for another key: the key it names.
     #[error("the answer is for another device's key ({0})")]
     OtherKey(String),
     #[error(
         "the answer's signature does not verify with the fleet onboarding key (forged, or signed by another key)"
     )]
+    /// The fleet key does not verify the signature.
     BadSignature,
 }
 

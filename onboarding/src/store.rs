@@ -7,33 +7,49 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic;
 use crate::protocol::check_client_id;
+use cip_atomic as atomic;
 
+/// The file's name in the state directory.
 pub const FILE: &str = "onboarding.json";
 
+/// The outcome of onboarding, kept in the state directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Onboarded {
+    /// The client-id the device got.
     pub client_id: String,
+    /// The onboarding job that gave it.
     pub job_id: String,
+    /// The device's serial at the time.
     pub serial: String,
     /// ONBOARDED was reported to wfx.
     #[serde(default)]
     pub closed: bool,
 }
 
+/// The stored outcome cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Reading or writing the file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file is not an outcome.
     #[error("{path}: unreadable: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
+/// The file in `state_dir`.
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE)
 }
@@ -57,6 +73,7 @@ pub fn load(state_dir: &Path) -> Result<Option<Onboarded>, StoreError> {
     Ok(Some(o))
 }
 
+/// Stores `o` (a private file, replaced atomically).
 pub fn save(state_dir: &Path, o: &Onboarded) -> Result<(), StoreError> {
     let p = path(state_dir);
     let mut bytes = serde_json::to_vec_pretty(o).map_err(|e| StoreError::Corrupt {

@@ -628,7 +628,7 @@ async fn prepare_only(
     max_ranges: usize,
 ) -> Result<cip_update_agent::delta::Prepared, String> {
     use cip_update_agent_tests::fixtures::swu::sha256_file;
-    let info = |p: &Path| cip_update_agent::tuf::TargetInfo {
+    let info = |p: &Path| cip_tuf::TargetInfo {
         path: p.file_name().unwrap().to_string_lossy().into_owned(),
         length: fs::metadata(p).unwrap().len(),
         hashes: [("sha256".to_owned(), sha256_file(p).unwrap())]

@@ -519,7 +519,7 @@ async fn a_stalling_tuf_metadata_server_is_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalling_delta_server_fails_the_delta() {
     let dir = tempfile::tempdir().unwrap();
-    let info = |path: &str, length: u64| cip_update_agent::tuf::TargetInfo {
+    let info = |path: &str, length: u64| cip_tuf::TargetInfo {
         path: path.to_owned(),
         length,
         hashes: [("sha256".to_owned(), "ab".repeat(32))]

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use cip_update_agent::swupdate::client::Installation;
-use cip_update_agent::swupdate::{
+use cip_swupdate::client::Installation;
+use cip_swupdate::{
     InstallRequest, RecoveryStatus, RunType, SocketPaths, Swupdate, Wire, WireSetting,
 };
 use cip_update_agent_tests::daemons::agent::agent_cmd;
@@ -439,7 +439,7 @@ fn help_and_version() {
 /// SWUpdate keeps the state in memory).
 #[tokio::test]
 async fn update_state_status_and_post_update_requests() {
-    use cip_update_agent::swupdate::UpdateState;
+    use cip_swupdate::UpdateState;
     let rig = Rig::new();
     let c = rig.client();
     // GET_STATUS pops one queued log line per call, and then reports that line's status:

@@ -9,11 +9,8 @@
 
 use std::time::Duration;
 
-use cip_update_agent::install::{self, InstallError};
-use cip_update_agent::source::Opened;
-use cip_update_agent::swupdate::{
-    ClientError, InstallRequest, RunType, SocketPaths, Swupdate, WireSetting,
-};
+use cip_swupdate::install::{self, InstallError};
+use cip_swupdate::{ClientError, InstallRequest, RunType, SocketPaths, Swupdate, WireSetting};
 use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon};
 use cip_update_agent_tests::fixtures::pki::TestCert;
 use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes};
@@ -69,7 +66,7 @@ async fn an_install_asked_for_just_after_the_previous_one_ended_completes() {
             );
             loop {
                 let file = tokio::fs::File::open(&swu.path).await.unwrap();
-                let image = Opened {
+                let image = install::Image {
                     reader: Box::pin(file),
                     len: Some(swu.len),
                 };

@@ -205,8 +205,11 @@ impl Chunker {
 /// A chunk found in a seed: where it is and the checksum of its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeedChunk {
+    /// Where the chunk starts in the seed.
     pub offset: u64,
+    /// Its length.
     pub len: u64,
+    /// The checksum of its bytes.
     pub digest: Digest,
 }
 

@@ -9,8 +9,11 @@ use crate::error::Error;
 /// A checksum type as numbered in the zchunk format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashType {
+    /// SHA-1.
     Sha1,
+    /// SHA-256.
     Sha256,
+    /// SHA-512.
     Sha512,
     /// The first 16 bytes of SHA-512 (not FIPS SHA-512/t with its own IV).
     Sha512_128,
@@ -94,6 +97,7 @@ enum State {
 }
 
 impl Hasher {
+    /// Hashes more bytes.
     pub fn update(&mut self, data: &[u8]) {
         match &mut self.0 {
             State::Sha1(h) => h.update(data),
@@ -102,6 +106,7 @@ impl Hasher {
         }
     }
 
+    /// The digest of everything hashed.
     pub fn finish(self) -> Digest {
         match self.0 {
             State::Sha1(h) => Digest::new(&h.finalize()),
@@ -132,6 +137,7 @@ impl Digest {
         d
     }
 
+    /// The digest's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }

@@ -39,6 +39,7 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The compression of a header's type id.
     pub fn from_id(n: u64) -> Result<Compression, Error> {
         match n {
             0 => Ok(Compression::None),
@@ -119,14 +120,18 @@ impl Chunk {
 /// An optional element of the preface (none are defined yet; kept as read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionalElement {
+    /// Its type.
     pub id: u64,
+    /// Its bytes.
     pub data: Vec<u8>,
 }
 
 /// A signature (no types are defined yet; kept as read, not verified).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
+    /// Its type.
     pub kind: u64,
+    /// Its bytes.
     pub data: Vec<u8>,
 }
 
@@ -194,6 +199,7 @@ impl Header {
         parse_body(lead, header)
     }
 
+    /// The lead: identification and the header's size and checksum.
     pub fn lead(&self) -> &Lead {
         &self.lead
     }
@@ -210,6 +216,7 @@ impl Header {
     pub fn data_digest(&self) -> Digest {
         self.data_digest
     }
+    /// How the chunks are compressed.
     pub fn compression(&self) -> Compression {
         self.compression
     }
@@ -217,6 +224,7 @@ impl Header {
     pub fn has_uncompressed_checksums(&self) -> bool {
         self.uncompressed_checksums
     }
+    /// The optional elements of the preface.
     pub fn optional_elements(&self) -> &[OptionalElement] {
         &self.optional
     }
@@ -236,6 +244,7 @@ impl Header {
     pub fn data_chunks(&self) -> &[Chunk] {
         self.chunks.get(1..).unwrap_or(&[])
     }
+    /// The signatures of the header (not verified).
     pub fn signatures(&self) -> &[Signature] {
         &self.signatures
     }

@@ -58,6 +58,7 @@ pub fn boundary(content_type: &str) -> Result<String, MultipartError> {
 /// A `Content-Range: bytes first-last/total` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContentRange {
+    /// First byte of the range.
     pub start: u64,
     /// Inclusive, as in the header.
     pub last: u64,
@@ -66,9 +67,11 @@ pub struct ContentRange {
 }
 
 impl ContentRange {
+    /// Bytes in the range.
     pub fn len(&self) -> u64 {
         self.last - self.start + 1
     }
+    /// Never: a range holds at least one byte.
     pub fn is_empty(&self) -> bool {
         false
     }
@@ -122,7 +125,12 @@ pub enum Event {
     /// A part begins.
     Part(ContentRange),
     /// Bytes of the current part, at `offset` in the file.
-    Data { offset: u64, data: Vec<u8> },
+    Data {
+        /// Where the bytes are in the file.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
     /// The closing delimiter was read.
     End,
 }
@@ -150,6 +158,7 @@ pub struct Multipart {
 }
 
 impl Multipart {
+    /// A parser of a body whose parts are separated by `boundary`.
     pub fn new(boundary: &str) -> Multipart {
         let mut dash_boundary = b"--".to_vec();
         dash_boundary.extend_from_slice(boundary.as_bytes());

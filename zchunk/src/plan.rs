@@ -12,12 +12,16 @@ use std::collections::HashMap;
 /// A byte range the caller needs, with its own key (e.g. the chunk index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Want {
+    /// The caller's key.
     pub id: usize,
+    /// Where the range starts in the file.
     pub offset: u64,
+    /// Its length.
     pub len: u64,
 }
 
 impl Want {
+    /// The first byte after it.
     pub fn end(&self) -> u64 {
         self.offset.saturating_add(self.len)
     }
@@ -45,16 +49,20 @@ impl Default for PlanOptions {
 /// One range of a request and the wants it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ByteRange {
+    /// First byte.
     pub start: u64,
     /// Exclusive.
     pub end: u64,
+    /// The wants it carries (wholly or in part).
     pub wants: Vec<Want>,
 }
 
 impl ByteRange {
+    /// Bytes in the range.
     pub fn len(&self) -> u64 {
         self.end.saturating_sub(self.start)
     }
+    /// A range of no byte.
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
@@ -67,6 +75,7 @@ impl ByteRange {
 /// One HTTP request: its ranges in ascending order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The ranges of the request, ascending.
     pub ranges: Vec<ByteRange>,
 }
 
@@ -80,6 +89,7 @@ impl Request {
     pub fn len(&self) -> u64 {
         self.ranges.iter().map(ByteRange::len).sum()
     }
+    /// No range asked for.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
@@ -129,6 +139,7 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// A collector of `wants` (empty ones are complete already).
     pub fn new<'a>(wants: impl IntoIterator<Item = &'a Want>) -> Collector {
         let mut wants: Vec<Want> = wants.into_iter().copied().filter(|w| w.len > 0).collect();
         wants.sort_by_key(|w| (w.offset, w.len, w.id));

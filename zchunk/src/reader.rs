@@ -57,6 +57,7 @@ impl<R: Read> Reader<R> {
         })
     }
 
+    /// The file's header.
     pub fn header(&self) -> &Header {
         &self.header
     }

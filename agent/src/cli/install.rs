@@ -9,11 +9,11 @@ use clap::Args;
 
 use super::exit;
 use crate::config::Config;
-use crate::install::{self, InstallError, Observer};
 use crate::source::{self, Source, SourceError};
-use crate::swupdate::client::{ClientError, InstallOutcome};
-use crate::swupdate::{InstallRequest, RunType, SocketPaths, Swupdate, WireSetting};
 use crate::view::{BarView, PlainView};
+use cip_swupdate::client::{ClientError, InstallOutcome};
+use cip_swupdate::install::{self, InstallError, Observer};
+use cip_swupdate::{InstallRequest, RunType, SocketPaths, Swupdate, WireSetting};
 
 // `install`'s arguments (a doc comment here would be clap's help text).
 #[derive(Args)]
@@ -111,13 +111,13 @@ pub async fn main(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
     let max_image = config.download.max_image_size;
     let result = if std::io::stderr().is_terminal() {
         let mut bar = BarView::new(total);
-        let r = install::install(&sw, &req, image, max_image, &mut bar, interrupted()).await;
+        let r = install::install(&sw, &req, image.into(), max_image, &mut bar, interrupted()).await;
         bar.finish();
         r
     } else {
         let mut plain = PlainView::new(std::io::stderr());
         let obs: &mut dyn Observer = &mut plain;
-        install::install(&sw, &req, image, max_image, obs, interrupted()).await
+        install::install(&sw, &req, image.into(), max_image, obs, interrupted()).await
     };
     report(&src, args.dry_run, verbose, result)
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
-use crate::tuf::{HttpFetcher, Limits, SystemClock, TufError, Updater};
+use crate::trust::HttpFetcher;
+use cip_tuf::{Limits, SystemClock, TufError, Updater};
 
 #[derive(Args, Debug)]
 pub struct TufClientArgs {

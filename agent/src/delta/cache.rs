@@ -21,7 +21,7 @@ fn io(path: &Path, e: std::io::Error) -> DeltaError {
 
 impl ChunkCache {
     pub fn open(dir: &Path, hash: HashType) -> Result<ChunkCache, DeltaError> {
-        crate::atomic::create_dirs(dir).map_err(|e| io(dir, e))?;
+        cip_atomic::create_dirs(dir).map_err(|e| io(dir, e))?;
         Ok(ChunkCache {
             dir: dir.to_owned(),
             hash,
@@ -41,7 +41,7 @@ impl ChunkCache {
     /// Stores verified bytes (the caller checked `digest`).
     pub fn put(&self, digest: &Digest, data: &[u8]) -> Result<(), DeltaError> {
         let path = self.path(digest);
-        crate::atomic::write(&path, data, crate::atomic::PRIVATE_FILE).map_err(|e| io(&path, e))
+        cip_atomic::write(&path, data, cip_atomic::PRIVATE_FILE).map_err(|e| io(&path, e))
     }
 
     /// The bytes stored for `digest`, if present and still right (a bad entry is removed).

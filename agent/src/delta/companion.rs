@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use zchunk::{HashType, Header};
 
 use super::{DeltaError, Stats};
-use crate::tuf::TargetInfo;
+use cip_tuf::TargetInfo;
 
 /// First request: the lead (it says how long the header is); the second one gets the header.
 /// Guessing a larger first read would save a request but costs its excess on every delta.

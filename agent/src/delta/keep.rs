@@ -32,10 +32,8 @@ impl Keeper {
         let file = self
             .part
             .parent()
-            .map_or(Ok(()), crate::atomic::create_dirs)
-            .and_then(|()| {
-                crate::atomic::open_private(&self.part, crate::atomic::PRIVATE_FILE, true)
-            });
+            .map_or(Ok(()), cip_atomic::create_dirs)
+            .and_then(|()| cip_atomic::open_private(&self.part, cip_atomic::PRIVATE_FILE, true));
         match file {
             Ok(f) => Box::pin(KeepingReader {
                 inner,

@@ -40,7 +40,7 @@
 //! installed `.swu` is kept as `state_dir/delta/previous.swu` (`delta.cache_previous_swu`), the
 //! seed of the next delta.
 //!
-//! [`HashingReader`]: crate::tuf::artifacts::HashingReader
+//! [`HashingReader`]: cip_tuf::artifacts::HashingReader
 
 mod cache;
 mod companion;
@@ -58,7 +58,7 @@ use serde_json::Value;
 use tokio::io::AsyncRead;
 
 use crate::config;
-use crate::tuf::TargetInfo;
+use cip_tuf::TargetInfo;
 
 pub use cache::ChunkCache;
 pub use keep::{Keeper, KeepingReader};

@@ -16,11 +16,11 @@ use serde_json::Value;
 
 use super::{Stats, human};
 use crate::config::{Delta, DeltaFallback};
-use crate::install::InstallError;
 use crate::source::Opened;
-use crate::swupdate::{InstallOutcome, Swupdate, Wire};
-use crate::tuf::TargetInfo;
-use crate::tuf::artifacts::Trust;
+use crate::trust::Trust;
+use cip_swupdate::install::InstallError;
+use cip_swupdate::{InstallOutcome, Swupdate, Wire};
+use cip_tuf::TargetInfo;
 
 /// How the target is installed.
 pub enum Route {

@@ -5,12 +5,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::delta::route::Route;
-use crate::install::{self as stream, InstallError, Observer};
 use crate::mqtt::Phase;
 use crate::source::{self, Opened, Source};
-use crate::swupdate::{ClientError, InstallRequest, ProgressMsg, RecoveryStatus, RunType};
-use crate::tuf::TargetInfo;
-use crate::tuf::artifacts::{self as trust, SharedVerifier};
+use cip_swupdate::install::{self as stream, InstallError, Observer};
+use cip_swupdate::{ClientError, InstallRequest, ProgressMsg, RecoveryStatus, RunType};
+use cip_tuf::TargetInfo;
+use cip_tuf::artifacts::{self as trust, SharedVerifier};
 
 use super::Pipeline;
 
@@ -247,7 +247,7 @@ impl Pipeline {
         let result = stream::install(
             &self.swupdate,
             &req,
-            image,
+            image.into(),
             self.settings.download.max_image_size,
             &mut watch,
             cancelled,
@@ -380,6 +380,10 @@ impl<H: Hooks> Observer for Watch<'_, H> {
             trust::finish(v)?;
         }
         self.hooks.before_commit()
+    }
+
+    fn committed(&mut self) {
+        crate::faults::point("commit");
     }
 }
 

@@ -19,8 +19,8 @@ use crate::config::{Delta, Download, Health, MarkInstalled, Reboot};
 use crate::mqtt::Inventory;
 use crate::report::Reporter;
 use crate::selection::Selector;
-use crate::swupdate::Swupdate;
-use crate::tuf::artifacts::Trust;
+use crate::trust::Trust;
+use cip_swupdate::Swupdate;
 
 pub mod activate;
 pub mod install;

@@ -1,6 +1,6 @@
 //! A stand-in for SWUpdate releases that Debian does not ship (2023.12 to 2026.05): it answers on
 //! the two IPC sockets with the bytes real daemons of those releases wrote, recorded in
-//! `agent/testdata/frames/` (see its README). The real 2022.12 daemon covers the install itself;
+//! `swupdate/testdata/frames/` (see its README). The real 2022.12 daemon covers the install itself;
 //! this covers the wire variants the agent must read from newer daemons, through real sockets
 //! and real timing (handshake at connect, frames after the ACK, one write per frame).
 
@@ -19,7 +19,7 @@ const HANDSHAKE: [u8; 8] = [0, 0, 2, 0, b'A', b'C', b'K', 0];
 
 /// Where the recordings are.
 pub fn frames_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/testdata/frames")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../swupdate/testdata/frames")
 }
 
 /// A replaying daemon for one recorded run (`progress-<version>-<run>.bin`).

@@ -14,8 +14,8 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, ensure};
+use cip_tuf::TargetInfo;
 use cip_update_agent::config;
-use cip_update_agent::tuf::TargetInfo;
 use cip_update_agent_tests::daemons::nginx::Nginx;
 use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, run_standalone};
 use cip_update_agent_tests::fixtures::delta::{image_pair, served, zck, zck_delta_size};
