@@ -22,6 +22,7 @@ pub mod delta;
 pub mod fleet;
 pub mod gnu_time;
 pub mod hostile_http;
+pub mod job_source;
 pub mod mosquitto;
 pub mod nginx;
 pub mod pki;
