@@ -337,6 +337,11 @@ async fn hung_slot_rolls_back(via: Via, loader: Loader) {
     }
     r.assert_rolled_back();
     assert_eq!(r.status_json()["boot"]["booted"], "A");
+    // Not tried again (TUF-only: the target stays newer than the running version).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(r.state(&id), "TERMINATED");
+    assert_eq!(r.successful_installs(), 1, "{}", r.swupdate().log());
+    assert_eq!(r.reboot_requests(), 1);
 }
 
 /// A health check fails on trial: no confirmation, the agent reboots into the rollback at once,
