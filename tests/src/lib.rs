@@ -17,7 +17,8 @@
 //! - [`daemons`]: real components run unprivileged: SWUpdate, nginx, mosquitto, the agent binary.
 //! - [`servers`]: scripted misbehaving servers: hostile/slow/raw HTTP, a cutting proxy, replays.
 //! - [`emulators`]: [`emulators::wfx`], the in-memory wfx server (the real one is not installable).
-//! - [`scenarios`]: [`scenarios::fleet`], the fleet + agent scenario driver.
+//! - [`scenarios`]: [`scenarios::fleet`], the fleet + agent scenario driver, and
+//!   [`scenarios::job_source`], the same scenarios through either job source (wfx, TUF-only).
 
 pub mod daemons;
 pub mod emulators;

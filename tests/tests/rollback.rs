@@ -3,20 +3,27 @@
 //! bg_printenv and fw_setenv / fw_printenv. The agent installs through the real SWUpdate into
 //! the inactive slot, arms it, asks for the reboot (a script that counts the requests); the test
 //! plays the reboot (SIGTERM, the bootloader's rule, the agent again), power cuts and watchdog
-//! resets (SIGKILL, the rule). Each scenario ends with the wfx state and the bootloader state
-//! read back with the tools.
+//! resets (SIGKILL, the rule). Each scenario ends with the update's state and the bootloader
+//! state read back with the tools.
+//!
+//! The activation and rollback scenarios run under both job sources (`mod wfx`, `mod tuf_only`,
+//! one list: [`scenarios!`]): a wfx job, or TUF-only mode installing the target it finds newer
+//! than the running version; the same facts are asserted from wfx's job or TUF-only's record
+//! and log ([`JobSource`]).
 
 use std::fs;
 use std::time::Duration;
 
 use cip_update_agent_tests::fixtures::ab::{Device, Loader};
-use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, sha256_hex};
 use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet, poll_until};
-use serde_json::{Value, json};
+use cip_update_agent_tests::scenarios::job_source::{JobSource, Via};
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, sha256_hex};
+use serde_json::json;
 
 /// The fleet, with a simulated A/B device whose bootloader the agent drives.
 struct Rig {
     f: Fleet,
+    src: JobSource,
     dev: Device,
     /// The `[health]` section.
     health: String,
@@ -29,17 +36,19 @@ struct Rig {
 cip_update_agent_tests::deref_to_fleet!(Rig);
 
 impl Rig {
-    fn new(loader: Loader) -> Rig {
-        Rig::with_fleet(loader, Fleet::new())
+    fn new(via: Via, loader: Loader) -> Rig {
+        let (f, src) = JobSource::fleet(via, Fleet::builder());
+        Rig::with_fleet(loader, f, src)
     }
 
-    fn with_fleet(loader: Loader, mut f: Fleet) -> Rig {
+    fn with_fleet(loader: Loader, mut f: Fleet, src: JobSource) -> Rig {
         let mut dev = Device::new(&f.path("device"), loader, "1.0").unwrap();
         dev.boot().unwrap();
-        f.config.device = format!("version_file = {:?}\n", dev.version_file());
+        f.config.device += &format!("version_file = {:?}\n", dev.version_file());
         f.config.poll_interval = "1s".into();
         Rig {
             f,
+            src,
             dev,
             health: "[health]\nsystemd = \"ignore\"\n".into(),
             reboot_extra: String::new(),
@@ -47,10 +56,12 @@ impl Rig {
         }
     }
 
-    /// `cip-update-agent run` with the device's `[reboot]`, `[boot]` and `[health]`.
+    /// `cip-update-agent run` with the device's `[reboot]`, `[boot]` and `[health]`, and the
+    /// job source's sections.
     fn start_agent(&mut self, env: &[(&str, &str)]) {
+        let source = self.src.configure(&mut self.f);
         self.f.config.extra = format!(
-            "[reboot]\ncommand = [\"sh\", \"-c\", \"echo reboot >> {}\"]\n{}{}{}",
+            "[reboot]\ncommand = [\"sh\", \"-c\", \"echo reboot >> {}\"]\n{}{}{}{source}",
             self.path("reboots").display(),
             self.reboot_extra,
             if self.swupdate_marks {
@@ -66,48 +77,43 @@ impl Rig {
         self.f.start_agent_with("run", env);
     }
 
-    /// A signed image of `version` for the inactive slot, served by nginx.
-    fn image(&self, version: &str) -> String {
+    /// A signed image of `version` for the inactive slot; its name and bytes.
+    fn image(&self, version: &str) -> (String, Vec<u8>) {
         let name = format!("os-{version}.swu");
+        let file = self.path(&name);
         SwuBuilder::new()
             .image(Image::raw(
                 "rootfs.img",
                 format!("VERSION_ID={version}\n").into_bytes(),
                 self.dev.slot_image(self.dev.inactive()),
             ))
-            .build(&self.cert, &self.path(&format!("www/{name}")))
+            .build(&self.cert, &file)
             .unwrap();
-        self.nginx().url(&name)
+        (name, fs::read(&file).unwrap())
     }
 
-    /// A direct firmware job of `version`.
+    /// A firmware update of `version` offered by the job source (a direct job, a target).
     async fn firmware_job(&self, version: &str) -> String {
-        let url = self.image(version);
-        let def = json!({"version": "1.0", "type": ["firmware"],
-            "artifacts": [{"name": "os", "version": version, "uri": url}]});
-        self.create_job(DIRECT, def).await
-    }
-
-    /// The job as wfx holds it (read from the emulator's store: no request, so it works while
-    /// wfx answers 503).
-    fn wfx_job(&self, id: &str) -> Value {
-        self.wfx.store().job(id).unwrap().to_json(true)
+        let (name, bytes) = self.image(version);
+        self.src.offer(&self.f, &name, &bytes, version).await
     }
 
     fn state(&self, id: &str) -> String {
-        self.wfx_job(id)["status"]["state"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
+        self.src.state(&self.f, id)
     }
 
-    fn states(&self, id: &str) -> Vec<String> {
-        self.wfx_job(id)["history"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| h["status"]["state"].as_str().map(str::to_owned))
-            .collect()
+    fn message(&self, id: &str) -> String {
+        self.src.message(&self.f, id)
+    }
+
+    /// The update's state and message, for failure messages.
+    fn describe(&self, id: &str) -> String {
+        format!(
+            "{}: {}\nagent log:\n{}",
+            self.state(id),
+            self.message(id),
+            self.agent_log()
+        )
     }
 
     async fn until(&self, what: &str, mut cond: impl FnMut(&Rig) -> bool) {
@@ -126,11 +132,21 @@ impl Rig {
         .await;
     }
 
-    async fn wait_state(&self, id: &str, states: &[&str]) -> Value {
-        let what = format!("job {id} to reach {states:?}");
-        self.until(&what, |r| states.contains(&r.state(id).as_str()))
-            .await;
-        self.wfx_job(id)
+    /// Waits until the update is in one of `states`; its state.
+    async fn wait_state(&self, id: &str, states: &[&str]) -> String {
+        let what = format!("update {id} to reach {states:?}");
+        self.until(&what, |r| {
+            states.contains(&r.state(id).as_str()) && r.src.reported_all(&r.f, id)
+        })
+        .await;
+        self.state(id)
+    }
+
+    /// Waits for the update's end; asserts it is `state`; its message.
+    async fn wait_end(&self, id: &str, state: &str) -> String {
+        let end = self.wait_state(id, &["ACTIVATED", "TERMINATED"]).await;
+        assert_eq!(end, state, "{}", self.describe(id));
+        self.message(id)
     }
 
     fn reboot_requests(&self) -> usize {
@@ -164,19 +180,17 @@ impl Rig {
         self.dev.boot().unwrap()
     }
 
-    /// Install and arm: the job runs until the agent asks for the reboot into slot B.
+    /// Install and arm: the update runs until the agent asks for the reboot into slot B.
     async fn install_until_reboot(&mut self, version: &str) -> String {
         self.start_agent(&[]);
         let id = self.firmware_job(version).await;
         self.wait_reboot_request(1).await;
-        assert_eq!(self.state(&id), "ACTIVATING");
-        let j = self.wfx_job(&id);
-        let m = j["status"]["message"].as_str().unwrap_or("");
+        assert_eq!(self.state(&id), "ACTIVATING", "{}", self.describe(&id));
+        let m = self.message(&id);
         assert!(m.contains("slot B armed") && m.contains(version), "{m}");
-        // The journal holds the slot and the expected version before the reboot.
-        let journal = self.journal();
-        let boot = &journal["jobs"][&id]["boot"];
-        assert_eq!(boot["slot"], "B", "{journal:#}");
+        // The boot record holds the slot and the expected version before the reboot.
+        let boot = self.src.boot_record(&self.f, &id);
+        assert_eq!(boot["slot"], "B", "{boot:#}");
         assert_eq!(boot["from"], "A");
         assert_eq!(boot["expected_version"], version);
         self.assert_armed();
@@ -254,23 +268,22 @@ impl Rig {
     }
 }
 
-async fn good_update_is_confirmed(loader: Loader) {
-    let mut r = Rig::new(loader);
+async fn good_update_is_confirmed(via: Via, loader: Loader) {
+    let mut r = Rig::new(via, loader);
     let id = r.install_until_reboot("1.1").await;
     assert_eq!(r.reboot(), 1, "the new slot boots");
-    // `status` (no agent running) shows the trial.
+    // `status` (no agent running) shows the trial, and the update in hand.
     let st = r.status_json();
     assert_eq!(st["boot"]["booted"], "B", "{st:#}");
     assert_eq!(st["boot"]["trial"], true, "{st:#}");
-    r.start_agent(&[]);
-    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(st["source"], r.src.status_source(), "{st:#}");
+    assert_eq!(st["current_job"]["job_id"], r.src.status_id(&id), "{st:#}");
     assert_eq!(
-        j["status"]["state"],
-        "ACTIVATED",
-        "{j:#}\n{}",
-        r.agent_log()
+        st["current_job"]["phase"], "activating slot B (version 1.1)",
+        "{st:#}"
     );
-    let m = j["status"]["message"].as_str().unwrap();
+    r.start_agent(&[]);
+    let m = r.wait_end(&id, "ACTIVATED").await;
     assert!(
         m.contains("slot B confirmed") && m.contains("version 1.1"),
         "{m}"
@@ -279,6 +292,7 @@ async fn good_update_is_confirmed(loader: Loader) {
     let st = r.status_json();
     assert_eq!(st["boot"]["trial"], false, "{st:#}");
     assert_eq!(st["last_result"]["state"], "ACTIVATED");
+    assert_eq!(st["last_result"]["job_id"], r.src.status_id(&id), "{st:#}");
     let o = r.agent_cli(&["status"]);
     let text = String::from_utf8_lossy(&o.stdout);
     let want = match loader {
@@ -293,20 +307,10 @@ async fn good_update_is_confirmed(loader: Loader) {
     assert_eq!(r.reboot_requests(), 1, "one reboot");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ebg_good_update_is_confirmed_and_activated() {
-    good_update_is_confirmed(Loader::Ebg).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uboot_good_update_is_confirmed_and_activated() {
-    good_update_is_confirmed(Loader::Uboot).await;
-}
-
 /// The new slot hangs: nothing confirms it, the watchdog resets the device (again, for U-Boot,
 /// until bootlimit is passed), the bootloader goes back to A.
-async fn hung_slot_rolls_back(loader: Loader) {
-    let mut r = Rig::new(loader);
+async fn hung_slot_rolls_back(via: Via, loader: Loader) {
+    let mut r = Rig::new(via, loader);
     let id = r.install_until_reboot("1.1").await;
     assert_eq!(r.reboot(), 1);
     // The new system hangs before the agent runs: the watchdog resets it, as often as needed.
@@ -322,9 +326,7 @@ async fn hung_slot_rolls_back(loader: Loader) {
         "resets until the rollback"
     );
     r.start_agent(&[]);
-    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
-    let m = j["status"]["message"].as_str().unwrap();
+    let m = r.wait_end(&id, "TERMINATED").await;
     assert!(m.starts_with("rolled back to slot A ("), "{m}");
     match loader {
         Loader::Ebg => assert!(
@@ -335,22 +337,17 @@ async fn hung_slot_rolls_back(loader: Loader) {
     }
     r.assert_rolled_back();
     assert_eq!(r.status_json()["boot"]["booted"], "A");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ebg_hung_slot_is_rolled_back_by_the_watchdog() {
-    hung_slot_rolls_back(Loader::Ebg).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uboot_hung_slot_is_rolled_back_past_bootlimit() {
-    hung_slot_rolls_back(Loader::Uboot).await;
+    // Not tried again (TUF-only: the target stays newer than the running version).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(r.state(&id), "TERMINATED");
+    assert_eq!(r.successful_installs(), 1, "{}", r.swupdate().log());
+    assert_eq!(r.reboot_requests(), 1);
 }
 
 /// A health check fails on trial: no confirmation, the agent reboots into the rollback at once,
-/// and the job ends naming the check.
-async fn failed_health_check_rolls_back(loader: Loader) {
-    let mut r = Rig::new(loader);
+/// and the update ends naming the check.
+async fn failed_health_check_rolls_back(via: Via, loader: Loader) {
+    let mut r = Rig::new(via, loader);
     r.health = "[health]\nsystemd = \"ignore\"\nchecks = [{ name = \"plc-link\", command = [\"sh\", \"-c\", \"echo no PLC >&2; exit 3\"], timeout = \"5s\" }]\n".into();
     let id = r.install_until_reboot("1.1").await;
     assert_eq!(r.reboot(), 1);
@@ -359,9 +356,7 @@ async fn failed_health_check_rolls_back(loader: Loader) {
     assert_eq!(r.state(&id), "ACTIVATING", "ended only once back on A");
     assert_eq!(r.reboot(), 0, "the reboot goes back to A");
     r.start_agent(&[]);
-    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
-    let m = j["status"]["message"].as_str().unwrap();
+    let m = r.wait_end(&id, "TERMINATED").await;
     assert!(
         m.starts_with(
             "rolled back to slot A (health check `plc-link` failed: sh: exit status: 3: no PLC"
@@ -371,20 +366,10 @@ async fn failed_health_check_rolls_back(loader: Loader) {
     r.assert_rolled_back();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ebg_failed_health_check_rolls_back_and_names_the_check() {
-    failed_health_check_rolls_back(Loader::Ebg).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uboot_failed_health_check_rolls_back_and_names_the_check() {
-    failed_health_check_rolls_back(Loader::Uboot).await;
-}
-
 /// A power cut after the checks passed, before the confirmation. EFI Boot Guard takes the reset
 /// of an unconfirmed slot as its failure (rollback); U-Boot counts one boot and tries again.
-async fn power_cut_before_confirmation(loader: Loader) {
-    let mut r = Rig::new(loader);
+async fn power_cut_before_confirmation(via: Via, loader: Loader) {
+    let mut r = Rig::new(via, loader);
     let id = r.install_until_reboot("1.1").await;
     r.reboot();
     r.start_agent(&[("CIP_UPDATE_AGENT_CRASH_AT", "before confirm")]);
@@ -392,42 +377,25 @@ async fn power_cut_before_confirmation(loader: Loader) {
         .await;
     let booted = r.power_cut();
     r.start_agent(&[]);
-    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
     match loader {
         Loader::Ebg => {
             assert_eq!(booted, 0);
-            assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
-            assert!(
-                j["status"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("rolled back to slot A")
-            );
+            let m = r.wait_end(&id, "TERMINATED").await;
+            assert!(m.starts_with("rolled back to slot A"), "{m}");
             r.assert_rolled_back();
         }
         Loader::Uboot => {
             assert_eq!(booted, 1);
-            assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+            r.wait_end(&id, "ACTIVATED").await;
             r.assert_confirmed_b();
         }
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ebg_power_cut_before_the_confirmation_rolls_back() {
-    power_cut_before_confirmation(Loader::Ebg).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uboot_power_cut_before_the_confirmation_boots_the_new_slot_again() {
-    power_cut_before_confirmation(Loader::Uboot).await;
-}
-
-/// A power cut right after the confirmation, before the journal and wfx heard of it: the
-/// confirmed slot boots again and the job is ACTIVATED.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ebg_power_cut_right_after_the_confirmation_keeps_the_new_slot() {
-    let mut r = Rig::new(Loader::Ebg);
+/// A power cut right after the confirmation, before the job source's records heard of it: the
+/// confirmed slot boots again and the update is ACTIVATED.
+async fn power_cut_right_after_confirmation(via: Via) {
+    let mut r = Rig::new(via, Loader::Ebg);
     let id = r.install_until_reboot("1.1").await;
     r.reboot();
     r.start_agent(&[("CIP_UPDATE_AGENT_CRASH_AT", "after confirm")]);
@@ -438,23 +406,22 @@ async fn ebg_power_cut_right_after_the_confirmation_keeps_the_new_slot() {
         0,
         "confirmed before the cut"
     );
-    assert_eq!(r.state(&id), "ACTIVATING", "wfx not told yet");
+    assert_eq!(r.state(&id), "ACTIVATING", "not recorded nor reported yet");
     assert_eq!(r.power_cut(), 1, "the confirmed slot boots");
     r.start_agent(&[]);
-    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    r.wait_end(&id, "ACTIVATED").await;
     r.assert_confirmed_b();
 }
 
 /// Three quick power cuts on a confirmed slot change nothing: no boot is counted, nothing rolls
-/// back, wfx hears nothing new.
-async fn power_cuts_on_a_confirmed_slot(loader: Loader) {
-    let mut r = Rig::new(loader);
+/// back, nothing new is reported.
+async fn power_cuts_on_a_confirmed_slot(via: Via, loader: Loader) {
+    let mut r = Rig::new(via, loader);
     let id = r.install_until_reboot("1.1").await;
     r.reboot();
     r.start_agent(&[]);
     r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
-    let history = r.states(&id);
+    let reported = r.src.reported(&r.f, &id);
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(r.power_cut(), 1, "B boots: {}", r.dev.describe());
@@ -463,50 +430,18 @@ async fn power_cuts_on_a_confirmed_slot(loader: Loader) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     r.assert_confirmed_b();
     assert_eq!(r.state(&id), "ACTIVATED");
-    assert_eq!(r.states(&id), history, "nothing new reported");
+    assert_eq!(r.src.reported(&r.f, &id), reported, "nothing new reported");
     assert_eq!(r.reboot_requests(), 1, "no reboot asked for");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ebg_three_power_cuts_on_a_confirmed_slot_change_nothing() {
-    power_cuts_on_a_confirmed_slot(Loader::Ebg).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uboot_three_power_cuts_on_a_confirmed_slot_change_nothing() {
-    power_cuts_on_a_confirmed_slot(Loader::Uboot).await;
-}
-
-/// wfx is down when the new slot boots: the agent confirms all the same (the trial must not
-/// wait for the network) and reports ACTIVATED once wfx answers again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn confirming_needs_no_network() {
-    let mut r = Rig::new(Loader::Ebg);
-    let id = r.install_until_reboot("1.1").await;
-    r.wfx.fail_next_requests(u32::MAX);
-    r.reboot();
-    r.start_agent(&[]);
-    r.until("the confirmation", |r| {
-        r.dev.ebg_env(1).map(|e| e.ustate).unwrap_or(9) == 0
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(r.state(&id), "ACTIVATING", "wfx is down: not reported yet");
-    r.wfx.fail_next_requests(0);
-    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
-    r.assert_confirmed_b();
 }
 
 /// `reboot.policy = "manual"`: the agent arms the slot and waits; `cip-update-agent reboot`
 /// reboots; `cip-update-agent confirm` ends the trial by hand.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn manual_reboot_and_confirm_subcommands() {
-    let mut r = Rig::new(Loader::Ebg);
+async fn manual_reboot_and_confirm_subcommands(via: Via) {
+    let mut r = Rig::new(via, Loader::Ebg);
     r.reboot_extra = "policy = \"manual\"\n".into();
     r.start_agent(&[]);
     let id = r.firmware_job("1.1").await;
-    r.until("armed", |r| r.state(&id) == "ACTIVATING").await;
+    r.wait_state(&id, &["ACTIVATING"]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(r.reboot_requests(), 0, "manual: the agent does not reboot");
     let cli = |r: &Rig, what: &str| r.agent_cli(&[what]);
@@ -531,8 +466,7 @@ async fn manual_reboot_and_confirm_subcommands() {
         "{o:?}"
     );
     r.start_agent(&[]);
-    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    r.wait_end(&id, "ACTIVATED").await;
     r.assert_confirmed_b();
     let o = cli(&r, "reboot");
     assert_eq!(
@@ -544,9 +478,8 @@ async fn manual_reboot_and_confirm_subcommands() {
 
 /// `reboot.policy = "window"` in local time (TZ=UTC here): a window that opens in two hours holds
 /// the reboot; one open now lets it go, once the consent command agrees.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reboot_waits_for_the_window_and_for_consent() {
-    let mut r = Rig::new(Loader::Ebg);
+async fn reboot_waits_for_the_window_and_for_consent(via: Via) {
+    let mut r = Rig::new(via, Loader::Ebg);
     let now_min = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -558,11 +491,8 @@ async fn reboot_waits_for_the_window_and_for_consent() {
     r.reboot_extra = format!("policy = \"window\"\nwindow = \"{later}\"\n");
     r.start_agent(&[("TZ", "UTC")]);
     let id = r.firmware_job("1.1").await;
-    r.until("armed", |r| r.state(&id) == "ACTIVATING").await;
-    let m = r.wfx_job(&id)["status"]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    r.wait_state(&id, &["ACTIVATING"]).await;
+    let m = r.message(&id);
     assert!(m.contains(&format!("reboot in the window {later}")), "{m}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(r.reboot_requests(), 0, "the window is closed");
@@ -580,28 +510,139 @@ async fn reboot_waits_for_the_window_and_for_consent() {
     r.wait_reboot_request(1).await;
     assert_eq!(r.reboot(), 1);
     r.start_agent(&[("TZ", "UTC")]);
-    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    r.wait_end(&id, "ACTIVATED").await;
 }
 
 /// `boot.mark_installed = "swupdate"` (the default on a device) with a SWUpdate that runs
-/// without a bootloader: nothing arms the new slot, and the job ends saying what to set,
+/// without a bootloader: nothing arms the new slot, and the update ends saying what to set,
 /// instead of rebooting into the old slot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_armed_by_swupdate_is_terminated_with_the_setting_to_fix() {
-    let mut r = Rig::new(Loader::Ebg);
+async fn nothing_armed_by_swupdate_is_terminated_with_the_setting_to_fix(via: Via) {
+    let mut r = Rig::new(via, Loader::Ebg);
     r.swupdate_marks = true;
     r.start_agent(&[]);
     let id = r.firmware_job("1.1").await;
-    let j = r.wait_state(&id, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
-    let m = j["status"]["message"].as_str().unwrap();
+    let m = r.wait_end(&id, "TERMINATED").await;
     assert!(
         m.starts_with("no slot is armed for the next boot") && m.contains("boot.mark_installed"),
         "{m}"
     );
     assert_eq!(r.reboot_requests(), 0);
     assert_eq!(r.dev.ebg_env(1).unwrap().ustate, 0, "B not armed");
+}
+
+/// The scenarios that run under every job source: one test per scenario (and loader).
+macro_rules! scenarios {
+    ($via:expr) => {
+        use super::*;
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ebg_good_update_is_confirmed_and_activated() {
+            good_update_is_confirmed($via, Loader::Ebg).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn uboot_good_update_is_confirmed_and_activated() {
+            good_update_is_confirmed($via, Loader::Uboot).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ebg_hung_slot_is_rolled_back_by_the_watchdog() {
+            hung_slot_rolls_back($via, Loader::Ebg).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn uboot_hung_slot_is_rolled_back_past_bootlimit() {
+            hung_slot_rolls_back($via, Loader::Uboot).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ebg_failed_health_check_rolls_back_and_names_the_check() {
+            failed_health_check_rolls_back($via, Loader::Ebg).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn uboot_failed_health_check_rolls_back_and_names_the_check() {
+            failed_health_check_rolls_back($via, Loader::Uboot).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ebg_power_cut_before_the_confirmation_rolls_back() {
+            power_cut_before_confirmation($via, Loader::Ebg).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn uboot_power_cut_before_the_confirmation_boots_the_new_slot_again() {
+            power_cut_before_confirmation($via, Loader::Uboot).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ebg_power_cut_right_after_the_confirmation_keeps_the_new_slot() {
+            power_cut_right_after_confirmation($via).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ebg_three_power_cuts_on_a_confirmed_slot_change_nothing() {
+            power_cuts_on_a_confirmed_slot($via, Loader::Ebg).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn uboot_three_power_cuts_on_a_confirmed_slot_change_nothing() {
+            power_cuts_on_a_confirmed_slot($via, Loader::Uboot).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn manual_reboot_and_confirm_subcommands() {
+            super::manual_reboot_and_confirm_subcommands($via).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn reboot_waits_for_the_window_and_for_consent() {
+            super::reboot_waits_for_the_window_and_for_consent($via).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn nothing_armed_by_swupdate_is_terminated_with_the_setting_to_fix() {
+            super::nothing_armed_by_swupdate_is_terminated_with_the_setting_to_fix($via).await;
+        }
+    };
+}
+
+/// A wfx job.
+mod wfx {
+    scenarios!(Via::Wfx);
+}
+
+/// TUF-only mode: the newest target for the device's hardware.
+mod tuf_only {
+    scenarios!(Via::TufOnly);
+}
+
+/// wfx is down when the new slot boots: the agent confirms all the same (the trial must not
+/// wait for the network) and reports ACTIVATED once wfx answers again. (wfx only: the network
+/// that fails is wfx's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirming_needs_no_network() {
+    let mut r = Rig::new(Via::Wfx, Loader::Ebg);
+    let id = r.install_until_reboot("1.1").await;
+    r.wfx.fail_next_requests(u32::MAX);
+    r.reboot();
+    r.start_agent(&[]);
+    r.until("the confirmation", |r| {
+        r.dev.ebg_env(1).map(|e| e.ustate).unwrap_or(9) == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(r.state(&id), "ACTIVATING", "wfx is down: not reported yet");
+    r.wfx.fail_next_requests(0);
+    r.wait_end(&id, "ACTIVATED").await;
+    r.assert_confirmed_b();
+}
+
+/// A direct firmware job of the one-for-both-slots image at `url`, `version`.
+async fn selection_job(r: &Rig, url: &str, version: &str) -> String {
+    let def = json!({"version": "1.0", "type": ["firmware"],
+        "artifacts": [{"name": "os", "version": version, "uri": url}]});
+    r.create_job(DIRECT, def).await
 }
 
 /// One `.swu` for both slots (software set `stable`, mode `copy1` writes slot A, `copy2` slot
@@ -611,13 +652,15 @@ async fn nothing_armed_by_swupdate_is_terminated_with_the_setting_to_fix() {
 /// writes A, and the running slot is never written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_selects_the_software_set_of_the_slot_not_running() {
-    let f = Fleet::builder()
-        .swupdate_arg("-q")
-        .swupdate_arg("stable,copy1")
-        .swupdate_arg("-q")
-        .swupdate_arg("stable,copy2")
-        .start();
-    let mut r = Rig::with_fleet(Loader::Ebg, f);
+    let (f, src) = JobSource::fleet(
+        Via::Wfx,
+        Fleet::builder()
+            .swupdate_arg("-q")
+            .swupdate_arg("stable,copy1")
+            .swupdate_arg("-q")
+            .swupdate_arg("stable,copy2"),
+    );
+    let mut r = Rig::with_fleet(Loader::Ebg, f, src);
     r.config.swupdate = "select_on_a = \"stable,copy2\"\nselect_on_b = \"stable,copy1\"\n".into();
     let image = |r: &Rig, version: &str| -> String {
         let data = format!("VERSION_ID={version}\n").into_bytes();
@@ -647,9 +690,7 @@ async fn the_agent_selects_the_software_set_of_the_slot_not_running() {
     // From A: copy2 writes B.
     r.start_agent(&[]);
     let url = image(&r, "1.1");
-    let def = json!({"version": "1.0", "type": ["firmware"],
-        "artifacts": [{"name": "os", "version": "1.1", "uri": url}]});
-    let first = r.create_job(DIRECT, def).await;
+    let first = selection_job(&r, &url, "1.1").await;
     r.wait_reboot_request(1).await;
     assert_eq!(
         slots(&r),
@@ -665,14 +706,11 @@ async fn the_agent_selects_the_software_set_of_the_slot_not_running() {
     );
     assert_eq!(r.reboot(), 1);
     r.start_agent(&[]);
-    let j = r.wait_state(&first, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    r.wait_end(&first, "ACTIVATED").await;
 
     // From B: the same kind of image, copy1 writes A.
     let url = image(&r, "1.2");
-    let def = json!({"version": "1.0", "type": ["firmware"],
-        "artifacts": [{"name": "os", "version": "1.2", "uri": url}]});
-    let second = r.create_job(DIRECT, def).await;
+    let second = selection_job(&r, &url, "1.2").await;
     r.wait_reboot_request(2).await;
     assert_eq!(
         slots(&r),
@@ -682,8 +720,7 @@ async fn the_agent_selects_the_software_set_of_the_slot_not_running() {
     );
     assert_eq!(r.reboot(), 0, "EFI Boot Guard boots the new slot A");
     r.start_agent(&[]);
-    let j = r.wait_state(&second, &["ACTIVATED", "TERMINATED"]).await;
-    assert_eq!(j["status"]["state"], "ACTIVATED", "{j:#}");
+    r.wait_end(&second, "ACTIVATED").await;
     assert_eq!(r.dev.running_version(), "1.2");
     // SWUpdate's own words: it accepted copy2, then copy1, and installed twice.
     let log = r.swupdate().log();
@@ -703,13 +740,13 @@ async fn the_agent_selects_the_software_set_of_the_slot_not_running() {
 /// ends TERMINATED naming the selection, and neither slot is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_selection_swupdate_does_not_accept_ends_the_job() {
-    let mut r = Rig::new(Loader::Ebg);
+    let mut r = Rig::new(Via::Wfx, Loader::Ebg);
     r.config.swupdate = "select_on_a = \"stable,copy2\"\nselect_on_b = \"stable,copy1\"\n".into();
     r.start_agent(&[]);
     let id = r.firmware_job("1.1").await;
-    let j = r.wait_state(&id, &["ACTIVATING", "TERMINATED"]).await;
-    let m = j["status"]["message"].as_str().unwrap_or("");
-    assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
+    let state = r.wait_state(&id, &["ACTIVATING", "TERMINATED"]).await;
+    let m = r.message(&id);
+    assert_eq!(state, "TERMINATED", "{}", r.describe(&id));
     assert!(
         m.contains("SWUpdate refused the request") && m.contains("stable,copy2"),
         "{m}"

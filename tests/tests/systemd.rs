@@ -1,31 +1,54 @@
 //! The agent as a systemd `Type=notify` service with `WatchdogSec=`: the messages it sends to
 //! a NOTIFY_SOCKET the test listens on (READY=1, STATUS=, WATCHDOG=1, STOPPING=1), the pings
-//! stopping when its main loop blocks, and SIGTERM stopping it cleanly mid-install.
+//! stopping when its main loop blocks, and SIGTERM stopping it cleanly mid-install. Each runs
+//! under both job sources (`mod wfx`, `mod tuf_only`): the service around them is one.
 
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use cip_update_agent_tests::daemons::process::GroupChild;
-use cip_update_agent_tests::emulators::wfx::WfxEmulator;
-use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes};
 use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet};
+use cip_update_agent_tests::scenarios::job_source::{JobSource, Via};
+use cip_update_agent_tests::daemons::process::GroupChild;
 use cip_update_agent_tests::servers::slow_http::SlowServer;
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes};
 use nix::sys::signal::Signal;
-use serde_json::json;
+use serde_json::{Value, json};
 
-/// A fleet for the agent as a service: wfx polled every second, SWUpdate only when `swupdate`.
-fn fleet(swupdate: bool) -> Fleet {
-    let b = Fleet::builder().without_nginx();
-    let mut f = if swupdate { b } else { b.without_swupdate() }.start();
+/// A fleet for the agent as a service: its job source polled every second (wfx without nginx;
+/// TUF-only with nginx serving the repository, running version 1.0), SWUpdate only when
+/// `swupdate`.
+fn fleet(via: Via, swupdate: bool) -> (Fleet, JobSource) {
+    let mut b = Fleet::builder();
+    if via == Via::Wfx {
+        b = b.without_nginx();
+    }
+    if !swupdate {
+        b = b.without_swupdate();
+    }
+    let (mut f, src) = JobSource::fleet(via, b);
     f.config.poll_interval = "1s".into();
     f.config.progress_interval = None;
-    f
+    if via == Via::TufOnly {
+        fs::write(f.path("version"), "1.0\n").unwrap();
+        f.config.device += &format!("version_file = {:?}\n", f.path("version"));
+    }
+    (f, src)
+}
+
+/// `cip-update-agent run` with the job source's configuration.
+fn start_agent(f: &mut Fleet, src: &JobSource, env: &[(&str, &str)]) {
+    f.config.extra = src.configure(f);
+    f.start_agent_with("run", env);
 }
 
 /// The agent started as systemd starts a `Type=notify` service with `WatchdogSec=0.4`, with
 /// `env` besides; the socket its messages arrive on, and the time it was started.
-fn notified_agent(f: &mut Fleet, env: &[(&str, &str)]) -> (UnixDatagram, Instant, GroupChild) {
+fn notified_agent(
+    f: &mut Fleet,
+    src: &JobSource,
+    env: &[(&str, &str)],
+) -> (UnixDatagram, Instant, GroupChild) {
     let path = f.path("notify");
     let sock = UnixDatagram::bind(&path).unwrap();
     let t0 = Instant::now();
@@ -35,7 +58,7 @@ fn notified_agent(f: &mut Fleet, env: &[(&str, &str)]) -> (UnixDatagram, Instant
         ("WATCHDOG_USEC", "400000"),
     ];
     all.extend_from_slice(env);
-    f.start_agent_with("run", &all);
+    start_agent(f, src, &all);
     (sock, t0, f.agent.take().unwrap())
 }
 
@@ -68,10 +91,9 @@ fn listen(sock: &UnixDatagram, d: Duration, t0: Instant) -> Vec<(Duration, Strin
     out
 }
 
-#[test]
-fn ready_status_and_watchdog_pings_then_stopping() {
-    let mut f = fleet(false);
-    let (sock, t0, mut a) = notified_agent(&mut f, &[]);
+fn ready_status_and_watchdog_pings_then_stopping(via: Via) {
+    let (mut f, src) = fleet(via, false);
+    let (sock, t0, mut a) = notified_agent(&mut f, &src, &[]);
     let msgs = listen(&sock, Duration::from_secs(3), t0);
     let texts: Vec<&str> = msgs.iter().map(|(_, m)| m.as_str()).collect();
     assert_eq!(texts.first(), Some(&"READY=1"), "{texts:?}");
@@ -94,10 +116,9 @@ fn ready_status_and_watchdog_pings_then_stopping() {
 
 /// A main loop that blocks (the test-only CIP_UPDATE_AGENT_HANG_AFTER) stops the pings, so
 /// systemd would restart the agent; the pinger itself still runs and says so in the log.
-#[test]
-fn a_blocked_main_loop_stops_the_watchdog_pings() {
-    let mut f = fleet(false);
-    let (sock, t0, a) = notified_agent(&mut f, &[("CIP_UPDATE_AGENT_HANG_AFTER", "1500ms")]);
+fn a_blocked_main_loop_stops_the_watchdog_pings(via: Via) {
+    let (mut f, src) = fleet(via, false);
+    let (sock, t0, a) = notified_agent(&mut f, &src, &[("CIP_UPDATE_AGENT_HANG_AFTER", "1500ms")]);
     let listened = Duration::from_secs(5);
     let msgs = listen(&sock, listened, t0);
     let pings = pings(&msgs);
@@ -116,11 +137,11 @@ fn a_blocked_main_loop_stops_the_watchdog_pings() {
     a.signal_group(Signal::SIGKILL).unwrap();
 }
 
-/// SIGTERM in the middle of an install: the agent stops at once with status 0 and a journal
-/// that reads back; started again, it finishes the job with exactly one successful install.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_install_stops_cleanly_and_the_job_resumes() {
-    let mut f = fleet(true);
+/// SIGTERM in the middle of an install: the agent stops at once with status 0 and records that
+/// read back; started again, it finishes the update with exactly one successful install. (The
+/// image is served slowly: wfx's artifact URI, or TUF-only's `targets_url`.)
+async fn sigterm_mid_install_stops_cleanly_and_the_job_resumes(via: Via) {
+    let (mut f, mut src) = fleet(via, true);
     let data = random_bytes(2 << 20, 7);
     let target = f.path("rootfs.target");
     let swu = SwuBuilder::new()
@@ -128,19 +149,23 @@ async fn sigterm_mid_install_stops_cleanly_and_the_job_resumes() {
         .build(&f.cert, &f.path("img.swu"))
         .unwrap();
     let server = SlowServer::start(swu.path.clone(), 64 * 1024, Duration::from_millis(50)).unwrap();
-    let def = json!({"version": "1.0", "type": ["firmware"],
-        "artifacts": [{"name": "os", "uri": server.url("img.swu")}]});
-    let id = f.create_job(DIRECT, def).await;
-    let state = |wfx: &WfxEmulator| {
-        wfx.store().job(&id).unwrap().to_json(false)["status"]["state"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
+    let id = match via {
+        Via::Wfx => {
+            let def = json!({"version": "1.0", "type": ["firmware"],
+                "artifacts": [{"name": "os", "uri": server.url("img.swu")}]});
+            f.create_job(DIRECT, def).await
+        }
+        Via::TufOnly => {
+            // The repository's target, its bytes fetched from the slow server.
+            src.targets_url = Some(server.url("targets"));
+            let bytes = fs::read(&swu.path).unwrap();
+            src.offer(&f, "img.swu", &bytes, "1.1").await
+        }
     };
-    f.start_agent();
+    start_agent(&mut f, &src, &[]);
     let mut a = f.agent.take().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while state(&f.wfx) != "INSTALLING" {
+    while src.state(&f, &id) != "INSTALLING" {
         assert!(Instant::now() < deadline, "never INSTALLING");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -154,16 +179,59 @@ async fn sigterm_mid_install_stops_cleanly_and_the_job_resumes() {
         "stopped at once: {:?}",
         t.elapsed()
     );
-    let journal = f.journal();
-    assert!(journal["jobs"][&id].is_object(), "{journal:#}");
-    assert_eq!(state(&f.wfx), "INSTALLING");
-    f.start_agent();
+    match via {
+        Via::Wfx => {
+            let journal = f.journal();
+            assert!(journal["jobs"][&id].is_object(), "{journal:#}");
+        }
+        Via::TufOnly => {
+            // Neither installed nor failed: tried again at the next start.
+            let rec = JobSource::record(&f);
+            let none = |set: &str| rec[set].as_array().is_none_or(Vec::is_empty);
+            assert!(none("done") && none("failed"), "{rec:#}");
+            assert_eq!(rec["pending"], Value::Null, "{rec:#}");
+        }
+    }
+    assert_eq!(src.state(&f, &id), "INSTALLING");
+    start_agent(&mut f, &src, &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(state(&f.wfx).as_str(), "ACTIVATED" | "TERMINATED") {
-        assert!(Instant::now() < deadline, "never ended");
+    while !matches!(src.state(&f, &id).as_str(), "ACTIVATED" | "TERMINATED") {
+        assert!(Instant::now() < deadline, "never ended\n{}", f.agent_log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(state(&f.wfx), "ACTIVATED");
+    assert_eq!(src.state(&f, &id), "ACTIVATED", "{}", f.agent_log());
     assert_eq!(fs::read(&target).unwrap(), data);
     assert_eq!(f.successful_installs(), 1, "{}", f.swupdate().log());
+}
+
+/// The scenarios, under each job source.
+macro_rules! scenarios {
+    ($via:expr) => {
+        use super::*;
+
+        #[test]
+        fn ready_status_and_watchdog_pings_then_stopping() {
+            super::ready_status_and_watchdog_pings_then_stopping($via);
+        }
+
+        #[test]
+        fn a_blocked_main_loop_stops_the_watchdog_pings() {
+            super::a_blocked_main_loop_stops_the_watchdog_pings($via);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sigterm_mid_install_stops_cleanly_and_the_job_resumes() {
+            super::sigterm_mid_install_stops_cleanly_and_the_job_resumes($via).await;
+        }
+    };
+}
+
+/// A wfx job.
+mod wfx {
+    scenarios!(Via::Wfx);
+}
+
+/// TUF-only mode: the newest target for the device's hardware.
+mod tuf_only {
+    scenarios!(Via::TufOnly);
 }

@@ -15,9 +15,10 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cip_update_agent_tests::fixtures::swu::BuiltSwu;
-use cip_update_agent_tests::fixtures::tuf::{IMAGE, TufRepo};
 use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet, PHASED};
+use cip_update_agent_tests::fixtures::swu::BuiltSwu;
+use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::fixtures::tuf::{IMAGE, TufRepo};
 use serde_json::{Value, json};
 
 /// What SWUpdate logs when an install request arrives on its control socket (and nothing else
@@ -396,5 +397,58 @@ async fn tuf_only_installs_the_newest_target_for_this_hardware_once() {
     let log = f.swupdate().log();
     // One install run (the agent repeats an ACKed request once to check the installer took it:
     // count runs, not requests).
+    assert_eq!(log.matches("Software Update started").count(), 1, "{log}");
+}
+
+/// SWUpdate away when TUF-only mode starts is a state of the device, not the target's fault:
+/// the agent says it will retry, at each poll, and marks nothing failed; once SWUpdate is there
+/// (its sockets appear where the agent looks) the target is installed, once, and recorded done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuf_only_waits_for_swupdate_then_installs_the_target_once() {
+    let mut f = TufFleet::new();
+    drop(f.f.swupdate.take());
+    let (good, data, bytes) = f.swu("good", 1);
+    let custom = json!({"version": "1.6", "board": "board", "hardware": ["1.0"]});
+    f.publish("qemu-amd64/cip-core-1.6.swu", &bytes, &bytes, custom);
+    fs::write(f.path("version"), "1.5\n").unwrap();
+    // Where SWUpdate's sockets will be: links to the daemon's, made once it runs.
+    let sockets = f.path("sockets");
+    fs::create_dir(&sockets).unwrap();
+    let (ctl, prog) = (sockets.join("sockinstctrl"), sockets.join("swupdateprog"));
+    f.f.config.sockets = Some((ctl.clone(), prog.clone()));
+    f.f.config.client_id = None;
+    f.f.config.wfx = false;
+    f.f.config.device += &format!("version_file = {:?}\n", f.path("version"));
+    f.f.config.extra = f.tuf_section("poll_interval = \"1s\"\n");
+    f.f.start_agent();
+    let retries = |f: &Fleet| {
+        f.agent_log()
+            .matches("cannot install qemu-amd64/cip-core-1.6.swu now, will retry")
+            .count()
+    };
+    f.until("three polls meeting no SWUpdate", |f| retries(f) >= 3)
+        .await;
+    let (rec, done) = f.tuf_only_record("qemu-amd64/cip-core-1.6.swu@");
+    let empty = |set: &str| rec[set].as_array().is_none_or(Vec::is_empty);
+    assert!(!done && empty("failed"), "not failed: {rec:#}");
+    assert!(fs::read(&good.images[0].target).unwrap().is_empty());
+
+    let sw = SwupdateDaemon::start(&DaemonOptions::new(&f.cert)).unwrap();
+    std::os::unix::fs::symlink(sw.control_socket(), &ctl).unwrap();
+    std::os::unix::fs::symlink(sw.progress_socket(), &prog).unwrap();
+    f.f.swupdate = Some(sw);
+    f.until("the target installed", |f| {
+        let (rec, done) = f.tuf_only_record("qemu-amd64/cip-core-1.6.swu@");
+        done && rec["pending"].is_null()
+    })
+    .await;
+    assert_eq!(fs::read(&good.images[0].target).unwrap(), data);
+    // Several more polls: not installed again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rec, _) = f.tuf_only_record("");
+    let empty = |set: &str| rec[set].as_array().is_none_or(Vec::is_empty);
+    assert!(empty("failed"), "{rec:#}");
+    assert_eq!(f.successful_installs(), 1, "{}", f.swupdate().log());
+    let log = f.swupdate().log();
     assert_eq!(log.matches("Software Update started").count(), 1, "{log}");
 }
