@@ -15,9 +15,9 @@ use std::fs;
 use std::time::Duration;
 
 use cip_update_agent_tests::fixtures::ab::{Device, Loader};
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, sha256_hex};
 use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet, poll_until};
 use cip_update_agent_tests::scenarios::job_source::{JobSource, Via};
-use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, sha256_hex};
 use serde_json::json;
 
 /// The fleet, with a simulated A/B device whose bootloader the agent drives.

@@ -7,11 +7,11 @@ use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+use cip_update_agent_tests::daemons::process::GroupChild;
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes};
 use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet};
 use cip_update_agent_tests::scenarios::job_source::{JobSource, Via};
-use cip_update_agent_tests::daemons::process::GroupChild;
 use cip_update_agent_tests::servers::slow_http::SlowServer;
-use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 

@@ -15,10 +15,10 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet, PHASED};
-use cip_update_agent_tests::fixtures::swu::BuiltSwu;
 use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::fixtures::swu::BuiltSwu;
 use cip_update_agent_tests::fixtures::tuf::{IMAGE, TufRepo};
+use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet, PHASED};
 use serde_json::{Value, json};
 
 /// What SWUpdate logs when an install request arrives on its control socket (and nothing else

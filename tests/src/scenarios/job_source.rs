@@ -13,8 +13,8 @@ use std::fs;
 
 use serde_json::{Value, json};
 
-use crate::scenarios::fleet::{DIRECT, Fleet, FleetBuilder};
 use crate::fixtures::tuf::TufRepo;
+use crate::scenarios::fleet::{DIRECT, Fleet, FleetBuilder};
 
 /// Where the agent's update jobs come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
