@@ -261,6 +261,30 @@ pub struct InstallRequest {
     pub disable_store_swu: bool,
 }
 
+/// The longest `info` SWUpdate takes (char[512] with its NUL).
+pub const INFO_MAX: usize = 511;
+
+impl InstallRequest {
+    /// An install (or a dry run) of `len` bytes (0: unknown) for the daemon's own software
+    /// set; `info` cut to [`INFO_MAX`] bytes at a character boundary.
+    pub fn new(dry_run: bool, len: u64, info: &str) -> InstallRequest {
+        let mut end = info.len().min(INFO_MAX);
+        while !info.is_char_boundary(end) {
+            end -= 1;
+        }
+        InstallRequest {
+            run: if dry_run {
+                RunType::DryRun
+            } else {
+                RunType::Install
+            },
+            len,
+            info: info[..end].to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
 /// A request that cannot be put on the wire.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EncodeError {
@@ -539,6 +563,20 @@ impl fmt::Display for MsgType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_request_cuts_its_info_at_a_character_boundary() {
+        let r = InstallRequest::new(true, 7, &"é".repeat(300));
+        assert_eq!(r.run, RunType::DryRun);
+        assert_eq!(r.len, 7);
+        assert_eq!(
+            r.info.len(),
+            510,
+            "255 two-byte characters: the 256th would pass 511"
+        );
+        assert!(r.software_set.is_empty() && r.running_mode.is_empty());
+        assert_eq!(InstallRequest::new(false, 0, "x").run, RunType::Install);
+    }
 
     fn u32_at(m: &[u8], at: usize) -> u32 {
         get_u32(m, at)

@@ -13,7 +13,7 @@ use crate::source::{self, Source, SourceError};
 use crate::view::{BarView, PlainView};
 use cip_swupdate::client::{ClientError, InstallOutcome};
 use cip_swupdate::install::{self, InstallError, Observer};
-use cip_swupdate::{InstallRequest, RunType, SocketPaths, Swupdate, WireSetting};
+use cip_swupdate::{InstallRequest, SocketPaths, Swupdate, WireSetting};
 
 // `install`'s arguments (a doc comment here would be clap's help text).
 #[derive(Args)]
@@ -95,18 +95,15 @@ pub async fn main(args: InstallArgs, config: &Config, verbose: bool) -> u8 {
         Source::Url(u) => u.rsplit('/').next().map(str::to_owned),
     }
     .unwrap_or_default();
-    let req = InstallRequest {
-        run: if args.dry_run {
-            RunType::DryRun
-        } else {
-            RunType::Install
-        },
-        len: image.len.unwrap_or(0),
-        info: args.info.unwrap_or_else(|| {
-            crate::text::truncate(&format!("cip-update-agent install {name}"), 511)
-        }),
-        ..Default::default()
-    };
+    let mut req = InstallRequest::new(
+        args.dry_run,
+        image.len.unwrap_or(0),
+        &format!("cip-update-agent install {name}"),
+    );
+    // A text given by the user goes as it is (SWUpdate's encoder refuses one too long).
+    if let Some(info) = args.info {
+        req.info = info;
+    }
     let total = image.len;
     let max_image = config.download.max_image_size;
     let result = if std::io::stderr().is_terminal() {

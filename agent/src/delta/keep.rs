@@ -53,7 +53,9 @@ impl Keeper {
             .map(|m| len.is_none_or(|l| m.len() == l))
             .unwrap_or(false);
         if whole {
-            if let Err(e) = std::fs::rename(&self.part, &self.done) {
+            // Its bytes durable before the rename makes it the seed.
+            let synced = std::fs::File::open(&self.part).and_then(|f| f.sync_all());
+            if let Err(e) = synced.and_then(|()| cip_atomic::persist(&self.part, &self.done)) {
                 tracing::warn!("{}: {e}", self.done.display());
             }
         } else {

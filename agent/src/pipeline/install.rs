@@ -8,7 +8,7 @@ use crate::delta::route::Route;
 use crate::mqtt::Phase;
 use crate::source::{self, Opened, Source};
 use cip_swupdate::install::{self as stream, InstallError, Observer};
-use cip_swupdate::{ClientError, InstallRequest, ProgressMsg, RecoveryStatus, RunType};
+use cip_swupdate::{ClientError, InstallRequest, ProgressMsg, RecoveryStatus};
 use cip_tuf::TargetInfo;
 use cip_tuf::artifacts::{self as trust, SharedVerifier};
 
@@ -16,8 +16,6 @@ use super::Pipeline;
 
 /// Log lines of SWUpdate kept with a failure.
 pub const LOG_TAIL: usize = 20;
-/// SWUpdate's `info` field: char[512] with its NUL.
-pub const INFO_MAX: usize = 511;
 
 /// What a source adds to an install: its reports, its commit record, its cancellation.
 // (The agent runs on a current-thread runtime: no `Send` bound is needed on these futures.)
@@ -49,7 +47,7 @@ pub trait Hooks {
 pub struct Order {
     /// The artifact as users know it (its name, else its URI).
     pub label: String,
-    /// SWUpdate's `info` (cut to [`INFO_MAX`]).
+    /// SWUpdate's `info` (cut to [`cip_swupdate::ipc::INFO_MAX`]).
     pub info: String,
     /// Where the full image's bytes are.
     pub source: Source,
@@ -214,16 +212,9 @@ impl Pipeline {
         }
         let (software_set, running_mode) = selection.map(|s| (s.set, s.mode)).unwrap_or_default();
         let req = InstallRequest {
-            run: if order.dry_run {
-                RunType::DryRun
-            } else {
-                RunType::Install
-            },
-            len: image.len.unwrap_or(0),
-            info: crate::text::truncate(&order.info, INFO_MAX),
             software_set,
             running_mode,
-            ..Default::default()
+            ..InstallRequest::new(order.dry_run, image.len.unwrap_or(0), &order.info)
         };
         if native {
             image.reader =

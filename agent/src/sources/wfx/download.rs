@@ -381,22 +381,24 @@ fn remove_entry(p: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Writes a rebuilt .swu to the staging file (then verified against its target like a download).
+/// (Through cip-atomic's temporary and rename, as every file the agent replaces.)
 pub(super) async fn write_staged(image: Opened, path: &std::path::Path) -> Result<(), String> {
-    if let Some(dir) = path.parent() {
-        cip_atomic::create_dirs(dir).map_err(|e| e.to_string())?;
-    }
-    let part = path.with_extension("delta-part");
-    let mut f = cip_atomic::open_private(&part, cip_atomic::PRIVATE_FILE, true)
-        .map(tokio::fs::File::from_std)
-        .map_err(|e| e.to_string())?;
+    let (f, tmp) =
+        cip_atomic::create_temp(path, cip_atomic::PRIVATE_FILE).map_err(|e| e.to_string())?;
+    let mut f = tokio::fs::File::from_std(f);
     let mut reader = image.reader;
-    tokio::io::copy(&mut reader, &mut f)
-        .await
-        .map_err(|e| format!("delta rebuild: {e}"))?;
-    f.sync_all().await.map_err(|e| e.to_string())?;
-    tokio::fs::rename(&part, path)
-        .await
-        .map_err(|e| e.to_string())
+    let copied = async {
+        tokio::io::copy(&mut reader, &mut f)
+            .await
+            .map_err(|e| format!("delta rebuild: {e}"))?;
+        f.sync_all().await.map_err(|e| e.to_string())
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    cip_atomic::persist(&tmp, path).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
