@@ -554,7 +554,7 @@ fn default_progress() -> Duration {
     Duration::from_secs(2)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Swupdate {
     /// Default: SWUpdate's rule, `$TMPDIR/sockinstctrl` or `/tmp/sockinstctrl`.
@@ -570,6 +570,26 @@ pub struct Swupdate {
     /// The same while slot B runs: the set that writes slot A.
     #[serde(deserialize_with = "selection")]
     pub select_on_b: Option<Selection>,
+    /// The longest wait between two tries of an update that waits for SWUpdate (away or
+    /// busy); the waits start at [`SWUPDATE_RETRY_FIRST`] (or this, if shorter) and double.
+    #[serde(deserialize_with = "duration")]
+    pub retry_max: Duration,
+}
+
+/// The first wait of an update that waits for SWUpdate.
+pub const SWUPDATE_RETRY_FIRST: Duration = Duration::from_secs(5);
+
+impl Default for Swupdate {
+    fn default() -> Self {
+        Swupdate {
+            control_socket: None,
+            progress_socket: None,
+            wire: WireSetting::default(),
+            select_on_a: None,
+            select_on_b: None,
+            retry_max: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Swupdate {
@@ -859,6 +879,7 @@ pub mod max {
     pub const STALL_TIMEOUT: Duration = HOUR;
     pub const WFX_REQUEST_TIMEOUT: Duration = HOUR;
     pub const WFX_STREAM_TIMEOUT: Duration = HOUR;
+    pub const SWUPDATE_RETRY_MAX: Duration = HOUR;
 }
 
 /// `key: must be at most ...` when `v` is above `max`.
@@ -994,6 +1015,11 @@ impl Config {
             )?;
             at_most("tuf.poll_interval", t.poll_interval, max::TUF_POLL_INTERVAL)?;
         }
+        at_most(
+            "swupdate.retry_max",
+            self.swupdate.retry_max,
+            max::SWUPDATE_RETRY_MAX,
+        )?;
         if let Some(m) = &self.mqtt {
             at_most(
                 "mqtt.progress_interval",
@@ -1303,6 +1329,10 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
             (
                 "[reboot]\nconsent_retry = \"8days\"",
                 "reboot.consent_retry",
+            ),
+            (
+                "[swupdate]\nretry_max = \"2h\"",
+                "swupdate.retry_max: `2h` is too long: at most 1h",
             ),
             (
                 "[health]\nsystemd_timeout = \"400d\"",

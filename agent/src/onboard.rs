@@ -327,7 +327,7 @@ async fn follow_events(wfx: WfxClient, wake: Arc<Notify>) {
     crate::wfx::follow::follow_events(
         wfx,
         wake,
-        |_| {},
+        |_| true,
         |e| tracing::debug!("onboarding event stream: {e}"),
     )
     .await;

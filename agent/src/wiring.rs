@@ -126,6 +126,10 @@ pub fn pipeline(config: &Config) -> Result<Pipeline, RunError> {
             mark_installed: config.boot.mark_installed,
             state_dir: config.state_dir.clone(),
             version_file: config.device.version_file.clone(),
+            swupdate_retry: crate::backoff::Backoff {
+                initial: crate::config::SWUPDATE_RETRY_FIRST.min(config.swupdate.retry_max),
+                max: config.swupdate.retry_max,
+            },
         },
     }))
 }

@@ -596,6 +596,76 @@ async fn a_job_waits_while_swupdate_is_away() {
     assert!(installed(&swu, &data));
 }
 
+/// Issue 19, "a self-sustaining loop": SWUpdate not (yet) listening and a downloadable
+/// artifact. The agent's own status updates come back as events and must not wake it; the job
+/// waits with backoff, asks wfx a handful of times and downloads nothing while SWUpdate is
+/// away, says what it waits for, and is installed once SWUpdate starts, the agent running on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waiting_for_swupdate_backs_off_then_installs_once_it_starts() {
+    use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon};
+    use cip_update_agent_tests::fixtures::delta::served;
+    let mut f = Fleet::builder().without_swupdate().start();
+    let (swu, data, url) = f.image("later", 100_000, false);
+    // Where SWUpdate's sockets will be: links to the daemon's, made once it runs.
+    let sockets = f.path("sockets");
+    fs::create_dir(&sockets).unwrap();
+    let (ctl, prog) = (sockets.join("sockinstctrl"), sockets.join("swupdateprog"));
+    f.config.sockets = Some((ctl.clone(), prog.clone()));
+    // The shipped backoff starts at 5 s; its cap is cut for the test (5 min shipped).
+    f.config.swupdate = RETRY_MAX.into();
+    // A poll due every second must not cut the backoff short either.
+    f.config.poll_interval = "1s".into();
+    f.start_agent();
+    let id = f
+        .create_job("wfx.workflow.dau.direct", firmware(&url))
+        .await;
+    f.until("the agent meets the missing daemon", |f| {
+        f.agent_log().contains("cannot install now, will retry")
+    })
+    .await;
+    f.wfx.reset_request_counts();
+    const WINDOW: Duration = Duration::from_secs(20);
+    tokio::time::sleep(WINDOW).await;
+    let counts = f.wfx.request_counts();
+    let south: u64 = counts
+        .iter()
+        .filter(|(k, _)| k.starts_with("south "))
+        .map(|(_, n)| n)
+        .sum();
+    let puts = counts
+        .get("south PUT /jobs/{id}/status")
+        .copied()
+        .unwrap_or(0);
+    let (downloads, _) = served(&f.nginx().access_log(), "later.swu");
+    eprintln!(
+        "while waiting {}s: {south} requests to wfx ({puts} status updates), {downloads} downloads: {counts:?}",
+        WINDOW.as_secs()
+    );
+    // Backoff of 5 s (jittered down to half) doubling to the 8 s cap: at most 6 rounds in 20 s,
+    // each one job list; the status at most once a minute.
+    assert!(south <= 8, "{counts:?}\n{}", f.agent_log());
+    assert!(puts <= 1, "{counts:?}");
+    assert_eq!(downloads, 0, "no download while SWUpdate is away");
+    let j = f.job(&id).await;
+    assert_eq!(j["status"]["state"], "INSTALLING", "{j:#}");
+    let message = j["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("waiting for SWUpdate"), "{message}");
+
+    let sw = SwupdateDaemon::start(&DaemonOptions::new(&f.cert)).unwrap();
+    std::os::unix::fs::symlink(sw.control_socket(), &ctl).unwrap();
+    std::os::unix::fs::symlink(sw.progress_socket(), &prog).unwrap();
+    f.swupdate = Some(sw);
+    let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
+    assert_eq!(j["status"]["state"], "ACTIVATED", "{}", f.agent_log());
+    assert!(installed(&swu, &data));
+    let (downloads, _) = served(&f.nginx().access_log(), "later.swu");
+    assert_eq!(downloads, 1, "{}", f.nginx().access_log());
+    assert_eq!(f.successful_installs(), 1);
+}
+
+/// `[swupdate] retry_max` of [`a_job_waiting_for_swupdate_backs_off_then_installs_once_it_starts`].
+const RETRY_MAX: &str = "retry_max = \"8s\"\n";
+
 /// A definition the agent cannot act on ends TERMINATED with a clear message; the agent goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_definition_is_terminated_and_the_agent_goes_on() {

@@ -141,6 +141,10 @@ impl Pipeline {
         order: Order,
         hooks: &mut H,
     ) -> Result<Outcome, H::Stop> {
+        // SWUpdate away: not a byte is fetched (a delta's chunks neither) until it answers.
+        if let Some(away) = self.swupdate_away().await {
+            return Ok(Outcome::Busy(away));
+        }
         let full = order.target.clone();
         let (mut target, mut src) = (order.target.clone(), order.source.clone());
         let (mut rebuilt, mut native, mut chunk_urls) = (None::<Opened>, false, Vec::new());
@@ -379,6 +383,18 @@ impl<H: Hooks> Observer for Watch<'_, H> {
 }
 
 impl Pipeline {
+    /// Why SWUpdate cannot take an install now (no socket, nothing listening, no answer), from
+    /// one status request on its control socket; `None` when it answers. Other errors (a
+    /// socket it may not use) are left to the install, which says them as the update's end.
+    /// (Busy with another install shows only when the install is asked for: the status of a
+    /// daemon with queued log lines is the lines', not its own.)
+    pub async fn swupdate_away(&self) -> Option<String> {
+        match self.swupdate.status().await {
+            Err(e) if e.is_transient() => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
     /// After a restart between an install's commit and its verdict: SWUpdate's last result
     /// says whether it was installed (`true`). `false` covers a failure and a daemon that
     /// restarted too: either way nothing was installed, and installing again gives the real

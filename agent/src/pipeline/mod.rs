@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::boot::Boot;
 use crate::config::{Delta, Download, Health, MarkInstalled, Reboot};
 use crate::mqtt::Inventory;
@@ -37,6 +38,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// The running version (os-release or a plain version file).
     pub version_file: PathBuf,
+    /// The waits of an update that waits for SWUpdate (away or busy), for sources that retry.
+    pub swupdate_retry: Backoff,
 }
 
 /// The components every update goes through, and the little state the reboot policy keeps

@@ -27,6 +27,12 @@ pub trait JobSource {
     async fn round(&mut self);
     /// The time between rounds when nothing wakes the source earlier.
     fn poll_interval(&self) -> Duration;
+    /// No round before this (an update waiting with backoff, e.g. for SWUpdate): the next
+    /// round is then, its events and its poll do not wake it sooner. Asked again at every
+    /// wake, so a source may lift it (the waiting update withdrawn).
+    fn not_before(&self) -> Option<Instant> {
+        None
+    }
     /// Starts what wakes the source between polls (an event stream), if it has any.
     fn start_events(&mut self, _wake: Arc<Notify>) {}
     /// Stops it.
@@ -82,16 +88,24 @@ pub async fn run(mut source: impl JobSource, stop: impl Future<Output = ()>) {
         loop {
             crate::notify::beat();
             crate::faults::hang_point().await;
+            // A hold replaces the poll: the retry is due then, not sooner and not later.
+            let due = held(&source).map_or(until, tokio::time::Instant::from_std);
             tokio::select! {
                 () = &mut stop => break 'run,
-                () = wake.notified() => break,
-                () = tokio::time::sleep_until(until) => break,
+                // (A wake during a hold is not lost: the round at its end reconciles all.)
+                () = wake.notified() => if held(&source).is_none() { break },
+                () = tokio::time::sleep_until(due) => break,
                 () = tokio::time::sleep(beat_every) => {}
             }
         }
     }
     source.stop_events();
     shutdown(source.pipeline(), watchdog).await;
+}
+
+/// The source's hold, if it is still ahead.
+fn held(source: &impl JobSource) -> Option<Instant> {
+    source.not_before().filter(|t| *t > Instant::now())
 }
 
 async fn shutdown(pipe: &Pipeline, watchdog: Option<tokio::task::JoinHandle<()>>) {

@@ -20,13 +20,14 @@ const STREAM_LIVED: Duration = Duration::from_secs(30);
 
 /// Follows the event stream: wakes `wake` after every (re)connect (events are not guaranteed,
 /// so a reconnect means a reconcile) and after events, at most once per [`EVENT_COALESCE`]
-/// (events within a window wake once at its end); `on_event` sees every event at once.
+/// (events within a window wake once at its end); `on_event` sees every event at once and
+/// says whether it wakes (`false`: an echo of the caller's own doing).
 /// `on_error` hears why the stream could not be opened or broke off. Reconnects with backoff and
 /// jitter, the backoff starting over after a stream that lived [`STREAM_LIVED`]. Never returns.
 pub async fn follow_events(
     wfx: WfxClient,
     wake: Arc<Notify>,
-    mut on_event: impl FnMut(&JobEvent),
+    mut on_event: impl FnMut(&JobEvent) -> bool,
     on_error: impl Fn(&WfxError),
 ) {
     let backoff = Backoff::default();
@@ -54,7 +55,9 @@ pub async fn follow_events(
                     };
                     match ev {
                         Some(Ok(ev)) => {
-                            on_event(&ev);
+                            if !on_event(&ev) {
+                                continue;
+                            }
                             let now = Instant::now();
                             if window_over(woken, now) {
                                 wake.notify_one();

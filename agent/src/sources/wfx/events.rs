@@ -59,7 +59,7 @@ impl Deleted {
         self.notify.notify_waiters();
     }
 
-    fn contains(&self, id: &str) -> bool {
+    pub(super) fn contains(&self, id: &str) -> bool {
         self.ids.lock().expect("deleted lock").set.contains(id)
     }
 
@@ -82,6 +82,54 @@ impl Deleted {
     }
 }
 
+/// The agent's own status updates remembered until their events come back, at most.
+pub const MAX_ECHOES: usize = 64;
+/// How long one is awaited (an update wfx never applied has no event).
+pub const ECHO_WITHIN: Duration = Duration::from_secs(120);
+
+/// Status updates the agent itself sent, by (job id, state), until wfx echoes each as an
+/// `UPDATE_STATUS` event: the echo tells the agent nothing it does not know, and waking on it
+/// made a job that waits (for SWUpdate) start over at once, forever (issue 19). Each update
+/// is matched by one event at most: a second one with the same state is someone else's.
+#[derive(Default)]
+pub struct Echoes {
+    sent: std::sync::Mutex<std::collections::VecDeque<(String, String, std::time::Instant)>>,
+}
+
+impl Echoes {
+    /// Notes an update of `job` to `state` about to be sent (before: its event may come
+    /// before the answer).
+    pub(super) fn expect(&self, job: &str, state: &str) {
+        let mut sent = self.sent.lock().expect("echoes lock");
+        if sent.len() >= MAX_ECHOES {
+            sent.pop_front();
+        }
+        sent.push_back((job.to_owned(), state.to_owned(), std::time::Instant::now()));
+    }
+
+    /// Whether `ev` only echoes an update noted by [`Echoes::expect`] (which it then uses up).
+    fn echoed(&self, ev: &crate::wfx::JobEvent) -> bool {
+        let Some(state) = ev.job.status.as_ref().map(|s| s.state.as_str()) else {
+            return false;
+        };
+        if ev.action != "UPDATE_STATUS" {
+            return false;
+        }
+        let mut sent = self.sent.lock().expect("echoes lock");
+        sent.retain(|(_, _, at)| at.elapsed() < ECHO_WITHIN);
+        match sent
+            .iter()
+            .position(|(j, s, _)| j == ev.job.id.as_str() && s == state)
+        {
+            Some(i) => {
+                sent.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Resolves when the job is gone: a DELETE event, or (events are not guaranteed) a 404 when
 /// asked every `every`.
 pub(super) async fn job_gone(wfx: WfxClient, deleted: Arc<Deleted>, id: JobId, every: Duration) {
@@ -97,17 +145,27 @@ pub(super) async fn job_gone(wfx: WfxClient, deleted: Arc<Deleted>, id: JobId, e
     }
 }
 
-/// Follows the event stream, waking the main loop on every event and after every (re)connect,
-/// and noting deleted jobs.
-pub(super) async fn follow_events(wfx: WfxClient, wake: Arc<Notify>, deleted: Arc<Deleted>) {
+/// Follows the event stream, waking the main loop on every event but the echoes of its own
+/// status updates and after every (re)connect, and noting deleted jobs.
+pub(super) async fn follow_events(
+    wfx: WfxClient,
+    wake: Arc<Notify>,
+    deleted: Arc<Deleted>,
+    echoes: Arc<Echoes>,
+) {
     crate::wfx::follow::follow_events(
         wfx,
         wake,
         |ev| {
+            if echoes.echoed(ev) {
+                tracing::trace!(job = %ev.job.id, "wfx event: the echo of our own update");
+                return false;
+            }
             tracing::debug!(action = %ev.action, job = %ev.job.id, "wfx event");
             if ev.action == "DELETE" {
                 deleted.add(&ev.job.id);
             }
+            true
         },
         |e| tracing::info!("event stream: {e}"),
     )
@@ -146,6 +204,47 @@ mod tests {
         drop(r);
         d.add(&"y".repeat(MAX_DELETED_BYTES + 1));
         assert!(!d.contains(&"y".repeat(MAX_DELETED_BYTES + 1)));
+    }
+
+    fn event(action: &str, job: &str, state: &str) -> crate::wfx::JobEvent {
+        serde_json::from_value(serde_json::json!({
+            "action": action,
+            "job": {"id": job, "status": {"state": state}},
+        }))
+        .unwrap()
+    }
+
+    /// Each own update is echoed once; anything else wakes.
+    #[test]
+    fn only_the_echo_of_an_own_update_is_skipped() {
+        let e = Echoes::default();
+        e.expect("j1", "INSTALLING");
+        e.expect("j1", "INSTALLING");
+        assert!(!e.echoed(&event("UPDATE_STATUS", "j1", "INSTALLED")));
+        assert!(!e.echoed(&event("UPDATE_STATUS", "j2", "INSTALLING")));
+        assert!(!e.echoed(&event("DELETE", "j1", "INSTALLING")));
+        assert!(e.echoed(&event("UPDATE_STATUS", "j1", "INSTALLING")));
+        assert!(e.echoed(&event("UPDATE_STATUS", "j1", "INSTALLING")));
+        // The third is not ours: the operator's, or wfx's.
+        assert!(!e.echoed(&event("UPDATE_STATUS", "j1", "INSTALLING")));
+        let no_status: crate::wfx::JobEvent = serde_json::from_value(
+            serde_json::json!({"action": "UPDATE_STATUS", "job": {"id": "j1"}}),
+        )
+        .unwrap();
+        e.expect("j1", "INSTALLING");
+        assert!(!e.echoed(&no_status));
+    }
+
+    #[test]
+    fn echoes_are_bounded() {
+        let e = Echoes::default();
+        for i in 0..(MAX_ECHOES * 4) {
+            e.expect(&format!("j{i}"), "INSTALLING");
+        }
+        assert_eq!(e.sent.lock().unwrap().len(), MAX_ECHOES);
+        assert!(!e.echoed(&event("UPDATE_STATUS", "j0", "INSTALLING")));
+        let last = format!("j{}", MAX_ECHOES * 4 - 1);
+        assert!(e.echoed(&event("UPDATE_STATUS", &last, "INSTALLING")));
     }
 
     #[test]

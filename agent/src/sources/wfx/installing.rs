@@ -9,10 +9,41 @@ use crate::sources::wfx::job::{Definition, Flow, JobView};
 use crate::sources::wfx::journal::{Journal, Store};
 use crate::state::State;
 use crate::text::truncate;
-use crate::wfx::{JobStatus, WfxClient};
+use crate::wfx::{JobId, JobStatus, WfxClient};
+use std::time::{Duration, Instant};
 
-use super::events::job_gone;
+use super::events::{Echoes, job_gone};
 use super::{Daemon, GONE_CHECK, MESSAGE_MAX, Next, StepError};
+
+/// At most one status update per this while a job waits for SWUpdate.
+pub const WAIT_NOTE_EVERY: Duration = Duration::from_secs(60);
+
+/// A job's install waiting for SWUpdate (away or busy): the next try, with backoff, and when
+/// wfx was last told why.
+#[derive(Debug)]
+pub(super) struct Held {
+    job: JobId,
+    index: usize,
+    /// Tries that met SWUpdate away, less one.
+    attempt: u32,
+    until: Instant,
+    noted: Instant,
+}
+
+impl Held {
+    /// Whether this holds artifact `index` of `job`.
+    pub(super) fn is(&self, job: &JobId, index: usize) -> bool {
+        self.job == *job && self.index == index
+    }
+
+    pub(super) fn job(&self) -> &JobId {
+        &self.job
+    }
+
+    pub(super) fn until(&self) -> Instant {
+        self.until
+    }
+}
 
 impl Daemon {
     pub(super) async fn install(
@@ -41,14 +72,18 @@ impl Daemon {
             Ok(t) => t,
             Err(next) => return Ok(next),
         };
-        self.report(
-            view,
-            State::Installing,
-            Some((index * 100 / n) as u8),
-            &format!("installing {label} ({} of {n})", index + 1),
-            None,
-        )
-        .await?;
+        // (Held: wfx was told what the job waits for; a try is no news until it goes on.)
+        let held = self.held.as_ref().is_some_and(|h| h.is(&view.id, index));
+        if !held {
+            self.report(
+                view,
+                State::Installing,
+                Some((index * 100 / n) as u8),
+                &format!("installing {label} ({} of {n})", index + 1),
+                None,
+            )
+            .await?;
+        }
         let staged = self.staged_path(&view.id, index);
         let staged = view.flow == Flow::Phased && staged.exists();
         let source = if staged {
@@ -101,11 +136,11 @@ impl Daemon {
                 self.forget(&view.id).await?;
                 Ok(Next::Wait)
             }
-            // SWUpdate away or busy: nothing was installed; the next reconcile tries again.
+            // SWUpdate away or busy: nothing was installed; tried again after a backoff.
             Outcome::Busy(e) => {
-                tracing::warn!(job = %view.id, "cannot install now, will retry: {e}");
                 self.record_mut(view).committed = None;
                 self.save()?;
+                self.hold(view, index, &e).await?;
                 Ok(Next::Wait)
             }
             Outcome::Failed { message, log } => {
@@ -113,6 +148,43 @@ impl Daemon {
                 self.terminate(view, &message, context).await
             }
         }
+    }
+
+    /// Holds the job until its next try (see [`Held`]); tells wfx what it waits for, at most
+    /// once per [`WAIT_NOTE_EVERY`].
+    async fn hold(&mut self, view: &JobView, index: usize, why: &str) -> Result<(), StepError> {
+        let now = Instant::now();
+        let (attempt, noted) = match self.held.take() {
+            Some(h) if h.is(&view.id, index) => (h.attempt.saturating_add(1), Some(h.noted)),
+            _ => (0, None),
+        };
+        let wait = self
+            .pipe
+            .settings
+            .swupdate_retry
+            .delay(attempt, fastrand::f64());
+        tracing::warn!(
+            job = %view.id,
+            "cannot install now, will retry in {}: {why}",
+            humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+        );
+        let due = noted.is_none_or(|t| now.saturating_duration_since(t) >= WAIT_NOTE_EVERY);
+        let noted = if due {
+            let message = format!("waiting for SWUpdate: {why}");
+            self.report(view, State::Installing, None, &message, None)
+                .await?;
+            now
+        } else {
+            noted.unwrap_or(now)
+        };
+        self.held = Some(Held {
+            job: view.id.clone(),
+            index,
+            attempt,
+            until: now + wait,
+            noted,
+        });
+        Ok(())
     }
 
     /// After a restart between commit and verdict: SWUpdate's last result says what happened.
@@ -147,6 +219,7 @@ pub(super) struct CommitRecord<'a> {
 pub(super) struct WfxHooks<'a> {
     wfx: WfxClient,
     deleted: std::sync::Arc<super::events::Deleted>,
+    echoes: std::sync::Arc<Echoes>,
     view: &'a JobView,
     reporter: std::sync::Arc<Reporter>,
     /// The state notes are reported in (`INSTALLING`, `DOWNLOADING`).
@@ -162,6 +235,7 @@ impl<'a> WfxHooks<'a> {
         WfxHooks {
             wfx: daemon.wfx.clone(),
             deleted: daemon.deleted.clone(),
+            echoes: daemon.echoes.clone(),
             view,
             reporter: daemon.pipe.reporter.clone(),
             state,
@@ -184,6 +258,7 @@ impl Hooks for WfxHooks<'_> {
             message: (!message.is_empty()).then(|| truncate(message, MESSAGE_MAX)),
             ..Default::default()
         };
+        self.echoes.expect(self.view.id.as_str(), &status.state);
         self.wfx.put_status(&self.view.id, &status).await?;
         self.reporter
             .job_state(self.view.subject(), self.state, None, message);
@@ -205,13 +280,14 @@ impl Hooks for WfxHooks<'_> {
             return false;
         }
         let (wfx, job) = (self.wfx.clone(), self.view.id.clone());
+        let status = JobStatus {
+            state: State::Installing.as_str().into(),
+            progress: Some(percent),
+            message: Some(message),
+            ..Default::default()
+        };
+        self.echoes.expect(job.as_str(), &status.state);
         self.pending = Some(tokio::spawn(async move {
-            let status = JobStatus {
-                state: State::Installing.as_str().into(),
-                progress: Some(percent),
-                message: Some(message),
-                ..Default::default()
-            };
             if let Err(e) = wfx.put_status(&job, &status).await {
                 tracing::debug!("progress update: {e}");
             }

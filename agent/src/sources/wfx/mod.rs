@@ -28,7 +28,7 @@ mod installing;
 pub mod job;
 pub mod journal;
 
-use events::{Deleted, follow_events};
+use events::{Deleted, Echoes, follow_events};
 
 /// How often a running download or install asks wfx whether its job still exists (besides
 /// the DELETE events).
@@ -44,7 +44,11 @@ pub struct Daemon {
     journal: Journal,
     staging: PathBuf,
     deleted: Arc<Deleted>,
+    /// Our own status updates, whose events do not wake the source.
+    echoes: Arc<Echoes>,
     pipe: Pipeline,
+    /// The job waiting for SWUpdate, if one is.
+    held: Option<installing::Held>,
     /// Job list entries refused already: each is logged once, not at every poll.
     refused: std::collections::HashSet<String>,
     events: Option<tokio::task::JoinHandle<()>>,
@@ -86,7 +90,9 @@ impl Daemon {
             journal,
             staging,
             deleted: Arc::new(Deleted::default()),
+            echoes: Arc::new(Echoes::default()),
             pipe,
+            held: None,
             refused: Default::default(),
             events: None,
         };
@@ -220,6 +226,7 @@ impl Daemon {
             ..Default::default()
         };
         let id = &view.id;
+        self.echoes.expect(id.as_str(), &status.state);
         // The device's own result is recorded first: `status` never lags behind what wfx shows
         // (if wfx cannot be told now, the job's final state is reported again later).
         if state.is_final() {
@@ -238,6 +245,12 @@ impl Daemon {
     }
 
     async fn execute(&mut self, view: &JobView, action: Action) -> Result<Next, StepError> {
+        // A hold ends with anything but another try of the same install.
+        let retry = matches!(action, Action::Install { index, .. }
+            if self.held.as_ref().is_some_and(|h| h.is(&view.id, index)));
+        if !retry {
+            self.held = None;
+        }
         match action {
             Action::Wait => Ok(Next::Wait),
             Action::Report {
@@ -291,6 +304,9 @@ impl Daemon {
     }
 
     async fn forget(&mut self, id: &JobId) -> Result<(), StepError> {
+        if self.held.as_ref().is_some_and(|h| h.job() == id) {
+            self.held = None;
+        }
         self.remove_staged(id).await;
         self.deleted.remove(id.as_str());
         if self.journal.jobs.remove(id.as_str()).is_some() {
@@ -387,11 +403,19 @@ impl JobSource for Daemon {
         self.wfx_cfg.poll_interval
     }
 
+    /// The end of the wait of a job held for SWUpdate; none once the job was deleted (then
+    /// the round forgets it at once).
+    fn not_before(&self) -> Option<std::time::Instant> {
+        let h = self.held.as_ref()?;
+        (!self.deleted.contains(h.job().as_str())).then(|| h.until())
+    }
+
     fn start_events(&mut self, wake: Arc<Notify>) {
         self.events = Some(tokio::spawn(follow_events(
             self.wfx.clone(),
             wake,
             self.deleted.clone(),
+            self.echoes.clone(),
         )));
     }
 
