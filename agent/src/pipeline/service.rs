@@ -1,6 +1,6 @@
 //! The service around a job source, the same for every source: READY for systemd, the
 //! watchdog, STATUS=, rounds of the source woken by its events, its poll interval or the
-//! reboot policy, and STOPPING at SIGTERM.
+//! reboot policy (none before the source's [`JobSource::not_before`]), and STOPPING at SIGTERM.
 
 use std::future::Future;
 use std::sync::Arc;

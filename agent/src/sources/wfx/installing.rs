@@ -28,6 +28,8 @@ pub(super) struct Held {
     attempt: u32,
     until: Instant,
     noted: Instant,
+    /// The first try that met SWUpdate away.
+    since: std::time::SystemTime,
 }
 
 impl Held {
@@ -154,23 +156,27 @@ impl Daemon {
     /// once per [`WAIT_NOTE_EVERY`].
     async fn hold(&mut self, view: &JobView, index: usize, why: &str) -> Result<(), StepError> {
         let now = Instant::now();
-        let (attempt, noted) = match self.held.take() {
-            Some(h) if h.is(&view.id, index) => (h.attempt.saturating_add(1), Some(h.noted)),
-            _ => (0, None),
+        let (attempt, noted, since) = match self.held.take() {
+            Some(h) if h.is(&view.id, index) => {
+                (h.attempt.saturating_add(1), Some(h.noted), h.since)
+            }
+            _ => (0, None, std::time::SystemTime::now()),
         };
         let wait = self
             .pipe
             .settings
             .swupdate_retry
             .delay(attempt, fastrand::f64());
-        tracing::warn!(
-            job = %view.id,
-            "cannot install now, will retry in {}: {why}",
-            humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
-        );
+        let next = humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)));
+        tracing::warn!(job = %view.id, "cannot install now, will retry in {next}: {why}");
         let due = noted.is_none_or(|t| now.saturating_duration_since(t) >= WAIT_NOTE_EVERY);
         let noted = if due {
-            let message = format!("waiting for SWUpdate: {why}");
+            // (The tries and the time say to the operator that the device is still there.)
+            let message = format!(
+                "waiting for SWUpdate since {} ({} tries, the next in {next}): {why}",
+                humantime::format_rfc3339_seconds(since),
+                attempt + 1
+            );
             self.report(view, State::Installing, None, &message, None)
                 .await?;
             now
@@ -183,6 +189,7 @@ impl Daemon {
             attempt,
             until: now + wait,
             noted,
+            since,
         });
         Ok(())
     }

@@ -2,8 +2,10 @@
 //! oldest first. Decisions come from [`crate::sources::wfx::job::decide`]; this module runs them: wfx reports,
 //! SWUpdate installs, staged downloads, and the journal written before every report.
 //!
-//! Work is found by the event stream (woken on every event for this client) and by a reconciling
-//! poll at start, after every reconnect of the stream and every poll interval.
+//! Work is found by the event stream (woken on every event for this client but the echoes of
+//! its own status updates) and by a reconciling poll at start, after every reconnect of the
+//! stream and every poll interval. A job waiting for SWUpdate holds the next round until its
+//! backoff ends ([`JobSource::not_before`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
