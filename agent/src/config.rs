@@ -557,9 +557,10 @@ fn default_progress() -> Duration {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Swupdate {
-    /// Default: SWUpdate's rule, `$TMPDIR/sockinstctrl` or `/tmp/sockinstctrl`.
+    /// Default: `$TMPDIR/sockinstctrl`, `/run/swupdate/sockinstctrl` when it exists, or
+    /// `/tmp/sockinstctrl` (`SocketPaths::from_env`).
     pub control_socket: Option<PathBuf>,
-    /// Default: `$TMPDIR/swupdateprog` or `/tmp/swupdateprog`.
+    /// Default: `swupdateprog` in the control socket's default directory.
     pub progress_socket: Option<PathBuf>,
     #[serde(deserialize_with = "wire")]
     pub wire: WireSetting,

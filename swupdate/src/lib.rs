@@ -33,6 +33,9 @@ pub struct SocketPaths {
     pub progress: PathBuf,
 }
 
+/// Where Debian's `swupdate.socket` opens the sockets from trixie on (bookworm's: `/tmp`).
+pub const RUN_DIR: &str = "/run/swupdate";
+
 impl SocketPaths {
     /// SWUpdate's own rule: `$TMPDIR/sockinstctrl` and `$TMPDIR/swupdateprog`, `/tmp` when TMPDIR
     /// is unset or empty.
@@ -41,15 +44,31 @@ impl SocketPaths {
             Some(d) if !d.is_empty() => Path::new(d),
             _ => Path::new("/tmp"),
         };
+        Self::in_dir(dir)
+    }
+
+    fn in_dir(dir: &Path) -> SocketPaths {
         SocketPaths {
             control: dir.join("sockinstctrl"),
             progress: dir.join("swupdateprog"),
         }
     }
 
-    /// The daemon's default for this process's environment.
+    /// The default of a client: `$TMPDIR` when set (a daemon started by hand in the same
+    /// environment); else [`RUN_DIR`] when its control socket exists (socket activation, Debian
+    /// trixie on); else `/tmp` (SWUpdate's built-in default, Debian bookworm's socket unit).
+    pub fn default_for(tmpdir: Option<&OsStr>, run_dir_has_socket: bool) -> SocketPaths {
+        match tmpdir {
+            Some(d) if !d.is_empty() => Self::from_tmpdir(tmpdir),
+            _ if run_dir_has_socket => Self::in_dir(Path::new(RUN_DIR)),
+            _ => Self::from_tmpdir(None),
+        }
+    }
+
+    /// The default for this process's environment and this machine ([`Self::default_for`]).
     pub fn from_env() -> SocketPaths {
-        Self::from_tmpdir(std::env::var_os("TMPDIR").as_deref())
+        let run = Path::new(RUN_DIR).join("sockinstctrl").exists();
+        Self::default_for(std::env::var_os("TMPDIR").as_deref(), run)
     }
 
     /// The default, with either path overridden by configuration.
@@ -76,5 +95,20 @@ mod tests {
         let p = SocketPaths::from_tmpdir(Some(OsStr::new("/run/swupdate")));
         assert_eq!(p.control, Path::new("/run/swupdate/sockinstctrl"));
         assert_eq!(p.progress, Path::new("/run/swupdate/swupdateprog"));
+    }
+
+    #[test]
+    fn the_default_prefers_tmpdir_then_the_socket_units_directory_then_tmp() {
+        let tmpdir = OsStr::new("/var/tmp/sw");
+        let p = SocketPaths::default_for(Some(tmpdir), true);
+        assert_eq!(p.control, Path::new("/var/tmp/sw/sockinstctrl"));
+        let p = SocketPaths::default_for(None, true);
+        assert_eq!(p.control, Path::new("/run/swupdate/sockinstctrl"));
+        assert_eq!(p.progress, Path::new("/run/swupdate/swupdateprog"));
+        let p = SocketPaths::default_for(Some(OsStr::new("")), true);
+        assert_eq!(p.control, Path::new("/run/swupdate/sockinstctrl"));
+        let p = SocketPaths::default_for(None, false);
+        assert_eq!(p.control, Path::new("/tmp/sockinstctrl"));
+        assert_eq!(p.progress, Path::new("/tmp/swupdateprog"));
     }
 }

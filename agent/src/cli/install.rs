@@ -34,11 +34,11 @@ pub struct InstallArgs {
 #[derive(Args)]
 pub struct DaemonArgs {
     /// SWUpdate's control socket [default: swupdate.control_socket of the configuration, else
-    /// $TMPDIR/sockinstctrl, or /tmp/sockinstctrl]
+    /// $TMPDIR/sockinstctrl, /run/swupdate/sockinstctrl if it exists, or /tmp/sockinstctrl]
     #[arg(long, value_name = "PATH", env = "CIP_SWUPDATE_CONTROL_SOCKET")]
     pub control_socket: Option<PathBuf>,
     /// SWUpdate's progress socket [default: swupdate.progress_socket of the configuration, else
-    /// $TMPDIR/swupdateprog, or /tmp/swupdateprog]
+    /// swupdateprog in the control socket's default directory]
     #[arg(long, value_name = "PATH", env = "CIP_SWUPDATE_PROGRESS_SOCKET")]
     pub progress_socket: Option<PathBuf>,
     /// Progress wire of the daemon: "auto", or its release (2022.12, 2023.12, 2024.12, 2025.12, ...)
