@@ -272,6 +272,19 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, HttpSetupError> {
     })
 }
 
+/// Makes ring the process's TLS crypto provider, once; reqwest and rumqttc take the default
+/// (built with `rustls-no-provider`, reqwest would panic without one). Idempotent.
+pub fn use_ring() {
+    // (Err: a provider is installed already, ring by this function.)
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// reqwest's default client over ring (for tools and tests; the agent builds [`client`]).
+pub fn default_client() -> reqwest::Client {
+    use_ring();
+    reqwest::Client::new()
+}
+
 /// Builds the client. `connect_timeout` bounds each connection attempt; whole-request timeouts
 /// are the caller's (a download may take hours, a status update must not).
 pub fn client(
@@ -279,6 +292,7 @@ pub fn client(
     proxy: &Proxy,
     connect_timeout: Duration,
 ) -> Result<reqwest::Client, HttpSetupError> {
+    use_ring();
     let mut b = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .user_agent(concat!("cip-update-agent/", env!("CARGO_PKG_VERSION")))

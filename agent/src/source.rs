@@ -113,6 +113,7 @@ pub async fn open(source: &Source) -> Result<Opened, SourceError> {
     match source {
         Source::File(path) => open_file(path).await,
         Source::Url(url) => {
+            crate::http::use_ring();
             let client = reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(30))
                 .build()
@@ -191,7 +192,11 @@ mod tests {
     async fn http_errors_show_the_url_redacted() {
         // Nothing listens on port 1 of loopback: the connection is refused at once.
         let url = "http://fleet:pw-7f3a@127.0.0.1:1/os.swu?sig=tok-91c2";
-        let e = reqwest::Client::new().get(url).send().await.unwrap_err();
+        let e = crate::http::default_client()
+            .get(url)
+            .send()
+            .await
+            .unwrap_err();
         assert!(
             crate::text::error_chain(&e).contains("tok-91c2"),
             "reqwest names the URL"

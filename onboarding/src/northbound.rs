@@ -74,6 +74,8 @@ pub struct North {
 impl North {
     /// A client of the wfx at `base` (its northbound URL).
     pub fn new(base: &str) -> Result<North, NorthError> {
+        // rustls over ring, as in the agent (reqwest is built without a provider of its own).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()

@@ -643,7 +643,7 @@ async fn prepare_only(
         ..Default::default()
     };
     cip_update_agent::delta::prepare(
-        &reqwest::Client::new(),
+        &cip_update_agent::http::default_client(),
         &cfg,
         state,
         &info(companion),

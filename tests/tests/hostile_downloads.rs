@@ -551,7 +551,7 @@ async fn a_stalling_delta_server_fails_the_delta() {
         let server = HostileServer::start(behaviour).unwrap();
         let t0 = Instant::now();
         let r = cip_update_agent::delta::prepare(
-            &reqwest::Client::new(),
+            &cip_update_agent::http::default_client(),
             &cfg,
             dir.path(),
             &info("os.swu.zck", 1 << 20),

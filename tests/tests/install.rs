@@ -11,6 +11,7 @@ use cip_swupdate::{
     InstallRequest, RecoveryStatus, RunType, SocketPaths, Swupdate, Wire, WireSetting,
 };
 use cip_update_agent_tests::daemons::agent::agent_cmd;
+use cip_update_agent_tests::daemons::mosquitto::TlsFiles;
 use cip_update_agent_tests::daemons::nginx::Nginx;
 use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon};
 use cip_update_agent_tests::fixtures::pki::TestCert;
@@ -517,6 +518,56 @@ fn url_installs_use_the_configured_tls() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(11), "{err}");
     assert!(err.contains("tls.ca_file: /nonexistent/ca.pem"), "{err}");
+}
+
+/// HTTPS through rustls over ring: with the fleet's CA in `tls.ca_file` the image installs; with
+/// the system's roots only, nginx's certificate is refused and nothing reaches SWUpdate.
+#[test]
+fn installs_over_https_with_the_configured_ca() {
+    let rig = Rig::new();
+    let docroot = rig.path("www");
+    fs::create_dir(&docroot).unwrap();
+    let pki = rig.path("pki");
+    fs::create_dir(&pki).unwrap();
+    let tls = TlsFiles::generate(&pki).unwrap();
+    let data = random_bytes(300_000, 9);
+    let swu = SwuBuilder::new()
+        .image(Image::raw(
+            "rootfs.img",
+            data.clone(),
+            rig.path("tls.target"),
+        ))
+        .build(&rig.cert, &docroot.join("image.swu"))
+        .unwrap();
+    let nginx = Nginx::start_tls(&docroot, &tls.server_cert, &tls.server_key).unwrap();
+    let url = nginx.url("image.swu");
+    assert!(url.starts_with("https://"), "{url}");
+
+    let untrusted = rig.install(&url, &[]);
+    let (out, err) = text(&untrusted);
+    assert_ne!(untrusted.status.code(), Some(0), "{out}{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(!installed(&swu, &data));
+
+    let cfg = rig.path("agent.toml");
+    fs::write(
+        &cfg,
+        format!("[tls]\nca_file = \"{}\"\n", tls.ca_cert.display()),
+    )
+    .unwrap();
+    let mut c = agent_cmd().unwrap();
+    c.arg("--config")
+        .arg(&cfg)
+        .arg("install")
+        .arg(&url)
+        .arg("--control-socket")
+        .arg(rig.daemon.control_socket())
+        .arg("--progress-socket")
+        .arg(rig.daemon.progress_socket());
+    let o = run(c);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(installed(&swu, &data));
 }
 
 /// On a terminal (a pty made by `script`), a progress bar instead of plain lines.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cip_update_agent_tests::emulators::wfx::{Options, WfxEmulator};
 use futures_util::StreamExt as _;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -75,7 +75,7 @@ impl Answer {
 }
 
 async fn call(method: Method, url: &str, body: Option<&str>) -> Answer {
-    let mut req = Client::new().request(method, url);
+    let mut req = cip_update_agent::http::default_client().request(method, url);
     if let Some(b) = body {
         req = req
             .header("content-type", "application/json")
@@ -213,7 +213,7 @@ struct Events {
 impl Events {
     async fn open(emu: &WfxEmulator, query: &str) -> Events {
         let before = emu.event_subscribers();
-        let resp = Client::new()
+        let resp = cip_update_agent::http::default_client()
             .get(format!("{}/jobs/events?{query}", emu.south_url()))
             .send()
             .await
@@ -584,7 +584,7 @@ async fn spec_violations_are_plain_text_400() {
         call(Method::PUT, &url, Some(body)).await.assert_plain(400);
     }
     // Only JSON bodies are declared in the spec.
-    let resp = Client::new()
+    let resp = cip_update_agent::http::default_client()
         .put(&url)
         .header("content-type", "text/plain")
         .body(r#"{"state":"INSTALLING"}"#)

@@ -366,7 +366,7 @@ mod tests {
             length: data.len() as u64,
             hashes: [(
                 "sha256".to_owned(),
-                hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &data)),
+                hex::encode(ring::digest::digest(&ring::digest::SHA256, &data)),
             )]
             .into_iter()
             .collect(),

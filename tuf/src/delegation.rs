@@ -2,7 +2,7 @@
 //! per `/`-separated segment, so `*` and `?` never cross a `/`; case-sensitive, as python's
 //! `fnmatchcase`), `path_hash_prefixes`, and TAP 15 succinct hash bins.
 
-use aws_lc_rs::digest;
+use ring::digest;
 
 use super::metadata::{DelegatedRole, Delegations, SuccinctRoles};
 

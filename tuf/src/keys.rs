@@ -1,58 +1,62 @@
 //! Signature checks: the keys and schemes of securesystemslib (ed25519, RSA-PSS and PKCS#1
-//! v1.5, ECDSA P-256/P-384) over aws-lc-rs, already in the tree through rustls, so no second
+//! v1.5, ECDSA P-256/P-384) over ring, the crypto library of rustls in the agent, so no second
 //! crypto library. A threshold counts distinct keys: the same key listed under two key ids, or
 //! one signature repeated, counts once (metadata listing a keyid twice in `signatures` does not
 //! get this far: it is refused when parsed).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
+use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use rustls_pki_types::SubjectPublicKeyInfoDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::error::TufError;
 use super::metadata::{Key, Signature};
+use super::spki::{self, Algorithm};
 
-/// The verification algorithm of a key's scheme, `None` for one this client does not know (such
-/// a key never counts towards a threshold).
-fn scheme(key: &Key) -> Option<&'static dyn VerificationAlgorithm> {
+/// The verification algorithm of a key's scheme and the algorithm its SubjectPublicKeyInfo must
+/// name, `None` for a scheme this client does not know (such a key never counts towards a
+/// threshold).
+fn scheme(key: &Key) -> Option<(&'static dyn VerificationAlgorithm, Algorithm)> {
     Some(match (key.keytype.as_str(), key.scheme.as_str()) {
-        ("ed25519", "ed25519") => &signature::ED25519,
-        ("rsa", "rsassa-pss-sha256") => &signature::RSA_PSS_2048_8192_SHA256,
-        ("rsa", "rsassa-pss-sha384") => &signature::RSA_PSS_2048_8192_SHA384,
-        ("rsa", "rsassa-pss-sha512") => &signature::RSA_PSS_2048_8192_SHA512,
-        ("rsa", "rsa-pkcs1v15-sha256") => &signature::RSA_PKCS1_2048_8192_SHA256,
-        ("rsa", "rsa-pkcs1v15-sha384") => &signature::RSA_PKCS1_2048_8192_SHA384,
-        ("rsa", "rsa-pkcs1v15-sha512") => &signature::RSA_PKCS1_2048_8192_SHA512,
+        ("ed25519", "ed25519") => (&signature::ED25519, Algorithm::Ed25519),
+        ("rsa", "rsassa-pss-sha256") => (&signature::RSA_PSS_2048_8192_SHA256, Algorithm::Rsa),
+        ("rsa", "rsassa-pss-sha384") => (&signature::RSA_PSS_2048_8192_SHA384, Algorithm::Rsa),
+        ("rsa", "rsassa-pss-sha512") => (&signature::RSA_PSS_2048_8192_SHA512, Algorithm::Rsa),
+        ("rsa", "rsa-pkcs1v15-sha256") => (&signature::RSA_PKCS1_2048_8192_SHA256, Algorithm::Rsa),
+        ("rsa", "rsa-pkcs1v15-sha384") => (&signature::RSA_PKCS1_2048_8192_SHA384, Algorithm::Rsa),
+        ("rsa", "rsa-pkcs1v15-sha512") => (&signature::RSA_PKCS1_2048_8192_SHA512, Algorithm::Rsa),
         ("ecdsa" | "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256") => {
-            &signature::ECDSA_P256_SHA256_ASN1
+            (&signature::ECDSA_P256_SHA256_ASN1, Algorithm::EcP256)
         }
         ("ecdsa" | "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384") => {
-            &signature::ECDSA_P384_SHA384_ASN1
+            (&signature::ECDSA_P384_SHA384_ASN1, Algorithm::EcP384)
         }
         _ => return None,
     })
 }
 
-/// The public key bytes: ed25519 keys are hex; RSA and ECDSA keys PEM (SubjectPublicKeyInfo),
-/// or hex of the raw key as older tools wrote ECDSA keys.
-fn public_bytes(key: &Key) -> Option<Vec<u8>> {
+/// The raw public key: ed25519 keys are hex; RSA and ECDSA keys PEM (SubjectPublicKeyInfo, whose
+/// algorithm must be the scheme's), or hex of the raw key as older tools wrote ECDSA keys.
+fn public_bytes(key: &Key, algorithm: Algorithm) -> Option<Vec<u8>> {
     let p = key.keyval.public.trim();
     if p.is_empty() {
         return None;
     }
     if p.starts_with("-----BEGIN") {
-        return SubjectPublicKeyInfoDer::from_pem_slice(p.as_bytes())
-            .ok()
-            .map(|d| d.as_ref().to_vec());
+        let der = SubjectPublicKeyInfoDer::from_pem_slice(p.as_bytes()).ok()?;
+        let (named, raw) = spki::parse(der.as_ref())?;
+        return (named == algorithm).then(|| raw.to_vec());
     }
     hex::decode(p).ok()
 }
 
 /// Whether `sig` (hex) by `key` is valid over `msg`.
 pub fn verify(key: &Key, msg: &[u8], sig: &str) -> bool {
-    let (Some(alg), Some(public), Ok(sig)) = (scheme(key), public_bytes(key), hex::decode(sig))
-    else {
+    let Some((alg, algorithm)) = scheme(key) else {
+        return false;
+    };
+    let (Some(public), Ok(sig)) = (public_bytes(key, algorithm), hex::decode(sig)) else {
         return false;
     };
     UnparsedPublicKey::new(alg, public)
@@ -106,8 +110,8 @@ pub fn check_threshold(
 #[cfg(test)]
 pub(crate) mod test_keys {
     //! Keys made in the test, and metadata signed with them.
-    use aws_lc_rs::rand::SystemRandom;
-    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use ring::rand::SystemRandom;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
 
     use super::super::metadata::KeyVal;
     use super::*;
@@ -225,14 +229,15 @@ mod tests {
     /// An ECDSA P-256 key in PEM, as securesystemslib writes it, with a DER signature.
     #[test]
     fn ecdsa_p256_pem_keys() {
-        use aws_lc_rs::encoding::AsDer;
-        use aws_lc_rs::rand::SystemRandom;
-        use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+        use ring::rand::SystemRandom;
+        use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap();
-        let spki = pair.public_key().as_der().unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        // SubjectPublicKeyInfo of a P-256 key: the fixed DER prefix, then the point.
+        let mut spki = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+        spki.extend_from_slice(pair.public_key().as_ref());
         let pem = pem_of(spki.as_ref());
         let key = Key {
             keytype: "ecdsa".into(),

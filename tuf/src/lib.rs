@@ -23,6 +23,7 @@ pub mod error;
 pub mod fetch;
 pub mod keys;
 pub mod metadata;
+mod spki;
 pub mod store;
 pub mod time;
 pub mod trusted;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_lc_rs::digest;
+use ring::digest;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -422,10 +422,10 @@ impl<T: MetaType> Signed<T> {
 }
 
 /// The digest algorithms TUF repositories use; any other listed algorithm fails the check
-/// (every listed hash must be verified).
+/// (every listed hash must be verified). (No sha224: ring has none, and no TUF tool writes it by
+/// default; RS-TUF and python-tuf write sha256.)
 pub fn algorithm(name: &str) -> Option<&'static digest::Algorithm> {
     match name {
-        "sha224" => Some(&digest::SHA224),
         "sha256" => Some(&digest::SHA256),
         "sha384" => Some(&digest::SHA384),
         "sha512" => Some(&digest::SHA512),

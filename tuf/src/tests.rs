@@ -76,7 +76,7 @@ fn sign(signed: &Value, keys: &[&TestKey]) -> Vec<u8> {
 }
 
 fn sha256(b: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b))
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
 }
 
 fn key_ids(keys: &[&TestKey]) -> Value {

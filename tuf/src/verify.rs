@@ -1,6 +1,6 @@
 //! Checking a target's bytes as they stream past: length and every listed hash.
 
-use aws_lc_rs::digest;
+use ring::digest;
 
 use super::TargetInfo;
 use super::error::TufError;

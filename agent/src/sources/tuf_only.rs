@@ -190,7 +190,7 @@ pub fn update_id(path: &str) -> String {
     if path.len() <= 250 && !path.chars().any(char::is_control) {
         format!("tuf:{path}")
     } else {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, path.as_bytes());
+        let d = ring::digest::digest(&ring::digest::SHA256, path.as_bytes());
         format!("tuf:sha256:{}", hex::encode(d))
     }
 }

@@ -568,18 +568,18 @@ mod tests {
     #[tokio::test]
     async fn an_answer_about_another_job_is_refused() {
         let url = answering(r#"{"id":"other","status":{"state":"TERMINATED"}}"#).await;
-        let c = WfxClient::new(&url, "dev", reqwest::Client::new());
+        let c = WfxClient::new(&url, "dev", crate::http::default_client());
         let e = c.job(&JobId::parse("j1").unwrap()).await.unwrap_err();
         assert_eq!(
             e.to_string(),
             "wfx sent something unreadable: asked for job j1, wfx answered with job other"
         );
         let url = answering(r#"{"id":"..","status":{"state":"TERMINATED"}}"#).await;
-        let c = WfxClient::new(&url, "dev", reqwest::Client::new());
+        let c = WfxClient::new(&url, "dev", crate::http::default_client());
         let e = c.job(&JobId::parse("j1").unwrap()).await.unwrap_err();
         assert!(e.to_string().contains("dot segment"), "{e}");
         let url = answering(r#"{"id":"j1","status":{"state":"TERMINATED"}}"#).await;
-        let c = WfxClient::new(&url, "dev", reqwest::Client::new());
+        let c = WfxClient::new(&url, "dev", crate::http::default_client());
         assert_eq!(c.job(&JobId::parse("j1").unwrap()).await.unwrap().id, "j1");
     }
 
@@ -590,7 +590,7 @@ mod tests {
         let c = WfxClient::new(
             "http://127.0.0.1:9/api/wfx/v1",
             "dev",
-            reqwest::Client::new(),
+            crate::http::default_client(),
         );
         for (id, path) in [
             ("j1", "/api/wfx/v1/jobs/j1/status"),

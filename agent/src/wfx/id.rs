@@ -59,7 +59,7 @@ impl JobId {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b))
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
 }
 
 impl TryFrom<String> for JobId {

@@ -138,7 +138,7 @@ impl FleetBuilder {
             swupdate,
             nginx,
             wfx: WfxEmulator::start_default().expect("wfx emulator"),
-            http: reqwest::Client::new(),
+            http: cip_update_agent::http::default_client(),
             config: AgentConfig::default(),
             cert,
             dir,

@@ -38,6 +38,8 @@ pub struct Nginx {
     dir: TempDir,
     port: u16,
     docroot: PathBuf,
+    /// Serves HTTPS instead of HTTP.
+    tls: bool,
 }
 
 impl std::fmt::Debug for Nginx {
@@ -54,12 +56,21 @@ impl Nginx {
     /// Serves `docroot` at `http://127.0.0.1:<port>/` and waits until the
     /// port accepts connections.
     pub fn start(docroot: &Path) -> anyhow::Result<Nginx> {
+        Self::start_with(docroot, None)
+    }
+
+    /// Like [`Nginx::start`], but HTTPS with `cert` and `key` (PEM files): `https://127.0.0.1:<port>/`.
+    pub fn start_tls(docroot: &Path, cert: &Path, key: &Path) -> anyhow::Result<Nginx> {
+        Self::start_with(docroot, Some((cert, key)))
+    }
+
+    fn start_with(docroot: &Path, tls: Option<(&Path, &Path)>) -> anyhow::Result<Nginx> {
         let docroot = fs::canonicalize(docroot)
             .with_context(|| format!("document root {}", docroot.display()))?;
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = crate::free_port()?;
-            match Self::start_on(&docroot, port)? {
+            match Self::start_on(&docroot, port, tls)? {
                 Ok(nginx) => return Ok(nginx),
                 // Someone took the port between free_port() and nginx's bind.
                 Err(log) if log.contains("Address already in use") => last_error = Some(log),
@@ -74,13 +85,17 @@ impl Nginx {
 
     /// One attempt on `port`: the running nginx, or its error log if it
     /// exited or did not listen in time.
-    fn start_on(docroot: &Path, port: u16) -> anyhow::Result<Result<Nginx, String>> {
+    fn start_on(
+        docroot: &Path,
+        port: u16,
+        tls: Option<(&Path, &Path)>,
+    ) -> anyhow::Result<Result<Nginx, String>> {
         let dir = tempfile::Builder::new()
             .prefix("nginx-")
             .tempdir()
             .context("creating nginx's directory")?;
         let conf = dir.path().join("nginx.conf");
-        fs::write(&conf, config(dir.path(), docroot, port))
+        fs::write(&conf, config(dir.path(), docroot, port, tls))
             .with_context(|| format!("writing {}", conf.display()))?;
         let error_log = dir.path().join("error.log");
         let mut cmd = Command::new("nginx");
@@ -103,6 +118,7 @@ impl Nginx {
             dir,
             port,
             docroot: docroot.to_path_buf(),
+            tls: tls.is_some(),
         };
         let mut exited = false;
         let listening = crate::wait_for(
@@ -131,10 +147,11 @@ impl Nginx {
         self.port
     }
 
-    /// `http://127.0.0.1:<port>/<path>` (a leading `/` in `path` is optional).
+    /// `http://127.0.0.1:<port>/<path>` (`https` with TLS; a leading `/` in `path` is optional).
     pub fn url(&self, path: &str) -> String {
         format!(
-            "http://127.0.0.1:{}/{}",
+            "{}://127.0.0.1:{}/{}",
+            if self.tls { "https" } else { "http" },
             self.port,
             path.strip_prefix('/').unwrap_or(path)
         )
@@ -165,8 +182,16 @@ fn read_lossy(path: &Path) -> String {
     }
 }
 
-/// The configuration of an instance in `dir` serving `docroot` on `port`.
-fn config(dir: &Path, docroot: &Path, port: u16) -> String {
+/// The configuration of an instance in `dir` serving `docroot` on `port` (HTTPS with `tls`).
+fn config(dir: &Path, docroot: &Path, port: u16, tls: Option<(&Path, &Path)>) -> String {
+    let listen = match tls {
+        None => format!("listen 127.0.0.1:{port};"),
+        Some((cert, key)) => format!(
+            "listen 127.0.0.1:{port} ssl;\n        ssl_certificate {};\n        ssl_certificate_key {};",
+            cert.display(),
+            key.display()
+        ),
+    };
     let user = if nix::unistd::geteuid().is_root() {
         "user root;\n"
     } else {
@@ -188,7 +213,7 @@ http {{
 {temp_paths}    sendfile on;
     keepalive_timeout 10;
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         server_name localhost;
         root {root};
         max_ranges 1000000;

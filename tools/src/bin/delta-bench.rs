@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     let full = target("new.swu", &p("new.swu"))?;
     let started = std::time::Instant::now();
     let prepared = cip_update_agent::delta::prepare(
-        &reqwest::Client::new(),
+        &cip_update_agent::http::default_client(),
         &cfg,
         &state,
         &companion,

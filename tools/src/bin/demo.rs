@@ -100,7 +100,7 @@ async fn run() -> anyhow::Result<()> {
     let mut agent = GroupChild::spawn(cmd, "cip-update-agent")?;
 
     println!("== the operator creates a DAU job (wfx.workflow.dau.direct) for dev-0042");
-    let http = reqwest::Client::new();
+    let http = cip_update_agent::http::default_client();
     let job: Value = http
         .post(format!("{}/jobs", wfx.north_url()))
         .json(&json!({
