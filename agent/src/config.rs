@@ -523,9 +523,13 @@ impl Default for Device {
 pub struct Wfx {
     /// Southbound base URL, e.g. `http://127.0.0.1:8080/api/wfx/v1`.
     pub url: HttpUrl,
-    /// Reconciling poll; events arrive over SSE in between.
+    /// Reconciling poll while the event stream holds (it brings every job within a second, so
+    /// the poll is only a safety net).
     #[serde(default = "default_poll", deserialize_with = "duration")]
     pub poll_interval: Duration,
+    /// Reconciling poll while the event stream cannot be held.
+    #[serde(default = "default_fallback_poll", deserialize_with = "duration")]
+    pub fallback_poll_interval: Duration,
     /// At most one progress update to wfx per interval.
     #[serde(default = "default_progress", deserialize_with = "duration")]
     pub progress_interval: Duration,
@@ -547,6 +551,10 @@ fn default_wfx_stream() -> Duration {
 }
 
 fn default_poll() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_fallback_poll() -> Duration {
     Duration::from_secs(300)
 }
 
@@ -978,6 +986,11 @@ impl Config {
         if let Some(w) = &self.wfx {
             at_most("wfx.poll_interval", w.poll_interval, max::WFX_POLL_INTERVAL)?;
             at_most(
+                "wfx.fallback_poll_interval",
+                w.fallback_poll_interval,
+                max::WFX_POLL_INTERVAL,
+            )?;
+            at_most(
                 "wfx.progress_interval",
                 w.progress_interval,
                 max::PROGRESS_INTERVAL,
@@ -1137,6 +1150,7 @@ no_proxy = ["localhost", ".plant.local", "10.0.0.1"]
         let w = c.wfx.unwrap();
         assert_eq!(w.url.0, "https://wfx.example:8443/api/wfx/v1");
         assert_eq!(w.poll_interval, Duration::from_secs(90));
+        assert_eq!(w.fallback_poll_interval, Duration::from_secs(300));
         assert_eq!(w.progress_interval, Duration::from_secs(2));
         assert_eq!(w.request_timeout, Duration::from_secs(30));
         assert_eq!(w.stream_timeout, Duration::from_secs(75));

@@ -14,7 +14,7 @@ use cip_onboarding::{identity, keys};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::backoff::jittered;
+use crate::backoff::poll_due;
 use crate::config::Config;
 use crate::wfx::{JobId, JobStatus, WfxClient, WfxError};
 
@@ -144,7 +144,9 @@ async fn onboard(
         key: &key,
     };
     let wake = Arc::new(Notify::new());
-    let events = tokio::spawn(follow_events(wfx.clone(), wake.clone()));
+    let stream = Arc::new(crate::wfx::follow::StreamHealth::default());
+    let moved = stream.changed();
+    let events = tokio::spawn(follow_events(wfx.clone(), wake.clone(), stream.clone()));
     let mut said = HashSet::new();
     let result = loop {
         match step(config, &wfx, &me, &fleet, &mut said).await {
@@ -157,15 +159,23 @@ async fn onboard(
             Err(Stop::Wfx(e)) => tracing::warn!("onboarding: {e}"),
             Err(Stop::Store(e)) => break Err(e.into()),
         }
-        let until = tokio::time::Instant::now() + jittered(wfx_cfg.poll_interval, fastrand::f64());
+        let (last, unit) = (std::time::Instant::now(), fastrand::f64());
         // Waiting is the loop being alive: keep the systemd watchdog fed while it waits.
         let beat_every = crate::notify::watchdog_period().map_or(Duration::from_secs(10), |p| {
             (p / 4).max(Duration::from_millis(50))
         });
         loop {
             crate::notify::beat();
+            let until = tokio::time::Instant::from_std(poll_due(
+                last,
+                unit,
+                wfx_cfg.poll_interval,
+                wfx_cfg.fallback_poll_interval,
+                stream.down_since(),
+            ));
             tokio::select! {
                 () = wake.notified() => break,
+                () = moved.notified() => {}
                 () = tokio::time::sleep_until(until) => break,
                 () = tokio::time::sleep(beat_every) => {}
             }
@@ -323,10 +333,15 @@ async fn step(
 
 /// Wakes the onboarding loop on every event of the bootstrap client-id and after every
 /// (re)connect (events are not guaranteed: the loop also polls).
-async fn follow_events(wfx: WfxClient, wake: Arc<Notify>) {
+async fn follow_events(
+    wfx: WfxClient,
+    wake: Arc<Notify>,
+    stream: Arc<crate::wfx::follow::StreamHealth>,
+) {
     crate::wfx::follow::follow_events(
         wfx,
         wake,
+        stream,
         |_| true,
         |e| tracing::debug!("onboarding event stream: {e}"),
     )

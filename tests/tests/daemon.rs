@@ -307,6 +307,51 @@ async fn a_cut_event_stream_reconnects_and_reconciles() {
     f.direct_job_succeeds("cut").await;
 }
 
+/// The poll is the event stream's safety net: none within the hour while the stream holds, the
+/// shorter fallback only while the stream cannot be held, and none again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poll_falls_back_only_while_the_event_stream_is_down() {
+    let mut f = Fleet::new();
+    f.config.poll_interval = "1h".into();
+    f.config.wfx_extra = "fallback_poll_interval = \"1s\"\n".into();
+    f.start_agent();
+    f.until("the agent subscribes", |f| f.wfx.event_subscribers() == 1)
+        .await;
+    let polls = |f: &Fleet| {
+        f.wfx
+            .request_counts()
+            .get("south GET /jobs")
+            .copied()
+            .unwrap_or(0)
+    };
+    // (The round the connection woke may still be in flight.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.wfx.reset_request_counts();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(polls(&f), 0, "stream up: {:?}", f.wfx.request_counts());
+
+    f.wfx.refuse_event_streams(true);
+    f.wfx.reset_request_counts();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let down = polls(&f);
+    // One poll per 0.9 to 1.1 s from the loss on, plus one in flight.
+    assert!(
+        (3..=6).contains(&down),
+        "stream down: {:?}",
+        f.wfx.request_counts()
+    );
+
+    f.wfx.refuse_event_streams(false);
+    f.until("the agent subscribes again", |f| {
+        f.wfx.event_subscribers() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.wfx.reset_request_counts();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(polls(&f), 0, "stream back: {:?}", f.wfx.request_counts());
+}
+
 /// Idle, the agent holds one event stream and polls once per interval (±10 %), nothing more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_agent_sends_only_the_poll_and_the_event_stream() {

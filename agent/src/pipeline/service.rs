@@ -25,8 +25,10 @@ pub trait JobSource {
     async fn settle_at_start(&mut self);
     /// One round: find work and drive it until it has to wait.
     async fn round(&mut self);
-    /// The time between rounds when nothing wakes the source earlier.
-    fn poll_interval(&self) -> Duration;
+    /// When the next round is due, after one that ended at `last`, when nothing wakes the
+    /// source earlier (`unit` in [0, 1) picks the jitter). Asked again at every beat: the due
+    /// time may move (the event stream lost, a shorter poll then).
+    fn poll_due(&self, last: Instant, unit: f64) -> Instant;
     /// No round before this (an update waiting with backoff, e.g. for SWUpdate): the next
     /// round is then, its events and its poll do not wake it sooner. Asked again at every
     /// wake, so a source may lift it (the waiting update withdrawn).
@@ -35,6 +37,11 @@ pub trait JobSource {
     }
     /// Starts what wakes the source between polls (an event stream), if it has any.
     fn start_events(&mut self, _wake: Arc<Notify>) {}
+    /// Notified when [`JobSource::poll_due`] may have moved without a round (the event stream
+    /// lost or back): the wait is measured again, no round is made for it.
+    fn poll_moved(&self) -> Option<Arc<Notify>> {
+        None
+    }
     /// Stops it.
     fn stop_events(&mut self) {}
 }
@@ -69,6 +76,7 @@ pub async fn run(mut source: impl JobSource, stop: impl Future<Output = ()>) {
     }
     let wake = Arc::new(Notify::new());
     source.start_events(wake.clone());
+    let moved = source.poll_moved();
     // Beats while waiting, several per watchdog period.
     let beat_every = crate::notify::watchdog_period().map_or(Duration::from_secs(10), |p| {
         (p / 4).max(Duration::from_millis(50))
@@ -80,20 +88,22 @@ pub async fn run(mut source: impl JobSource, stop: impl Future<Output = ()>) {
             () = &mut stop => break 'run,
             () = source.round() => {}
         }
-        let mut wait = crate::backoff::jittered(source.poll_interval(), fastrand::f64());
-        if let Some(t) = source.pipeline().take_wake() {
-            wait = wait.min(t.saturating_duration_since(Instant::now()));
-        }
-        let until = tokio::time::Instant::now() + wait;
+        let (last, unit) = (Instant::now(), fastrand::f64());
+        let wake_at = source.pipeline().take_wake();
         loop {
             crate::notify::beat();
             crate::faults::hang_point().await;
+            let mut poll = source.poll_due(last, unit);
+            if let Some(t) = wake_at {
+                poll = poll.min(t);
+            }
             // A hold replaces the poll: the retry is due then, not sooner and not later.
-            let due = held(&source).map_or(until, tokio::time::Instant::from_std);
+            let due = tokio::time::Instant::from_std(held(&source).unwrap_or(poll));
             tokio::select! {
                 () = &mut stop => break 'run,
                 // (A wake during a hold is not lost: the round at its end reconciles all.)
                 () = wake.notified() => if held(&source).is_none() { break },
+                () = notified(moved.as_deref()) => {}
                 () = tokio::time::sleep_until(due) => break,
                 () = tokio::time::sleep(beat_every) => {}
             }
@@ -101,6 +111,14 @@ pub async fn run(mut source: impl JobSource, stop: impl Future<Output = ()>) {
     }
     source.stop_events();
     shutdown(source.pipeline(), watchdog).await;
+}
+
+/// Resolves when `n` is notified; never without one.
+async fn notified(n: Option<&Notify>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The source's hold, if it is still ahead.

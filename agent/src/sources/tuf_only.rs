@@ -491,8 +491,8 @@ impl JobSource for TufOnly {
         self.poll_once().await;
     }
 
-    fn poll_interval(&self) -> Duration {
-        self.poll
+    fn poll_due(&self, last: std::time::Instant, unit: f64) -> std::time::Instant {
+        last + crate::backoff::jittered(self.poll, unit)
     }
 }
 

@@ -60,6 +60,8 @@ pub struct AgentConfig {
     pub poll_interval: String,
     /// `wfx.progress_interval` (None: the agent's default).
     pub progress_interval: Option<String>,
+    /// More `[wfx]` keys, as TOML lines.
+    pub wfx_extra: String,
     /// SWUpdate sockets the agent is told about instead of the fleet daemon's.
     pub sockets: Option<(PathBuf, PathBuf)>,
     /// More `[swupdate]` keys, as TOML lines (written with the sockets).
@@ -77,6 +79,7 @@ impl Default for AgentConfig {
             wfx_url: None,
             poll_interval: "2s".to_owned(),
             progress_interval: Some("100ms".to_owned()),
+            wfx_extra: String::new(),
             sockets: None,
             swupdate: String::new(),
             extra: String::new(),
@@ -269,6 +272,7 @@ impl Fleet {
             if let Some(p) = &c.progress_interval {
                 text += &format!("progress_interval = \"{p}\"\n");
             }
+            text += &c.wfx_extra;
         }
         let sockets = c.sockets.clone().or_else(|| {
             self.swupdate

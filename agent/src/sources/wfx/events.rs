@@ -150,12 +150,14 @@ pub(super) async fn job_gone(wfx: WfxClient, deleted: Arc<Deleted>, id: JobId, e
 pub(super) async fn follow_events(
     wfx: WfxClient,
     wake: Arc<Notify>,
+    health: Arc<crate::wfx::follow::StreamHealth>,
     deleted: Arc<Deleted>,
     echoes: Arc<Echoes>,
 ) {
     crate::wfx::follow::follow_events(
         wfx,
         wake,
+        health,
         |ev| {
             if echoes.echoed(ev) {
                 tracing::trace!(job = %ev.job.id, "wfx event: the echo of our own update");

@@ -54,6 +54,8 @@ pub struct Daemon {
     /// Job list entries refused already: each is logged once, not at every poll.
     refused: std::collections::HashSet<String>,
     events: Option<tokio::task::JoinHandle<()>>,
+    /// Whether the event stream is held (the poll is shorter while it is not).
+    stream: Arc<crate::wfx::follow::StreamHealth>,
 }
 
 /// Refused job list entries remembered (then forgotten, to be logged again).
@@ -97,6 +99,7 @@ impl Daemon {
             held: None,
             refused: Default::default(),
             events: None,
+            stream: Default::default(),
         };
         daemon.tidy_staging();
         Ok(daemon)
@@ -401,8 +404,14 @@ impl JobSource for Daemon {
         }
     }
 
-    fn poll_interval(&self) -> Duration {
-        self.wfx_cfg.poll_interval
+    fn poll_due(&self, last: std::time::Instant, unit: f64) -> std::time::Instant {
+        crate::backoff::poll_due(
+            last,
+            unit,
+            self.wfx_cfg.poll_interval,
+            self.wfx_cfg.fallback_poll_interval,
+            self.stream.down_since(),
+        )
     }
 
     /// The end of the wait of a job held for SWUpdate; none once the job was deleted (then
@@ -416,9 +425,14 @@ impl JobSource for Daemon {
         self.events = Some(tokio::spawn(follow_events(
             self.wfx.clone(),
             wake,
+            self.stream.clone(),
             self.deleted.clone(),
             self.echoes.clone(),
         )));
+    }
+
+    fn poll_moved(&self) -> Option<Arc<Notify>> {
+        Some(self.stream.changed())
     }
 
     fn stop_events(&mut self) {

@@ -23,6 +23,8 @@ pub struct Faults {
     fail_next: AtomicU32,
     /// The next status update answers `wfx.jobModifiedConcurrently`.
     conflict_next_status: AtomicBool,
+    /// Event stream requests answer 503 (a proxy that will not pass them, say).
+    refuse_events: AtomicBool,
     /// Requests per `"<side> <METHOD> <route>"`, e.g.
     /// `"south GET /jobs/{id}"`; unrouted requests count as `<route>` =
     /// `"(unmatched)"`.
@@ -36,6 +38,10 @@ impl Faults {
 
     pub fn conflict_next_status_update(&self) {
         self.conflict_next_status.store(true, Ordering::SeqCst);
+    }
+
+    pub fn refuse_event_streams(&self, on: bool) {
+        self.refuse_events.store(on, Ordering::SeqCst);
     }
 
     /// Consumes the pending conflict, if any.
@@ -91,7 +97,8 @@ pub async fn middleware(
         })
         .unwrap_or_else(|| "(unmatched)".to_owned());
     faults.count(format!("{} {} {route}", side.name(), req.method()));
-    if faults.take_failure() {
+    let refused = route == "/jobs/events" && faults.refuse_events.load(Ordering::SeqCst);
+    if refused || faults.take_failure() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -219,6 +219,14 @@ impl WfxEmulator {
         self.faults.conflict_next_status_update();
     }
 
+    /// While `on`, event stream requests answer 503; open streams are cut when it is set.
+    pub fn refuse_event_streams(&self, on: bool) {
+        self.faults.refuse_event_streams(on);
+        if on {
+            self.hub.cut_all();
+        }
+    }
+
     /// Ends every open event stream.
     pub fn cut_event_streams(&self) {
         self.hub.cut_all();
