@@ -232,10 +232,27 @@ impl Daemon {
         // The device's own result is recorded first: `status` never lags behind what wfx shows
         // (if wfx cannot be told now, the job's final state is reported again later).
         if state.is_final() {
+            let rolled_back = self
+                .journal
+                .jobs
+                .get(id.as_str())
+                .and_then(|r| r.final_state.as_ref())
+                .is_some_and(|f| f.state == state && f.rolled_back);
+            // A final state is reported again until wfx takes it: it ended the first time.
+            let time = self
+                .journal
+                .last
+                .as_ref()
+                .filter(|l| l.job_id == id.as_str() && l.state == state)
+                .and_then(|l| l.time.clone())
+                .unwrap_or_else(crate::report::now);
             self.journal.last = Some(LastResult {
                 job_id: id.to_string(),
                 state,
                 message: truncate(message, MESSAGE_MAX),
+                version: view.target_version().map(str::to_owned),
+                time: Some(time),
+                rolled_back,
             });
             self.save()?;
         }
@@ -295,11 +312,18 @@ impl Daemon {
     }
 
     /// Records a final state (reported by `decide`'s ReportFinal).
-    fn end(&mut self, id: &str, state: State, message: &str) -> Result<(), StepError> {
+    fn end(
+        &mut self,
+        id: &str,
+        state: State,
+        rolled_back: bool,
+        message: &str,
+    ) -> Result<(), StepError> {
         if let Some(r) = self.journal.jobs.get_mut(id) {
             r.final_state = Some(Final {
                 state,
                 message: truncate(message, MESSAGE_MAX),
+                rolled_back,
             });
         }
         self.save()
@@ -314,13 +338,8 @@ impl Daemon {
         if self.journal.jobs.remove(id.as_str()).is_some() {
             self.save()?;
             if self.journal.jobs.is_empty() {
-                let last_error = self
-                    .journal
-                    .last
-                    .as_ref()
-                    .filter(|l| l.job_id == id.as_str() && l.state == State::Terminated)
-                    .map(|l| l.message.clone());
-                self.pipe.reporter.idle(last_error);
+                let last = self.journal.last.as_ref().map(LastResult::outcome);
+                self.pipe.reporter.idle(last.as_ref());
             }
         }
         Ok(())
@@ -366,6 +385,7 @@ impl Daemon {
         r.final_state = Some(Final {
             state: State::Terminated,
             message: truncate(message, MESSAGE_MAX),
+            rolled_back: false,
         });
         self.save()?;
         self.report(view, State::Terminated, None, message, context)
@@ -379,12 +399,8 @@ impl JobSource for Daemon {
         &mut self.pipe
     }
 
-    fn last_error(&self) -> Option<String> {
-        self.journal
-            .last
-            .as_ref()
-            .filter(|l| l.state == State::Terminated)
-            .map(|l| l.message.clone())
+    fn last_outcome(&self) -> Option<crate::report::Outcome> {
+        self.journal.last.as_ref().map(LastResult::outcome)
     }
 
     fn busy(&self) -> bool {
