@@ -90,8 +90,8 @@ impl Reporter {
     }
 
     /// The device is idle (at start, and after a job ended); `last`: how the last update ended,
-    /// from the source's records.
-    pub fn idle(&self, last: Option<&Outcome>) {
+    /// from the source's records; `last_error`: the error to show (see [`Outcome::error`]).
+    pub fn idle(&self, last: Option<&Outcome>, last_error: Option<&str>) {
         notify_status("idle");
         let payload = last.map(Outcome::payload);
         if let Ok(mut l) = self.last.lock() {
@@ -101,7 +101,7 @@ impl Reporter {
             let mut s = mqtt::State::new(Phase::Idle);
             s.running_version = self.running_version.clone();
             (s.boot_slot, s.trial) = self.boot_state();
-            s.last_error = last.and_then(Outcome::error).map(str::to_owned);
+            s.last_error = last_error.map(str::to_owned);
             s.last = payload;
             p.state(s);
         }
@@ -237,7 +237,7 @@ mod tests {
             rolled_back: true,
         };
         assert_eq!(o.error(), Some("rolled back to slot A"));
-        r.idle(Some(&o));
+        r.idle(Some(&o), o.error());
         let l = r.last_outcome().unwrap();
         assert_eq!(
             (l.job_id.as_str(), l.wfx_state.as_str(), l.rolled_back),
@@ -249,7 +249,7 @@ mod tests {
             ..o
         };
         assert_eq!(ok.error(), None);
-        r.idle(Some(&ok));
+        r.idle(Some(&ok), None);
         assert_eq!(r.last_outcome().unwrap().wfx_state, "ACTIVATED");
     }
 

@@ -57,7 +57,8 @@ pub async fn run(mut source: impl JobSource, stop: impl Future<Output = ()>) {
     }
     if !source.busy() {
         let last = source.last_outcome();
-        source.pipeline().reporter.idle(last.as_ref());
+        let error = last.as_ref().and_then(crate::report::Outcome::error);
+        source.pipeline().reporter.idle(last.as_ref(), error);
     }
     tokio::pin!(stop);
     tokio::select! {

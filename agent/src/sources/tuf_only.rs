@@ -344,7 +344,8 @@ impl TufOnly {
         let state = State::end(activated);
         let version = p.boot.expected_version.as_deref();
         self.report(&p.path, version, state, activated.then_some(100), message);
-        self.pipe.reporter.idle(Some(&last.outcome()));
+        let outcome = last.outcome();
+        self.pipe.reporter.idle(Some(&outcome), outcome.error());
     }
 
     /// Records and reports an update that failed before its activation.
@@ -362,7 +363,8 @@ impl TufOnly {
         rec.last = Some(last.clone());
         self.save(rec);
         self.report(&t.path, Some(version), State::Terminated, None, message);
-        self.pipe.reporter.idle(Some(&last.outcome()));
+        let outcome = last.outcome();
+        self.pipe.reporter.idle(Some(&outcome), outcome.error());
     }
 
     /// One poll: settle an activation waiting for its reboot, else look for an update.

@@ -159,6 +159,7 @@ impl Daemon {
                     state: State::Terminated,
                     message: message.clone(),
                     rolled_back: false,
+                    time: Some(crate::report::now()),
                 });
                 self.save()?;
                 self.report(view, State::Terminated, None, &message, None)

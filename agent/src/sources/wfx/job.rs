@@ -169,6 +169,9 @@ pub struct Final {
     /// TERMINATED because the new slot was tried and the bootloader went back to the old one.
     #[serde(default)]
     pub rolled_back: bool,
+    /// When the device reached it, RFC 3339 UTC (wfx may hear of it later).
+    #[serde(default)]
+    pub time: Option<String>,
 }
 
 /// The agent's own record of a job (kept in the journal).
@@ -598,6 +601,7 @@ mod tests {
             state: State::Terminated,
             message: "HASH mismatch".into(),
             rolled_back: false,
+            time: None,
         };
         r.final_state = Some(f.clone());
         assert_eq!(decide(&j, Some(&r)), Action::ReportFinal(f.clone()));
@@ -606,6 +610,7 @@ mod tests {
             state: State::Activated,
             message: "slot B confirmed".into(),
             rolled_back: false,
+            time: None,
         };
         r.final_state = Some(a.clone());
         let j2 = JobView {

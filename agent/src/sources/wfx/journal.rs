@@ -150,6 +150,7 @@ mod tests {
                 state: crate::state::State::Terminated,
                 message: "m".into(),
                 rolled_back: false,
+                time: None,
             }),
             boot: None,
             delta_failed: None,
@@ -188,18 +189,24 @@ mod tests {
         assert!(s.load().unwrap().jobs.is_empty());
     }
 
-    /// A journal whose `last` an older agent wrote still loads (no version, time, rollback).
+    /// A journal an older agent wrote still loads: no version, time nor rollback in `last` and in
+    /// a job's final state.
     #[test]
     fn an_older_last_result_loads() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::new(d.path());
         fs::write(
             s.path(),
-            br#"{"schema": 1, "jobs": {},
+            br#"{"schema": 1,
+                 "jobs": {"j10": {"job_id": "j10", "definition_hash": "h",
+                                  "final_state": {"state": "TERMINATED", "message": "m"}}},
                  "last": {"job_id": "j9", "state": "ACTIVATED", "message": "installed"}}"#,
         )
         .unwrap();
-        let o = s.load().unwrap().last.unwrap().outcome();
+        let j = s.load().unwrap();
+        let f = j.jobs["j10"].final_state.clone().unwrap();
+        assert_eq!((f.rolled_back, f.time), (false, None));
+        let o = j.last.unwrap().outcome();
         assert_eq!(o.id, "j9");
         assert_eq!(o.state, crate::state::State::Activated);
         assert_eq!((&o.version, &o.time, o.rolled_back), (&None, &None, false));

@@ -232,19 +232,24 @@ impl Daemon {
         // The device's own result is recorded first: `status` never lags behind what wfx shows
         // (if wfx cannot be told now, the job's final state is reported again later).
         if state.is_final() {
-            let rolled_back = self
+            let recorded = self
                 .journal
                 .jobs
                 .get(id.as_str())
                 .and_then(|r| r.final_state.as_ref())
-                .is_some_and(|f| f.state == state && f.rolled_back);
-            // A final state is reported again until wfx takes it: it ended the first time.
-            let time = self
-                .journal
-                .last
-                .as_ref()
-                .filter(|l| l.job_id == id.as_str() && l.state == state)
-                .and_then(|l| l.time.clone())
+                .filter(|f| f.state == state);
+            let rolled_back = recorded.is_some_and(|f| f.rolled_back);
+            // When the device reached the end (a rollback found at start is reported once wfx
+            // answers); else when it was first reported: it is reported again until wfx takes it.
+            let time = recorded
+                .and_then(|f| f.time.clone())
+                .or_else(|| {
+                    self.journal
+                        .last
+                        .as_ref()
+                        .filter(|l| l.job_id == id.as_str() && l.state == state)
+                        .and_then(|l| l.time.clone())
+                })
                 .unwrap_or_else(crate::report::now);
             self.journal.last = Some(LastResult {
                 job_id: id.to_string(),
@@ -324,6 +329,7 @@ impl Daemon {
                 state,
                 message: truncate(message, MESSAGE_MAX),
                 rolled_back,
+                time: Some(crate::report::now()),
             });
         }
         self.save()
@@ -339,7 +345,13 @@ impl Daemon {
             self.save()?;
             if self.journal.jobs.is_empty() {
                 let last = self.journal.last.as_ref().map(LastResult::outcome);
-                self.pipe.reporter.idle(last.as_ref());
+                // The error only if this job is the one that ended so (not one cancelled on
+                // wfx, whose predecessor's error would come back).
+                let error = last
+                    .as_ref()
+                    .filter(|l| l.id == id.as_str())
+                    .and_then(|l| l.error());
+                self.pipe.reporter.idle(last.as_ref(), error);
             }
         }
         Ok(())
@@ -386,6 +398,7 @@ impl Daemon {
             state: State::Terminated,
             message: truncate(message, MESSAGE_MAX),
             rolled_back: false,
+            time: Some(crate::report::now()),
         });
         self.save()?;
         self.report(view, State::Terminated, None, message, context)
