@@ -371,7 +371,8 @@ async fn failed_health_check_rolls_back(via: Via, loader: Loader) {
 }
 
 /// Issue 19: a rollback stays in the retained MQTT state once the device is idle: a subscriber
-/// connecting afterwards reads the update's id, TERMINATED, the version and `rolled_back`.
+/// connecting afterwards reads the update's id, TERMINATED, the version and `rolled_back`; so
+/// does one connecting after the agent restarted.
 async fn rollback_stays_in_the_retained_mqtt_state(via: Via) {
     use cip_update_agent_tests::daemons::mosquitto::Mosquitto;
     let mut r = Rig::new(via, Loader::Ebg);
@@ -397,29 +398,55 @@ async fn rollback_stays_in_the_retained_mqtt_state(via: Via) {
     r.start_agent(&[]);
     let m = r.wait_end(&id, "TERMINATED").await;
     let mqtt_id = r.src.status_id(&id);
-    r.until("the agent goes idle on MQTT with the rollback", |_| {
-        sub.messages()
-            .iter()
-            .filter_map(|m| m.json())
-            .any(|s| s["phase"] == "idle" && s["last"]["job_id"] == mqtt_id.as_str())
-    })
-    .await;
-    let text = broker.retained(&topic).unwrap().expect("a retained state");
-    eprintln!("mosquitto_sub -C 1 --retained-only -t {topic}:\n{text}");
-    let s: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(s["phase"], "idle", "{s:#}");
-    assert_eq!(s["running_version"], "1.0", "{s:#}");
-    let last = &s["last"];
-    assert_eq!(last["job_id"], mqtt_id.as_str(), "{s:#}");
-    assert_eq!(last["wfx_state"], "TERMINATED", "{s:#}");
-    assert_eq!(last["version"], "1.1", "{s:#}");
-    assert_eq!(last["rolled_back"], true, "{s:#}");
-    assert_eq!(last["message"], m.as_str(), "{s:#}");
     assert!(
         m.starts_with("rolled back to slot A (health check `plc-link`"),
         "{m}"
     );
-    assert_eq!(s["last_error"], m.as_str(), "{s:#}");
+    let idle_states = || {
+        sub.messages()
+            .iter()
+            .filter_map(|m| m.json())
+            .filter(|s| s["phase"] == "idle" && s["last"]["job_id"] == mqtt_id.as_str())
+            .count()
+    };
+    r.until("the agent goes idle on MQTT with the rollback", |_| {
+        idle_states() >= 1
+    })
+    .await;
+    let read = || -> serde_json::Value {
+        let text = broker.retained(&topic).unwrap().expect("a retained state");
+        eprintln!("mosquitto_sub -C 1 --retained-only -t {topic}:\n{text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let check = |s: &serde_json::Value| {
+        assert_eq!(s["phase"], "idle", "{s:#}");
+        assert_eq!(s["running_version"], "1.0", "{s:#}");
+        let last = &s["last"];
+        assert_eq!(last["job_id"], mqtt_id.as_str(), "{s:#}");
+        assert_eq!(last["wfx_state"], "TERMINATED", "{s:#}");
+        assert_eq!(last["version"], "1.1", "{s:#}");
+        assert_eq!(last["rolled_back"], true, "{s:#}");
+        assert_eq!(last["message"], m.as_str(), "{s:#}");
+        assert_eq!(s["last_error"], m.as_str(), "{s:#}");
+    };
+    let before = read();
+    check(&before);
+    // After a restart (the retained state removed meanwhile), from the source's records.
+    r.reboot();
+    let cleared = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+        .args(["-t", &topic, "-r", "-n"])
+        .status()
+        .unwrap();
+    assert!(cleared.success());
+    r.start_agent(&[]);
+    r.until("the restarted agent says idle on MQTT", |_| {
+        idle_states() >= 2
+    })
+    .await;
+    let after = read();
+    check(&after);
+    assert_eq!(after["last"]["time"], before["last"]["time"]);
 }
 
 /// A power cut after the checks passed, before the confirmation. EFI Boot Guard takes the reset
