@@ -1,5 +1,6 @@
 // Live fleet status for the demo booth: subscribes to the agents' MQTT telemetry over WebSocket
-// and shows one card per device plus an event log. Wire format: agent/src/mqtt (schema 1).
+// and shows one card per device plus an event log. Wire format: agent/src/mqtt (schema 1; the
+// state's `last` is optional, agents before it do not send it).
 //
 // Every text from a message goes into the DOM through textContent, never innerHTML: a device
 // name or an error string is data from the network, not markup.
@@ -70,8 +71,9 @@
     prog.append(f.bar, (f.pct = make('span', 'pct', '')));
     f.phase = make('div', 'phase badge');
     f.error = make('div', 'error');
+    f.lastRow = row('last update', 'last');
     c.append(head, f.phase, prog, row('version', 'version'), row('boot slot', 'slot'),
-      row('update', 'path'), row('device', 'hw'), f.error);
+      row('update', 'path'), row('device', 'hw'), f.lastRow, f.error);
     d = { online: null, state: null, progress: null, inventory: null, card: c, f };
     devices.set(id, d);
     el('empty').hidden = true;
@@ -89,6 +91,19 @@
     const s = d.state;
     if (!p || !s) return null;
     return p.job_id === s.job_id && p.phase === s.phase && p.timestamp >= s.timestamp ? p : null;
+  }
+
+  // `2026-12-03T20:08:54Z` as `2026-12-03 20:08 UTC`: the device's clock, not the booth's.
+  function when(t) {
+    const m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})/.exec(t || '');
+    return m ? `${m[1]} ${m[2]} UTC` : null;
+  }
+
+  // How the last update ended: `2.0 ACTIVATED at <time>`, `2.0 rolled back at <time>`.
+  function lastText(l) {
+    const how = l.rolled_back === true ? 'rolled back' : l.wfx_state;
+    const at = when(l.time);
+    return [l.version, how, at && `at ${at}`].filter(Boolean).join(' ');
   }
 
   function render(id) {
@@ -122,6 +137,11 @@
       ? [d.inventory.hardware_revision, d.inventory.agent_version && `agent ${d.inventory.agent_version}`]
         .filter(Boolean).join(' · ') || '—'
       : '—';
+    // The last outcome while idle; during an update the card is about the update in hand.
+    const last = phase === 'idle' && isObj(s.last) ? s.last : null;
+    f.lastRow.hidden = !last;
+    f.last.textContent = last ? lastText(last) : '';
+    c.dataset.last = last ? (last.rolled_back === true ? 'rolled-back' : last.wfx_state.toLowerCase()) : '';
     c.classList.toggle('has-error', Boolean(s.last_error));
     f.error.textContent = s.last_error ? `✖ ${s.last_error}` : '';
     f.error.hidden = !s.last_error;
@@ -130,9 +150,13 @@
   // Validators: a message that does not match the schema is ignored, never half-applied.
   const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
   const optStr = (v) => v === null || v === undefined || typeof v === 'string';
+  const validLast = (l) => l == null || (isObj(l) && typeof l.job_id === 'string' &&
+    typeof l.wfx_state === 'string' && ['version', 'message', 'time'].every((k) => optStr(l[k])) &&
+    (l.rolled_back == null || typeof l.rolled_back === 'boolean'));
   function validState(v) {
     return isObj(v) && v.schema === 1 && PHASES.includes(v.phase) && typeof v.timestamp === 'string' &&
       ['job_id', 'running_version', 'target_version', 'boot_slot', 'last_error'].every((k) => optStr(v[k])) &&
+      validLast(v.last) &&
       (v.path == null || v.path === 'delta' || v.path === 'full') &&
       (v.progress == null || (Number.isFinite(v.progress) && v.progress >= 0 && v.progress <= 100)) &&
       (v.bytes == null || Number.isFinite(v.bytes));
@@ -153,6 +177,12 @@
       addLog(id, old ? `${old.phase} → ${s.phase}${ver}` : `is ${s.phase}${ver}`, s.phase);
     }
     if (s.last_error && (!old || old.last_error !== s.last_error)) addLog(id, `error: ${s.last_error}`, 'error');
+    // Once per outcome: a retained state seen again after a reconnect is not news.
+    const l = s.last;
+    const o = old && old.last;
+    if (l && (!o || o.job_id !== l.job_id || o.wfx_state !== l.wfx_state)) {
+      addLog(id, `last update: ${lastText(l)}`, l.wfx_state === 'ACTIVATED' ? 'idle' : 'error');
+    }
     if (old && old.trial !== true && s.trial === true) addLog(id, `trial boot on slot ${s.boot_slot || '?'}`, 'testing');
   }
 

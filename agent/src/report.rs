@@ -15,6 +15,46 @@ pub struct Subject<'a> {
     pub target_version: Option<&'a str>,
 }
 
+/// How an update ended, as its source recorded it: read back from the source's records at
+/// start, so the retained MQTT state keeps it across restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The update's id, as in [`Subject::id`].
+    pub id: String,
+    /// ACTIVATED or TERMINATED.
+    pub state: State,
+    /// The version it installed (or was to install), when known.
+    pub version: Option<String>,
+    pub message: String,
+    /// When it ended (RFC 3339 UTC, see [`now`]); `None` in records of older agents.
+    pub time: Option<String>,
+    /// The new slot was tried and the bootloader went back to the old one.
+    pub rolled_back: bool,
+}
+
+impl Outcome {
+    /// The error an idle device reports: the message of an update that did not end ACTIVATED.
+    pub fn error(&self) -> Option<&str> {
+        (self.state != State::Activated).then_some(self.message.as_str())
+    }
+
+    fn payload(&self) -> mqtt::LastOutcome {
+        mqtt::LastOutcome {
+            job_id: self.id.clone(),
+            wfx_state: self.state.as_str().to_owned(),
+            version: self.version.clone(),
+            message: self.message.clone(),
+            time: self.time.clone(),
+            rolled_back: self.rolled_back,
+        }
+    }
+}
+
+/// Now, as an [`Outcome`]'s time.
+pub fn now() -> String {
+    mqtt::timestamp::now_rfc3339()
+}
+
 /// What a watcher should read from a wfx state.
 pub fn phase_of(state: State) -> Phase {
     match state {
@@ -33,6 +73,9 @@ pub struct Reporter {
     boot: std::sync::Mutex<(Option<String>, Option<bool>)>,
     /// The job whose update comes as a delta, with the bytes it fetched.
     delta: std::sync::Mutex<Option<(String, u64)>>,
+    /// The last update's end, carried by every state message (not only the idle one), so that
+    /// a dashboard keeps it while the next update runs.
+    last: std::sync::Mutex<Option<mqtt::LastOutcome>>,
 }
 
 impl Reporter {
@@ -42,19 +85,30 @@ impl Reporter {
             running_version,
             boot: std::sync::Mutex::new((None, None)),
             delta: std::sync::Mutex::new(None),
+            last: std::sync::Mutex::new(None),
         }
     }
 
-    /// The device is idle (at start, and after a job ended).
-    pub fn idle(&self, last_error: Option<String>) {
+    /// The device is idle (at start, and after a job ended); `last`: how the last update ended,
+    /// from the source's records; `last_error`: the error to show (see [`Outcome::error`]).
+    pub fn idle(&self, last: Option<&Outcome>, last_error: Option<&str>) {
         notify_status("idle");
+        let payload = last.map(Outcome::payload);
+        if let Ok(mut l) = self.last.lock() {
+            l.clone_from(&payload);
+        }
         if let Some(p) = &self.mqtt {
             let mut s = mqtt::State::new(Phase::Idle);
             s.running_version = self.running_version.clone();
             (s.boot_slot, s.trial) = self.boot_state();
-            s.last_error = last_error;
+            s.last_error = last_error.map(str::to_owned);
+            s.last = payload;
             p.state(s);
         }
+    }
+
+    fn last_outcome(&self) -> Option<mqtt::LastOutcome> {
+        self.last.lock().ok().and_then(|l| l.clone())
     }
 
     /// wfx took a new state of `job`.
@@ -73,6 +127,7 @@ impl Reporter {
             s.phase = Phase::Testing;
         }
         s.target_version = job.target_version.map(str::to_owned);
+        s.last = self.last_outcome();
         if state == State::Terminated {
             s.last_error = Some(message.to_owned());
         }
@@ -167,6 +222,35 @@ mod tests {
         // The delta failed and the full target follows: the path is full again.
         r.route("a", &Route::Full);
         assert_eq!(r.delta_of("a"), None);
+    }
+
+    #[test]
+    fn the_last_outcome_is_kept_until_the_next_one() {
+        let r = Reporter::new(None, None);
+        assert_eq!(r.last_outcome(), None);
+        let o = Outcome {
+            id: "j1".into(),
+            state: State::Terminated,
+            version: Some("2.0".into()),
+            message: "rolled back to slot A".into(),
+            time: Some("2026-01-02T03:04:05Z".into()),
+            rolled_back: true,
+        };
+        assert_eq!(o.error(), Some("rolled back to slot A"));
+        r.idle(Some(&o), o.error());
+        let l = r.last_outcome().unwrap();
+        assert_eq!(
+            (l.job_id.as_str(), l.wfx_state.as_str(), l.rolled_back),
+            ("j1", "TERMINATED", true)
+        );
+        let ok = Outcome {
+            state: State::Activated,
+            rolled_back: false,
+            ..o
+        };
+        assert_eq!(ok.error(), None);
+        r.idle(Some(&ok), None);
+        assert_eq!(r.last_outcome().unwrap().wfx_state, "ACTIVATED");
     }
 
     #[test]

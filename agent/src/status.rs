@@ -88,6 +88,9 @@ fn tuf_only_state(state_dir: &std::path::Path) -> (Option<CurrentJob>, Option<La
         job_id: update_id(&l.path),
         state: crate::state::State::end(l.activated),
         message: l.message,
+        version: l.version,
+        time: l.time,
+        rolled_back: l.rolled_back,
     });
     (current, last)
 }
@@ -256,6 +259,9 @@ mod tests {
             job_id: "j0".into(),
             state: crate::state::State::Activated,
             message: "installed".into(),
+            version: None,
+            time: None,
+            rolled_back: false,
         });
         Store::new(d.path()).save(&j).unwrap();
         let s = collect(&c).unwrap();
@@ -288,6 +294,9 @@ mod tests {
                 path: "os-1.5.swu".into(),
                 activated: false,
                 message: "rolled back to slot A (health check)".into(),
+                version: Some("1.5".into()),
+                time: Some("2026-01-02T03:04:05Z".into()),
+                rolled_back: true,
             }),
             ..Default::default()
         };

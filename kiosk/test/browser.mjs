@@ -93,13 +93,19 @@ try {
   expect((await text(field('kiosk-a', '.row-hw .value'))).startsWith('qemu-amd64 cip-core-1.0 · agent '),
     'kiosk-a inventory');
   expect(await field('kiosk-a', '.error').isHidden(), 'kiosk-a shows no error');
+  expect(await field('kiosk-a', '.row-last').isHidden(), 'no last update during an update');
+  expect(await text(field('kiosk-b', '.row-last .value')) === '1.5 TERMINATED at 2026-12-03 09:15 UTC',
+    'kiosk-b last update');
+  expect(await text(field('kiosk-c', '.row-last .value')) === '1.5 ACTIVATED at 2026-12-03 10:00 UTC',
+    'kiosk-c last update');
   expect(await text(field('kiosk-b', '.error')) === '✖ install failed: <b>bad signature</b>',
     'kiosk-b last error, as text');
   expect(await field('kiosk-b', '.error b').count() === 0, 'error text is not parsed as markup');
   expect(await text(field('kiosk-c', '.phase')) === 'idle', 'kiosk-c phase label');
   for (const entry of ['kiosk-a came online', 'kiosk-a is idle', 'kiosk-a idle → downloading (1.4 → 1.5)',
     'kiosk-a downloading → installing (1.4 → 1.5)', 'kiosk-b error: install failed',
-    'kiosk-c went offline']) await logHas(entry);
+    'kiosk-c went offline', 'kiosk-c last update: 1.5 ACTIVATED at 2026-12-03 10:00 UTC',
+    'kiosk-b last update: 1.5 TERMINATED']) await logHas(entry);
   expect(warnings.some((w) => w.includes('non-JSON payload')), `warning for non-JSON: ${warnings}`);
   expect(warnings.some((w) => w.includes('malformed payload')), `warning for bad schema: ${warnings}`);
   await page.screenshot({ path: join(shots, 'fleet-1920x1080.png') });
@@ -131,6 +137,16 @@ try {
   expect(await text(field('kiosk-b', '.error')) === '✖ install failed: <b>bad signature</b>',
     'kiosk-b still shows its error');
   await page.screenshot({ path: join(shots, 'reconnected-1920x1080.png') });
+  await checkpoint('tested');
+
+  // kiosk-a was rolled back and is idle again.
+  await phaseIs('kiosk-a', 'idle');
+  expect(await text(field('kiosk-a', '.row-last .value')) === '1.5 rolled back at 2026-12-03 11:30 UTC',
+    'kiosk-a last update: rolled back');
+  expect(await text(field('kiosk-a', '.error')) === '✖ rolled back to slot A (health check `plc-link` failed)',
+    'kiosk-a names the reason');
+  await logHas('kiosk-a last update: 1.5 rolled back');
+  await page.screenshot({ path: join(shots, 'rolled-back-1920x1080.png') });
   expect(pageErrors.length === 0, `no page errors: ${pageErrors}`);
   console.log('@@ done');
 } catch (e) {

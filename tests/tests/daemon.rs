@@ -493,6 +493,80 @@ async fn mqtt_state_follows_a_whole_update() {
     .await;
 }
 
+/// Issue 19: the retained state keeps the last outcome. A subscriber that connects after the
+/// job ended reads the job's id and ACTIVATED from the retained idle state; so does one that
+/// connects after an agent restart (the state is published again at start, from the journal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_retained_state_keeps_the_last_outcome_across_a_restart() {
+    use cip_update_agent_tests::daemons::mosquitto::Mosquitto;
+    let mut f = Fleet::new();
+    let broker = Mosquitto::start().unwrap();
+    let topic = format!("cip/devices/{CLIENT}/state");
+    let sub = broker.subscribe(&topic).unwrap();
+    f.config.extra = format!("[mqtt]\nurl = \"{}\"\n", broker.url());
+    f.start_agent();
+    let j = f.direct_job_succeeds("last").await;
+    let id = j["id"].as_str().unwrap().to_owned();
+    let idle_states = || -> usize {
+        sub.messages()
+            .iter()
+            .filter_map(|m| m.json())
+            .filter(|s| s["phase"] == "idle" && s["last"]["job_id"] == id.as_str())
+            .count()
+    };
+    f.until("the agent goes idle on MQTT", |_| idle_states() >= 1)
+        .await;
+    // A subscriber connecting now: the retained state alone.
+    let read = || -> Value {
+        let text = broker.retained(&topic).unwrap().expect("a retained state");
+        eprintln!("mosquitto_sub -C 1 --retained-only -t {topic}:\n{text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let check = |s: &Value| {
+        assert_eq!(s["phase"], "idle", "{s:#}");
+        assert_eq!(s["job_id"], Value::Null, "{s:#}");
+        assert_eq!(s["last_error"], Value::Null, "{s:#}");
+        let last = &s["last"];
+        assert_eq!(last["job_id"], id.as_str(), "{s:#}");
+        assert_eq!(last["wfx_state"], "ACTIVATED", "{s:#}");
+        assert_eq!(last["version"], "1.1", "{s:#}");
+        assert_eq!(last["rolled_back"], false, "{s:#}");
+        assert!(
+            last["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{s:#}"
+        );
+        let t = last["time"].as_str().unwrap_or_default();
+        assert!(t.len() == 20 && t.ends_with('Z'), "{s:#}");
+    };
+    let before = read();
+    check(&before);
+
+    // A clean stop, and the retained state removed: what a subscriber reads next can only
+    // come from the restarted agent.
+    let st = f
+        .agent
+        .take()
+        .unwrap()
+        .kill_group(Duration::from_secs(10))
+        .unwrap();
+    assert!(st.success(), "{st}\n{}", f.agent_log());
+    let cleared = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+        .args(["-t", &topic, "-r", "-n"])
+        .status()
+        .unwrap();
+    assert!(cleared.success());
+    f.start_agent();
+    f.until("the restarted agent says idle on MQTT", |_| {
+        idle_states() >= 2
+    })
+    .await;
+    let after = read();
+    check(&after);
+    // The outcome's time is the recorded one, not the restart's.
+    assert_eq!(after["last"]["time"], before["last"]["time"]);
+}
+
 /// The broker down for the whole update: the update is not held back, and the final state is on
 /// the broker (retained) once it comes up. Then the agent is killed: its last will says offline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

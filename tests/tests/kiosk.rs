@@ -269,9 +269,9 @@ fn kiosk_page_shows_the_fleet_and_rides_out_a_broker_restart() {
         format!("progress kiosk-a {job} installing 40 7340032"),
         format!("progress kiosk-a {job} installing 57 9437184"),
         format!("inventory kiosk-b {inv}"),
-        r#"state kiosk-b {"phase":"idle","running_version":"1.4","boot_slot":"A","trial":false,"last_error":"install failed: <b>bad signature</b>"}"#.to_owned(),
+        r#"state kiosk-b {"phase":"idle","running_version":"1.4","boot_slot":"A","trial":false,"last_error":"install failed: <b>bad signature</b>","last":{"job_id":"9a1b","wfx_state":"TERMINATED","version":"1.5","message":"install failed: <b>bad signature</b>","time":"2026-12-03T09:15:42Z","rolled_back":false}}"#.to_owned(),
         format!("inventory kiosk-c {inv}"),
-        r#"state kiosk-c {"phase":"idle","running_version":"1.5","boot_slot":"B","trial":false}"#
+        r#"state kiosk-c {"phase":"idle","running_version":"1.5","boot_slot":"B","trial":false,"last":{"job_id":"7c3d","wfx_state":"ACTIVATED","version":"1.5","message":"slot B confirmed","time":"2026-12-03T10:00:07Z","rolled_back":false}}"#
             .to_owned(),
     ] {
         feed.send(&cmd);
@@ -309,6 +309,12 @@ fn kiosk_page_shows_the_fleet_and_rides_out_a_broker_restart() {
     ));
     feed.send(&a(
         r#""phase":"testing","wfx_state":"ACTIVATING","progress":100,"boot_slot":"B","trial":true"#,
+    ));
+    browser.go();
+    browser.reached("tested");
+    // The health checks failed: back on slot A, idle, the rollback kept as the last outcome.
+    feed.send(&format!(
+        r#"state kiosk-a {{"phase":"idle","running_version":"1.4","boot_slot":"A","trial":false,"last_error":"rolled back to slot A (health check `plc-link` failed)","last":{{"job_id":"{job}","wfx_state":"TERMINATED","version":"1.5","message":"rolled back to slot A (health check `plc-link` failed)","time":"2026-12-03T11:30:00Z","rolled_back":true}}}}"#
     ));
     browser.go();
     browser.reached("done");

@@ -149,7 +149,7 @@ fn retained_topics_carry_the_json_payloads() {
             "schema": 1, "job_id": "job-1", "workflow": null, "wfx_state": null,
             "progress": 42, "phase": "downloading", "path": "delta", "bytes": 1234,
             "running_version": null, "target_version": null, "boot_slot": null,
-            "trial": false, "last_error": null, "timestamp": ts
+            "trial": false, "last_error": null, "last": null, "timestamp": ts
         })
     );
     assert!(

@@ -31,6 +31,8 @@ struct Rig {
     reboot_extra: String,
     /// `boot.mark_installed = "swupdate"` instead of the model's "agent".
     swupdate_marks: bool,
+    /// An `[mqtt]` section, if any.
+    mqtt: String,
 }
 
 cip_update_agent_tests::deref_to_fleet!(Rig);
@@ -53,6 +55,7 @@ impl Rig {
             health: "[health]\nsystemd = \"ignore\"\n".into(),
             reboot_extra: String::new(),
             swupdate_marks: false,
+            mqtt: String::new(),
         }
     }
 
@@ -61,9 +64,10 @@ impl Rig {
     fn start_agent(&mut self, env: &[(&str, &str)]) {
         let source = self.src.configure(&mut self.f);
         self.f.config.extra = format!(
-            "[reboot]\ncommand = [\"sh\", \"-c\", \"echo reboot >> {}\"]\n{}{}{}{source}",
+            "[reboot]\ncommand = [\"sh\", \"-c\", \"echo reboot >> {}\"]\n{}{}{}{}{source}",
             self.path("reboots").display(),
             self.reboot_extra,
+            self.mqtt,
             if self.swupdate_marks {
                 self.dev.boot_config().replace(
                     "mark_installed = \"agent\"",
@@ -366,6 +370,85 @@ async fn failed_health_check_rolls_back(via: Via, loader: Loader) {
     r.assert_rolled_back();
 }
 
+/// Issue 19: a rollback stays in the retained MQTT state once the device is idle: a subscriber
+/// connecting afterwards reads the update's id, TERMINATED, the version and `rolled_back`; so
+/// does one connecting after the agent restarted.
+async fn rollback_stays_in_the_retained_mqtt_state(via: Via) {
+    use cip_update_agent_tests::daemons::mosquitto::Mosquitto;
+    let mut r = Rig::new(via, Loader::Ebg);
+    let broker = Mosquitto::start().unwrap();
+    // (TUF-only has no client-id but for the MQTT topics; its configuration drops
+    // `config.client_id` at each start, so it goes with the device's keys.)
+    let client = match via {
+        Via::Wfx => r.config.client_id.clone().expect("wfx's client-id"),
+        Via::TufOnly => {
+            r.config.device += "client_id = \"dev-mqtt\"\n";
+            "dev-mqtt".to_owned()
+        }
+    };
+    let topic = format!("cip/devices/{client}/state");
+    let sub = broker.subscribe(&topic).unwrap();
+    r.mqtt = format!("[mqtt]\nurl = \"{}\"\n", broker.url());
+    r.health = "[health]\nsystemd = \"ignore\"\nchecks = [{ name = \"plc-link\", command = [\"false\"], timeout = \"5s\" }]\n".into();
+    let id = r.install_until_reboot("1.1").await;
+    assert_eq!(r.reboot(), 1);
+    r.start_agent(&[]);
+    r.wait_reboot_request(2).await;
+    assert_eq!(r.reboot(), 0, "the reboot goes back to A");
+    r.start_agent(&[]);
+    let m = r.wait_end(&id, "TERMINATED").await;
+    let mqtt_id = r.src.status_id(&id);
+    assert!(
+        m.starts_with("rolled back to slot A (health check `plc-link`"),
+        "{m}"
+    );
+    let idle_states = || {
+        sub.messages()
+            .iter()
+            .filter_map(|m| m.json())
+            .filter(|s| s["phase"] == "idle" && s["last"]["job_id"] == mqtt_id.as_str())
+            .count()
+    };
+    r.until("the agent goes idle on MQTT with the rollback", |_| {
+        idle_states() >= 1
+    })
+    .await;
+    let read = || -> serde_json::Value {
+        let text = broker.retained(&topic).unwrap().expect("a retained state");
+        eprintln!("mosquitto_sub -C 1 --retained-only -t {topic}:\n{text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let check = |s: &serde_json::Value| {
+        assert_eq!(s["phase"], "idle", "{s:#}");
+        assert_eq!(s["running_version"], "1.0", "{s:#}");
+        let last = &s["last"];
+        assert_eq!(last["job_id"], mqtt_id.as_str(), "{s:#}");
+        assert_eq!(last["wfx_state"], "TERMINATED", "{s:#}");
+        assert_eq!(last["version"], "1.1", "{s:#}");
+        assert_eq!(last["rolled_back"], true, "{s:#}");
+        assert_eq!(last["message"], m.as_str(), "{s:#}");
+        assert_eq!(s["last_error"], m.as_str(), "{s:#}");
+    };
+    let before = read();
+    check(&before);
+    // After a restart (the retained state removed meanwhile), from the source's records.
+    r.reboot();
+    let cleared = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+        .args(["-t", &topic, "-r", "-n"])
+        .status()
+        .unwrap();
+    assert!(cleared.success());
+    r.start_agent(&[]);
+    r.until("the restarted agent says idle on MQTT", |_| {
+        idle_states() >= 2
+    })
+    .await;
+    let after = read();
+    check(&after);
+    assert_eq!(after["last"]["time"], before["last"]["time"]);
+}
+
 /// A power cut after the checks passed, before the confirmation. EFI Boot Guard takes the reset
 /// of an unconfirmed slot as its failure (rollback); U-Boot counts one boot and tries again.
 async fn power_cut_before_confirmation(via: Via, loader: Loader) {
@@ -563,6 +646,11 @@ macro_rules! scenarios {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn uboot_failed_health_check_rolls_back_and_names_the_check() {
             failed_health_check_rolls_back($via, Loader::Uboot).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ebg_rollback_stays_in_the_retained_mqtt_state() {
+            rollback_stays_in_the_retained_mqtt_state($via).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,6 @@ pub mod topics;
 // `[mqtt]` is part of the configuration; named here too, where telemetry is.
 pub use crate::config::mqtt::{BrokerUrl, MqttConfig, Password, TopicPrefix};
 pub use error::MqttError;
-pub use payload::{Inventory, Phase, Progress, State, UpdatePath};
+pub use payload::{Inventory, LastOutcome, Phase, Progress, State, UpdatePath};
 pub use publisher::Publisher;
 pub use topics::Topics;

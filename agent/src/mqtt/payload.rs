@@ -48,8 +48,28 @@ pub struct State {
     pub boot_slot: Option<String>,
     pub trial: Option<bool>,
     pub last_error: Option<String>,
+    /// How the last update ended (kept while idle and through restarts), `null` before the
+    /// first one.
+    pub last: Option<LastOutcome>,
     /// RFC 3339, UTC.
     pub timestamp: String,
+}
+
+/// The end of the device's last update, in the retained state so that a dashboard connecting
+/// later still learns it (the state of the job itself is gone once the device is idle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastOutcome {
+    /// The wfx job id (`tuf:<target path>` in TUF-only mode).
+    pub job_id: String,
+    /// `ACTIVATED` or `TERMINATED`.
+    pub wfx_state: String,
+    /// The version the update installed (or was to install), when known.
+    pub version: Option<String>,
+    pub message: String,
+    /// When it ended, RFC 3339 UTC; `null` for an end recorded by an older agent.
+    pub time: Option<String>,
+    /// The new slot was tried and the bootloader went back to the old one.
+    pub rolled_back: bool,
 }
 
 impl State {
@@ -69,6 +89,7 @@ impl State {
             boot_slot: None,
             trial: None,
             last_error: None,
+            last: None,
             timestamp: now_rfc3339(),
         }
     }
@@ -189,7 +210,8 @@ mod tests {
                 "schema": 1, "job_id": "j1", "workflow": null, "wfx_state": null,
                 "progress": 42, "phase": "downloading", "path": "delta", "bytes": 1234,
                 "running_version": null, "target_version": null, "boot_slot": null,
-                "trial": false, "last_error": null, "timestamp": "2026-01-02T03:04:05Z"
+                "trial": false, "last_error": null, "last": null,
+                "timestamp": "2026-01-02T03:04:05Z"
             })
         );
         for (phase, name) in [
@@ -203,6 +225,48 @@ mod tests {
         assert_eq!(
             serde_json::to_value(UpdatePath::Full).unwrap(),
             json!("full")
+        );
+    }
+
+    #[test]
+    fn idle_state_keeps_the_last_outcome() {
+        let mut s = State::new(Phase::Idle);
+        s.running_version = Some("2.0".into());
+        s.last = Some(LastOutcome {
+            job_id: "j1".into(),
+            wfx_state: "ACTIVATED".into(),
+            version: Some("2.0".into()),
+            message: "slot B confirmed".into(),
+            time: Some("2026-01-02T03:04:05Z".into()),
+            rolled_back: false,
+        });
+        s.timestamp = "2026-01-02T03:05:00Z".into();
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            json!({
+                "schema": 1, "job_id": null, "workflow": null, "wfx_state": null,
+                "progress": null, "phase": "idle", "path": null, "bytes": null,
+                "running_version": "2.0", "target_version": null, "boot_slot": null,
+                "trial": null, "last_error": null,
+                "last": {"job_id": "j1", "wfx_state": "ACTIVATED", "version": "2.0",
+                         "message": "slot B confirmed", "time": "2026-01-02T03:04:05Z",
+                         "rolled_back": false},
+                "timestamp": "2026-01-02T03:05:00Z"
+            })
+        );
+        // An end an older agent recorded has no time: the key is there, `null`.
+        let old = LastOutcome {
+            job_id: "j0".into(),
+            wfx_state: "TERMINATED".into(),
+            version: None,
+            message: "rolled back to slot A".into(),
+            time: None,
+            rolled_back: true,
+        };
+        assert_eq!(
+            serde_json::to_value(&old).unwrap(),
+            json!({"job_id": "j0", "wfx_state": "TERMINATED", "version": null,
+                   "message": "rolled back to slot A", "time": null, "rolled_back": true})
         );
     }
 

@@ -155,6 +155,9 @@ impl Publisher {
         // The retained state outlives the job: no credential and no control character in the
         // error text, whoever built it.
         state.last_error = state.last_error.as_deref().map(crate::redact::message);
+        if let Some(l) = &mut state.last {
+            l.message = crate::redact::message(&l.message);
+        }
         if let Some(p) = self.payload(&state) {
             if self.inner.shared.outbox().push_state(p) {
                 tracing::warn!("MQTT broker away too long: dropped the oldest queued state change");

@@ -16,8 +16,8 @@ use super::Pipeline;
 pub trait JobSource {
     /// The pipeline the source drives.
     fn pipeline(&mut self) -> &mut Pipeline;
-    /// The last update's error, shown while idle at start.
-    fn last_error(&self) -> Option<String>;
+    /// How the last update ended, from the source's records: shown while idle from the start.
+    fn last_outcome(&self) -> Option<crate::report::Outcome>;
     /// Whether an update is in hand (then `idle` is not said at start).
     fn busy(&self) -> bool;
     /// At start, before the network: an update whose slot booted is judged from the
@@ -63,8 +63,9 @@ pub async fn run(mut source: impl JobSource, stop: impl Future<Output = ()>) {
         pipe.reporter.boot(b.booted, b.trial);
     }
     if !source.busy() {
-        let last = source.last_error();
-        source.pipeline().reporter.idle(last);
+        let last = source.last_outcome();
+        let error = last.as_ref().and_then(crate::report::Outcome::error);
+        source.pipeline().reporter.idle(last.as_ref(), error);
     }
     tokio::pin!(stop);
     tokio::select! {

@@ -163,6 +163,29 @@ pub struct LastEnd {
     pub path: String,
     pub activated: bool,
     pub message: String,
+    /// The target's `custom.version` (not in records of older agents, as the two below).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// When it ended, RFC 3339 UTC.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// The new slot was tried and the bootloader went back to the old one.
+    #[serde(default)]
+    pub rolled_back: bool,
+}
+
+impl LastEnd {
+    /// The end as the reports show it.
+    pub fn outcome(&self) -> crate::report::Outcome {
+        crate::report::Outcome {
+            id: update_id(&self.path),
+            state: State::end(self.activated),
+            version: self.version.clone(),
+            message: self.message.clone(),
+            time: self.time.clone(),
+            rolled_back: self.rolled_back,
+        }
+    }
 }
 
 impl Record {
@@ -269,38 +292,37 @@ impl TufOnly {
             }
             rec.save(&path)
         };
-        let settled = match self.pipe.settle(&mut boot, &mut save).await {
+        match self.pipe.settle(&mut boot, &mut save).await {
             Ok(Settled::PendingReboot) => {
                 tracing::info!("{} installed: waiting for the reboot", p.path);
                 match self.pipe.reboot_by_policy(&mut boot, &mut save).await {
-                    Ok(Rebooting::GaveUp(m)) => Settled::Ended {
-                        activated: false,
-                        message: m,
-                    },
-                    Ok(Rebooting::Wait) => Settled::Wait,
+                    // (The new slot never ran: given up, not rolled back.)
+                    Ok(Rebooting::GaveUp(m)) => {
+                        self.end(rec, false, false, &m);
+                        true
+                    }
+                    Ok(Rebooting::Wait) => false,
                     Err(e) => {
                         tracing::error!("{}: {e}", path.display());
-                        Settled::Wait
+                        false
                     }
                 }
             }
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("{}: {e}", path.display());
-                Settled::Wait
-            }
-        };
-        match settled {
-            Settled::Ended { activated, message } => {
-                self.end(rec, activated, &message);
+            // A slot that was tried and not confirmed ends with the bootloader back on the old one.
+            Ok(Settled::Ended { activated, message }) => {
+                self.end(rec, activated, !activated, &message);
                 true
             }
-            _ => false,
+            Ok(Settled::Wait) => false,
+            Err(e) => {
+                tracing::error!("{}: {e}", path.display());
+                false
+            }
         }
     }
 
     /// Records and reports the end of an update.
-    fn end(&self, rec: &mut Record, activated: bool, message: &str) {
+    fn end(&self, rec: &mut Record, activated: bool, rolled_back: bool, message: &str) {
         let Some(p) = rec.pending.take() else {
             return;
         };
@@ -309,32 +331,40 @@ impl TufOnly {
         } else {
             rec.failed.insert(p.id.clone());
         }
-        rec.last = Some(LastEnd {
+        let last = LastEnd {
             path: p.path.clone(),
             activated,
             message: message.to_owned(),
-        });
+            version: p.boot.expected_version.clone(),
+            time: Some(crate::report::now()),
+            rolled_back,
+        };
+        rec.last = Some(last.clone());
         self.save(rec);
         let state = State::end(activated);
         let version = p.boot.expected_version.as_deref();
         self.report(&p.path, version, state, activated.then_some(100), message);
-        self.pipe
-            .reporter
-            .idle((!activated).then(|| message.to_owned()));
+        let outcome = last.outcome();
+        self.pipe.reporter.idle(Some(&outcome), outcome.error());
     }
 
     /// Records and reports an update that failed before its activation.
     fn fail(&self, rec: &mut Record, t: &TargetInfo, version: &str, message: &str) {
         rec.committed = None;
         rec.failed.insert(target_id(t));
-        rec.last = Some(LastEnd {
+        let last = LastEnd {
             path: t.path.clone(),
             activated: false,
             message: message.to_owned(),
-        });
+            version: Some(version.to_owned()),
+            time: Some(crate::report::now()),
+            rolled_back: false,
+        };
+        rec.last = Some(last.clone());
         self.save(rec);
         self.report(&t.path, Some(version), State::Terminated, None, message);
-        self.pipe.reporter.idle(Some(message.to_owned()));
+        let outcome = last.outcome();
+        self.pipe.reporter.idle(Some(&outcome), outcome.error());
     }
 
     /// One poll: settle an activation waiting for its reboot, else look for an update.
@@ -471,11 +501,8 @@ impl JobSource for TufOnly {
         &mut self.pipe
     }
 
-    fn last_error(&self) -> Option<String> {
-        Record::load(&self.record_path)
-            .last
-            .filter(|l| !l.activated)
-            .map(|l| l.message)
+    fn last_outcome(&self) -> Option<crate::report::Outcome> {
+        Record::load(&self.record_path).last.map(|l| l.outcome())
     }
 
     fn busy(&self) -> bool {
@@ -630,6 +657,19 @@ mod tests {
         let p = r.pending.unwrap();
         assert_eq!(p.boot.slot.as_deref(), Some("B"));
         assert_eq!(p.boot.expected_version.as_deref(), Some("2"));
+    }
+
+    /// A last end written before it had a version, a time and the rollback flag still reads.
+    #[test]
+    fn an_older_last_end_reads() {
+        let old = r#"{"pending":null,"done":[],"failed":["a@1"],
+            "last":{"path":"os-2.0.swu","activated":false,"message":"rolled back"}}"#;
+        let r: Record = serde_json::from_str(old).unwrap();
+        let o = r.last.unwrap().outcome();
+        assert_eq!(o.id, "tuf:os-2.0.swu");
+        assert_eq!(o.state, State::Terminated);
+        assert_eq!((&o.version, &o.time, o.rolled_back), (&None, &None, false));
+        assert_eq!(o.error(), Some("rolled back"));
     }
 
     #[test]

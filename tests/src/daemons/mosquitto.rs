@@ -384,6 +384,30 @@ impl Mosquitto {
         self.start_subscriber(filter, &id, false)
     }
 
+    /// What a subscriber connecting now reads on `topic`: its retained message, by a fresh
+    /// `mosquitto_sub -C 1 --retained-only` (`None` when there is none within 10 s).
+    pub fn retained(&self, topic: &str) -> anyhow::Result<Option<String>> {
+        let out = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-t",
+                topic,
+                "-C",
+                "1",
+                "-W",
+                "10",
+                "--retained-only",
+                "-F",
+                "%p",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .context("running mosquitto_sub")?;
+        // (`-W` ends it with status 27 when nothing came.)
+        let text = String::from_utf8(out.stdout).context("mosquitto_sub's output")?;
+        Ok(Some(text.trim_end_matches('\n').to_owned()).filter(|t| !t.is_empty()))
+    }
+
     /// Like [`Mosquitto::subscribe`], with a persistent session (`-c -i <id>`, QoS 1): messages
     /// published while it is disconnected (e.g. during a broker restart) are queued for it.
     pub fn subscribe_persistent(&self, filter: &str, id: &str) -> anyhow::Result<Subscriber> {

@@ -4,7 +4,8 @@
 //! `kiosk-feed <url> <prefix>`, then commands on standard input, one per line:
 //! - `inventory <client-id> <json>`: [`Inventory`] with the JSON's `hardware_revision`,
 //!   `os_release`, `swupdate_wire`, `boot_backend`;
-//! - `state <client-id> <json>`: [`State`] with the JSON's `phase` and optional fields;
+//! - `state <client-id> <json>`: [`State`] with the JSON's `phase` and optional fields (`last`:
+//!   a [`LastOutcome`] with its `job_id`, `wfx_state` and optional fields);
 //! - `progress <client-id> <job-id> <phase> <percent> <bytes>`: [`Progress`];
 //! - `stop <client-id>`: a clean stop (retained `offline`);
 //! - `sleep <ms>`: waits (for a scripted demo at a human pace).
@@ -19,7 +20,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cip_update_agent::mqtt::{
-    BrokerUrl, Inventory, MqttConfig, Phase, Progress, Publisher, State, TopicPrefix, UpdatePath,
+    BrokerUrl, Inventory, LastOutcome, MqttConfig, Phase, Progress, Publisher, State, TopicPrefix,
+    UpdatePath,
 };
 use serde_json::Value;
 use tokio::runtime::Runtime;
@@ -171,6 +173,17 @@ fn state(v: &Value) -> Result<State, String> {
     s.boot_slot = string(v, "boot_slot");
     s.trial = v.get("trial").and_then(Value::as_bool);
     s.last_error = string(v, "last_error");
+    s.last = match v.get("last") {
+        Some(l) if !l.is_null() => Some(LastOutcome {
+            job_id: string(l, "job_id").ok_or("last without job_id")?,
+            wfx_state: string(l, "wfx_state").ok_or("last without wfx_state")?,
+            version: string(l, "version"),
+            message: string(l, "message").unwrap_or_default(),
+            time: string(l, "time"),
+            rolled_back: l.get("rolled_back").and_then(Value::as_bool) == Some(true),
+        }),
+        _ => None,
+    };
     Ok(s)
 }
 

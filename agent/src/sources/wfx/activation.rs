@@ -91,12 +91,8 @@ impl Daemon {
         let mut save = |b: &BootRecord| save_boot(journal, store, id, b);
         let settled = pipe.settle(&mut rec, &mut save).await?;
         if let Settled::Ended { activated, message } = &settled {
-            let state = if *activated {
-                State::Activated
-            } else {
-                State::Terminated
-            };
-            self.end(id, state, message)?;
+            // (Not activated after the slot was tried: the bootloader went back.)
+            self.end(id, State::end(*activated), !*activated, message)?;
         }
         Ok(settled)
     }

@@ -158,6 +158,8 @@ impl Daemon {
                 self.record_mut(view).final_state = Some(Final {
                     state: State::Terminated,
                     message: message.clone(),
+                    rolled_back: false,
+                    time: Some(crate::report::now()),
                 });
                 self.save()?;
                 self.report(view, State::Terminated, None, &message, None)

@@ -166,6 +166,12 @@ pub struct Final {
     /// `ACTIVATED` or `TERMINATED`.
     pub state: State,
     pub message: String,
+    /// TERMINATED because the new slot was tried and the bootloader went back to the old one.
+    #[serde(default)]
+    pub rolled_back: bool,
+    /// When the device reached it, RFC 3339 UTC (wfx may hear of it later).
+    #[serde(default)]
+    pub time: Option<String>,
 }
 
 /// The agent's own record of a job (kept in the journal).
@@ -594,6 +600,8 @@ mod tests {
         let f = Final {
             state: State::Terminated,
             message: "HASH mismatch".into(),
+            rolled_back: false,
+            time: None,
         };
         r.final_state = Some(f.clone());
         assert_eq!(decide(&j, Some(&r)), Action::ReportFinal(f.clone()));
@@ -601,6 +609,8 @@ mod tests {
         let a = Final {
             state: State::Activated,
             message: "slot B confirmed".into(),
+            rolled_back: false,
+            time: None,
         };
         r.final_state = Some(a.clone());
         let j2 = JobView {

@@ -32,6 +32,29 @@ pub struct LastResult {
     pub job_id: String,
     pub state: crate::state::State,
     pub message: String,
+    /// The artifact's version (not in journals of older agents, as the two below).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// When the device reached the end, RFC 3339 UTC.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// The new slot was tried and the bootloader went back to the old one.
+    #[serde(default)]
+    pub rolled_back: bool,
+}
+
+impl LastResult {
+    /// The end as the reports show it.
+    pub fn outcome(&self) -> crate::report::Outcome {
+        crate::report::Outcome {
+            id: self.job_id.clone(),
+            state: self.state,
+            version: self.version.clone(),
+            message: self.message.clone(),
+            time: self.time.clone(),
+            rolled_back: self.rolled_back,
+        }
+    }
 }
 
 /// Why the journal cannot be used.
@@ -126,6 +149,8 @@ mod tests {
             final_state: Some(Final {
                 state: crate::state::State::Terminated,
                 message: "m".into(),
+                rolled_back: false,
+                time: None,
             }),
             boot: None,
             delta_failed: None,
@@ -162,6 +187,30 @@ mod tests {
         assert_eq!(s.load().unwrap().jobs, j.jobs);
         s.save(&Journal::default()).unwrap();
         assert!(s.load().unwrap().jobs.is_empty());
+    }
+
+    /// A journal an older agent wrote still loads: no version, time nor rollback in `last` and in
+    /// a job's final state.
+    #[test]
+    fn an_older_last_result_loads() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::new(d.path());
+        fs::write(
+            s.path(),
+            br#"{"schema": 1,
+                 "jobs": {"j10": {"job_id": "j10", "definition_hash": "h",
+                                  "final_state": {"state": "TERMINATED", "message": "m"}}},
+                 "last": {"job_id": "j9", "state": "ACTIVATED", "message": "installed"}}"#,
+        )
+        .unwrap();
+        let j = s.load().unwrap();
+        let f = j.jobs["j10"].final_state.clone().unwrap();
+        assert_eq!((f.rolled_back, f.time), (false, None));
+        let o = j.last.unwrap().outcome();
+        assert_eq!(o.id, "j9");
+        assert_eq!(o.state, crate::state::State::Activated);
+        assert_eq!((&o.version, &o.time, o.rolled_back), (&None, &None, false));
+        assert_eq!(o.error(), None);
     }
 
     #[test]

@@ -235,10 +235,32 @@ impl Daemon {
         // The device's own result is recorded first: `status` never lags behind what wfx shows
         // (if wfx cannot be told now, the job's final state is reported again later).
         if state.is_final() {
+            let recorded = self
+                .journal
+                .jobs
+                .get(id.as_str())
+                .and_then(|r| r.final_state.as_ref())
+                .filter(|f| f.state == state);
+            let rolled_back = recorded.is_some_and(|f| f.rolled_back);
+            // When the device reached the end (a rollback found at start is reported once wfx
+            // answers); else when it was first reported: it is reported again until wfx takes it.
+            let time = recorded
+                .and_then(|f| f.time.clone())
+                .or_else(|| {
+                    self.journal
+                        .last
+                        .as_ref()
+                        .filter(|l| l.job_id == id.as_str() && l.state == state)
+                        .and_then(|l| l.time.clone())
+                })
+                .unwrap_or_else(crate::report::now);
             self.journal.last = Some(LastResult {
                 job_id: id.to_string(),
                 state,
                 message: truncate(message, MESSAGE_MAX),
+                version: view.target_version().map(str::to_owned),
+                time: Some(time),
+                rolled_back,
             });
             self.save()?;
         }
@@ -298,11 +320,19 @@ impl Daemon {
     }
 
     /// Records a final state (reported by `decide`'s ReportFinal).
-    fn end(&mut self, id: &str, state: State, message: &str) -> Result<(), StepError> {
+    fn end(
+        &mut self,
+        id: &str,
+        state: State,
+        rolled_back: bool,
+        message: &str,
+    ) -> Result<(), StepError> {
         if let Some(r) = self.journal.jobs.get_mut(id) {
             r.final_state = Some(Final {
                 state,
                 message: truncate(message, MESSAGE_MAX),
+                rolled_back,
+                time: Some(crate::report::now()),
             });
         }
         self.save()
@@ -317,13 +347,14 @@ impl Daemon {
         if self.journal.jobs.remove(id.as_str()).is_some() {
             self.save()?;
             if self.journal.jobs.is_empty() {
-                let last_error = self
-                    .journal
-                    .last
+                let last = self.journal.last.as_ref().map(LastResult::outcome);
+                // The error only if this job is the one that ended so (not one cancelled on
+                // wfx, whose predecessor's error would come back).
+                let error = last
                     .as_ref()
-                    .filter(|l| l.job_id == id.as_str() && l.state == State::Terminated)
-                    .map(|l| l.message.clone());
-                self.pipe.reporter.idle(last_error);
+                    .filter(|l| l.id == id.as_str())
+                    .and_then(|l| l.error());
+                self.pipe.reporter.idle(last.as_ref(), error);
             }
         }
         Ok(())
@@ -369,6 +400,8 @@ impl Daemon {
         r.final_state = Some(Final {
             state: State::Terminated,
             message: truncate(message, MESSAGE_MAX),
+            rolled_back: false,
+            time: Some(crate::report::now()),
         });
         self.save()?;
         self.report(view, State::Terminated, None, message, context)
@@ -382,12 +415,8 @@ impl JobSource for Daemon {
         &mut self.pipe
     }
 
-    fn last_error(&self) -> Option<String> {
-        self.journal
-            .last
-            .as_ref()
-            .filter(|l| l.state == State::Terminated)
-            .map(|l| l.message.clone())
+    fn last_outcome(&self) -> Option<crate::report::Outcome> {
+        self.journal.last.as_ref().map(LastResult::outcome)
     }
 
     fn busy(&self) -> bool {
