@@ -1211,6 +1211,11 @@ checks = [{ name = "app", command = ["/bin/app-check"], timeout = "30s" }, { nam
                 "unknown field `poll`",
             ),
             ("[wfx]\nurl = \"ftp://h\"", "not an http:// or https:// URL"),
+            // Host names are ASCII (no IDNA in the binary); punycode is the way to name others.
+            (
+                "[wfx]\nurl = \"http://bücher.example\"",
+                "invalid international domain name",
+            ),
             ("[wfx]\npoll_interval = \"5m\"", "missing field `url`"),
             (
                 "[wfx]\nurl = \"http://h\"\npoll_interval = \"soon\"",
