@@ -72,11 +72,35 @@ pub enum TransferError {
     /// The client's message, without the URL (the caller names the URL, redacted).
     #[error("{0}")]
     Network(String),
+    /// No connection could be made (refused, unreachable): the server is away, for now.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+impl TransferError {
+    /// Whether trying again later may succeed without anyone acting: the server was not
+    /// reached. (A server that took the connection and then stalled is not given another go:
+    /// it is slow retrieval, an attack as much as a fault.)
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TransferError::Unreachable(_))
+    }
 }
 
 /// The client's error with its causes, its URL left out.
 fn network(e: reqwest::Error) -> TransferError {
-    TransferError::Network(crate::text::error_chain(&e.without_url()))
+    let connect = e.is_connect() && !e.is_timeout();
+    let m = crate::text::error_chain(&e.without_url());
+    if connect {
+        TransferError::Unreachable(m)
+    } else {
+        TransferError::Network(m)
+    }
+}
+
+/// Whether an HTTP status says "not now": the server's trouble (5xx), too many requests (429),
+/// a request timeout (408). Other statuses are answers about the artifact.
+pub fn status_is_transient(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
 }
 
 /// How often a transfer that waits within its bounds feeds the watchdog: several times per

@@ -57,7 +57,24 @@ pub enum SourceError {
     #[error("{url} answered HTTP {status}")]
     HttpStatus { url: String, status: u16 },
     #[error("{url}: {message}")]
-    Network { url: String, message: String },
+    Network {
+        url: String,
+        message: String,
+        /// The server was not reached (see [`crate::http::TransferError::is_transient`]).
+        unreachable: bool,
+    },
+}
+
+impl SourceError {
+    /// Whether the artifact server may give it later without anyone acting (not reached, 5xx,
+    /// 429, 408); files and other answers are final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::HttpStatus { status, .. } => crate::http::status_is_transient(*status),
+            SourceError::Network { unreachable, .. } => *unreachable,
+            _ => false,
+        }
+    }
 }
 
 /// An opened image.
@@ -120,6 +137,7 @@ pub async fn open(source: &Source) -> Result<Opened, SourceError> {
                 .map_err(|e| SourceError::Network {
                     url: crate::redact::url(url),
                     message: crate::text::error_chain(&e.without_url()),
+                    unreachable: false,
                 })?;
             open_with(source, &client, &crate::http::Limits::default()).await
         }
@@ -140,6 +158,7 @@ pub async fn open_with(
             let net = |e: crate::http::TransferError| SourceError::Network {
                 url: crate::redact::url(url),
                 message: e.to_string(),
+                unreachable: e.is_transient(),
             };
             let resp = crate::http::send(client.get(url), limits)
                 .await

@@ -782,6 +782,73 @@ async fn a_job_waiting_for_swupdate_backs_off_then_installs_once_it_starts() {
     assert_eq!(f.successful_installs(), 1);
 }
 
+/// The artifact server away (nothing listening on its port) is a wait, not the job's end, for
+/// a direct job (its install) and a phased one (its download): held with backoff, wfx told what
+/// it waits for, and installed once a server answers on that port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waits_for_an_artifact_server_that_is_away() {
+    for (workflow, state, doing) in [
+        ("wfx.workflow.dau.direct", "INSTALLING", "install"),
+        ("wfx.workflow.dau.phased", "DOWNLOADING", "download"),
+    ] {
+        let mut f = Fleet::new();
+        f.config.swupdate = RETRY_MAX.into();
+        let (swu, data, _) = f.image("away", 100_000, false);
+        let port = cip_update_agent_tests::free_port().unwrap();
+        let url = format!("http://127.0.0.1:{port}/away.swu");
+        f.start_agent();
+        let id = f.create_job(workflow, firmware(&url)).await;
+        if workflow.ends_with("phased") {
+            f.until_job(&id, "the job to be CREATED", false, |j| {
+                j["status"]["state"] == "CREATED"
+            })
+            .await;
+            f.advance(&id, "DOWNLOAD").await;
+        }
+        let note = format!("cannot {doing} now, will retry");
+        f.until("the agent meets the missing server", |f| {
+            f.agent_log().contains(&note)
+        })
+        .await;
+        let j = f
+            .until_job(&id, "wfx to hear what the job waits for", false, |j| {
+                j["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("waiting for the artifact server"))
+            })
+            .await;
+        assert_eq!(j["status"]["state"], state, "{j:#}");
+        // The server comes: python's, on the port the job names.
+        let server = cip_update_agent_tests::daemons::process::GroupChild::spawn(
+            {
+                let mut c = std::process::Command::new("python3");
+                c.args([
+                    "-m",
+                    "http.server",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                ])
+                .arg("--directory")
+                .arg(f.path("www"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+                c
+            },
+            "http.server",
+        )
+        .unwrap();
+        let j = f
+            .until_job(&id, "the job to end", true, |j| {
+                ["ACTIVATED", "TERMINATED"].contains(&j["status"]["state"].as_str().unwrap_or(""))
+            })
+            .await;
+        assert_eq!(j["status"]["state"], "ACTIVATED", "{}", f.agent_log());
+        assert!(installed(&swu, &data), "{workflow}");
+        drop(server);
+    }
+}
+
 /// `[swupdate] retry_max` of [`a_job_waiting_for_swupdate_backs_off_then_installs_once_it_starts`].
 const RETRY_MAX: &str = "retry_max = \"8s\"\n";
 

@@ -420,6 +420,8 @@ async fn tuf_only_waits_for_swupdate_then_installs_the_target_once() {
     f.f.config.wfx = false;
     f.f.config.device += &format!("version_file = {:?}\n", f.path("version"));
     f.f.config.extra = f.tuf_section("poll_interval = \"1s\"\n");
+    // The retry backoff's cap cut to a second (5 min shipped): three tries in a few seconds.
+    f.f.config.swupdate += "retry_max = \"1s\"\n";
     f.f.start_agent();
     let retries = |f: &Fleet| {
         f.agent_log()

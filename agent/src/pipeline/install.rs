@@ -73,8 +73,10 @@ pub enum Outcome {
     DeltaFailed(String),
     /// Failed for good: the message, and SWUpdate's last log lines.
     Failed { message: String, log: Vec<String> },
-    /// SWUpdate away or busy: a state of the device, not of the update; nothing was installed.
-    Busy(String),
+    /// Not now, for a reason of the device or the server, not of the update (SWUpdate away or
+    /// busy, the artifact server away or failing): nothing was installed; what it waits for
+    /// and why.
+    Busy(Waiting, String),
     /// Withdrawn by the source mid-way.
     Cancelled,
 }
@@ -85,6 +87,26 @@ impl Outcome {
             message: message.into(),
             log: Vec::new(),
         }
+    }
+}
+
+/// What an update that cannot go on now waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    Swupdate,
+    /// The artifact server (not reached, or 5xx, 429, 408).
+    Server,
+    /// Room in the state directory (phased downloads).
+    Disk,
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Waiting::Swupdate => "SWUpdate",
+            Waiting::Server => "the artifact server",
+            Waiting::Disk => "disk space",
+        })
     }
 }
 
@@ -143,7 +165,7 @@ impl Pipeline {
     ) -> Result<Outcome, H::Stop> {
         // SWUpdate away: not a byte is fetched (a delta's chunks neither) until it answers.
         if let Some(away) = self.swupdate_away().await {
-            return Ok(Outcome::Busy(away));
+            return Ok(Outcome::Busy(Waiting::Swupdate, away));
         }
         let full = order.target.clone();
         let (mut target, mut src) = (order.target.clone(), order.source.clone());
@@ -179,6 +201,10 @@ impl Pipeline {
                 };
                 match opened {
                     Ok(i) => i,
+                    // Nothing reached SWUpdate yet: the server may give it later.
+                    Err(e) if e.is_transient() => {
+                        return Ok(Outcome::Busy(Waiting::Server, e.to_string()));
+                    }
                     Err(e) => return Ok(Outcome::failed(e.to_string())),
                 }
             }
@@ -293,7 +319,9 @@ impl Pipeline {
                         .collect(),
                 }
             }
-            Err(InstallError::Daemon(e)) if e.is_transient() => Outcome::Busy(e.to_string()),
+            Err(InstallError::Daemon(e)) if e.is_transient() => {
+                Outcome::Busy(Waiting::Swupdate, e.to_string())
+            }
             Err(e) => {
                 let mut m = format!("installing {label}: {e}");
                 let refused = matches!(e, InstallError::Daemon(ClientError::Refused(_)));

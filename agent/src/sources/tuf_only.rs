@@ -224,6 +224,9 @@ pub struct TufOnly {
     record_path: PathBuf,
     hwrevision_file: PathBuf,
     poll: Duration,
+    /// An install that could not go on (SWUpdate or the server away): tries so far less one,
+    /// and the next try's time (no round before it, see [`JobSource::not_before`]).
+    held: Option<(u32, std::time::Instant)>,
 }
 
 /// At most one progress report per this.
@@ -242,6 +245,7 @@ impl TufOnly {
             record_path: record_path(state_dir),
             hwrevision_file,
             poll,
+            held: None,
         }
     }
 
@@ -474,6 +478,9 @@ impl TufOnly {
                 record_path: &self.record_path,
             };
             let Ok(outcome) = self.pipe.install(order, &mut hooks).await;
+            if !matches!(outcome, Outcome::Busy(..)) {
+                self.held = None;
+            }
             match outcome {
                 Outcome::Installed => return Ok(()),
                 Outcome::DeltaFailed(msg) if !rec.delta_failed.contains(&id) => {
@@ -483,8 +490,26 @@ impl TufOnly {
                     self.report(&t.path, Some(version), State::Installing, None, &msg);
                 }
                 Outcome::DeltaFailed(msg) => return Err(Some(msg)),
-                Outcome::Busy(e) => {
-                    tracing::warn!("TUF-only: cannot install {} now, will retry: {e}", t.path);
+                // Not now: tried again after a capped, jittered backoff, not at every poll.
+                Outcome::Busy(what, e) => {
+                    let attempt = self.held.map_or(0, |(a, _)| a.saturating_add(1));
+                    let wait = self
+                        .pipe
+                        .settings
+                        .swupdate_retry
+                        .delay(attempt, fastrand::f64());
+                    self.held = Some((attempt, std::time::Instant::now() + wait));
+                    let next =
+                        humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)));
+                    tracing::warn!(
+                        "TUF-only: cannot install {} now, will retry in {next}: {e}",
+                        t.path
+                    );
+                    let note = format!(
+                        "waiting for {what} ({} tries, the next in {next}): {e}",
+                        attempt + 1
+                    );
+                    self.report(&t.path, Some(version), State::Installing, None, &note);
                     rec.committed = None;
                     self.save(rec);
                     return Err(None);
@@ -520,6 +545,10 @@ impl JobSource for TufOnly {
 
     fn poll_due(&self, last: std::time::Instant, unit: f64) -> std::time::Instant {
         last + crate::backoff::jittered(self.poll, unit)
+    }
+
+    fn not_before(&self) -> Option<std::time::Instant> {
+        self.held.map(|(_, until)| until)
     }
 }
 

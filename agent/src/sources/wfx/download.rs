@@ -14,11 +14,11 @@ use cip_swupdate::swu::SwuTracker;
 use cip_tuf::artifacts::{self as trust};
 
 use crate::delta::route::Route;
-use crate::pipeline::install::Routing;
+use crate::pipeline::install::{Routing, Waiting};
 use crate::state::State;
 
 use super::events::job_gone;
-use super::installing::WfxHooks;
+use super::installing::{HeldStep, WfxHooks};
 use super::{Daemon, GONE_CHECK, Next, StepError};
 
 impl Daemon {
@@ -132,7 +132,7 @@ impl Daemon {
             }
             let fetch = async {
                 match rebuilt {
-                    Some(o) => write_staged(o, &path).await,
+                    Some(o) => write_staged(o, &path).await.map_err(Stopped::from),
                     None => self.fetch_to(&a.uri, &path, max, idle).await,
                 }
             };
@@ -144,7 +144,18 @@ impl Daemon {
                     return Ok(Next::Wait);
                 }
             };
-            let fetched = fetched.and_then(|()| match &target {
+            // Not now (the server away or failing, the disk full): the partial file stays for
+            // the next try, after a backoff.
+            if let Err(Stopped {
+                message,
+                waiting: Some(what),
+            }) = &fetched
+            {
+                let why = format!("download of {}: {message}", a.uri);
+                self.hold(view, HeldStep::Download, *what, &why).await?;
+                return Ok(Next::Wait);
+            }
+            let fetched = fetched.map_err(|s| s.message).and_then(|()| match &target {
                 // The whole staged file, resumed parts included, against the target.
                 Some(t) => trust::verify_file(&path, t).inspect_err(|_| {
                     let _ = std::fs::remove_file(&path);
@@ -192,7 +203,7 @@ impl Daemon {
         path: &std::path::Path,
         max: Option<u64>,
         idle: Option<Duration>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Stopped> {
         use futures_util::StreamExt;
         let limits = self.pipe.settings.download.limits();
         let max_image = self.pipe.settings.download.max_image_size;
@@ -201,7 +212,7 @@ impl Daemon {
             None => (max_image, "download.max_image_size"),
         };
         if let Some(dir) = path.parent() {
-            cip_atomic::create_dirs(dir).map_err(|e| e.to_string())?;
+            cip_atomic::create_dirs(dir).map_err(Stopped::io)?;
         }
         let mut have = tokio::fs::metadata(path)
             .await
@@ -222,16 +233,21 @@ impl Daemon {
         if have > 0 {
             req = req.header("Range", format!("bytes={have}-"));
         }
-        let resp = crate::http::send(req, &limits)
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = crate::http::send(req, &limits).await.map_err(|e| Stopped {
+            message: e.to_string(),
+            waiting: e.is_transient().then_some(Waiting::Server),
+        })?;
         let status = resp.status();
         let append = status == reqwest::StatusCode::PARTIAL_CONTENT;
         if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
             return Ok(()); // complete already
         }
         if !status.is_success() {
-            return Err(format!("HTTP {}", status.as_u16()));
+            return Err(Stopped {
+                message: format!("HTTP {}", status.as_u16()),
+                waiting: crate::http::status_is_transient(status.as_u16())
+                    .then_some(Waiting::Server),
+            });
         }
         if !append && have > 0 {
             tracker = SwuTracker::with_max(max_image);
@@ -239,12 +255,12 @@ impl Daemon {
         // 0600, never through a link planted in the staging directory.
         let mut f = cip_atomic::open_private(path, cip_atomic::PRIVATE_FILE, !append)
             .map(tokio::fs::File::from_std)
-            .map_err(|e| e.to_string())?;
+            .map_err(Stopped::io)?;
         if append {
             use tokio::io::AsyncSeekExt as _;
             f.seek(std::io::SeekFrom::End(0))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(Stopped::io)?;
         }
         let mut body = crate::http::body(resp, &limits);
         let mut size = if append { have } else { 0 };
@@ -262,27 +278,25 @@ impl Daemon {
             if size > max {
                 drop(f);
                 let _ = tokio::fs::remove_file(path).await;
-                return Err(format!(
-                    "more than {max} bytes ({bound}) arrived (endless data?)"
-                ));
+                return Err(
+                    format!("more than {max} bytes ({bound}) arrived (endless data?)").into(),
+                );
             }
             let taken = match tracker.feed(&chunk) {
                 Ok(n) => n,
                 Err(e) => {
                     drop(f);
                     let _ = tokio::fs::remove_file(path).await;
-                    return Err(e.to_string());
+                    return Err(e.to_string().into());
                 }
             };
-            f.write_all(&chunk[..taken])
-                .await
-                .map_err(|e| e.to_string())?;
+            f.write_all(&chunk[..taken]).await.map_err(Stopped::io)?;
             // The archive is over: what else the server sends is not part of it.
             if tracker.ended() {
                 break;
             }
         }
-        f.sync_all().await.map_err(|e| e.to_string())
+        f.sync_all().await.map_err(Stopped::io)
     }
 
     /// How a trusted target is staged: the full download, or a delta rebuilt from the chunks
@@ -384,6 +398,33 @@ fn remove_entry(p: &std::path::Path) -> std::io::Result<()> {
 
 /// Writes a rebuilt .swu to the staging file (then verified against its target like a download).
 /// (Through cip-atomic's temporary and rename, as every file the agent replaces.)
+/// Why a download stopped; `waiting`: what a later try waits for, when one may succeed without
+/// anyone acting.
+#[derive(Debug)]
+pub(super) struct Stopped {
+    pub message: String,
+    pub waiting: Option<Waiting>,
+}
+
+impl Stopped {
+    /// A file error: a full disk may have room later, other errors are final.
+    fn io(e: std::io::Error) -> Stopped {
+        Stopped {
+            waiting: (e.kind() == std::io::ErrorKind::StorageFull).then_some(Waiting::Disk),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<String> for Stopped {
+    fn from(message: String) -> Stopped {
+        Stopped {
+            message,
+            waiting: None,
+        }
+    }
+}
+
 pub(super) async fn write_staged(image: Opened, path: &std::path::Path) -> Result<(), String> {
     let (f, tmp) =
         cip_atomic::create_temp(path, cip_atomic::PRIVATE_FILE).map_err(|e| e.to_string())?;

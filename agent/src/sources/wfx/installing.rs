@@ -2,7 +2,7 @@
 //! or not), its progress and notes to wfx, the commit point in the journal, and recovery of a
 //! commit whose verdict was lost.
 
-use crate::pipeline::install::{Hooks, Order, Outcome};
+use crate::pipeline::install::{Hooks, Order, Outcome, Waiting};
 use crate::report::Reporter;
 use crate::source::Source;
 use crate::sources::wfx::job::{Definition, Flow, JobView};
@@ -15,27 +15,36 @@ use std::time::{Duration, Instant};
 use super::events::{Echoes, job_gone};
 use super::{Daemon, GONE_CHECK, MESSAGE_MAX, Next, StepError};
 
-/// At most one status update per this while a job waits for SWUpdate.
+/// At most one status update per this while a job waits.
 pub const WAIT_NOTE_EVERY: Duration = Duration::from_secs(60);
 
-/// A job's install waiting for SWUpdate (away or busy): the next try, with backoff, and when
-/// wfx was last told why.
+/// The step of a job that waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HeldStep {
+    /// The install of artifact `n`.
+    Install(usize),
+    /// The phased download (its partial files kept: the next try resumes them).
+    Download,
+}
+
+/// A job's step waiting for SWUpdate (away or busy), the artifact server (away, 5xx) or disk
+/// space: the next try, with backoff, and when wfx was last told why.
 #[derive(Debug)]
 pub(super) struct Held {
     job: JobId,
-    index: usize,
-    /// Tries that met SWUpdate away, less one.
+    step: HeldStep,
+    /// Tries that could not go on, less one.
     attempt: u32,
     until: Instant,
     noted: Instant,
-    /// The first try that met SWUpdate away.
+    /// The first try that could not go on.
     since: std::time::SystemTime,
 }
 
 impl Held {
-    /// Whether this holds artifact `index` of `job`.
-    pub(super) fn is(&self, job: &JobId, index: usize) -> bool {
-        self.job == *job && self.index == index
+    /// Whether this holds `step` of `job`.
+    pub(super) fn is(&self, job: &JobId, step: HeldStep) -> bool {
+        self.job == *job && self.step == step
     }
 
     pub(super) fn job(&self) -> &JobId {
@@ -75,7 +84,10 @@ impl Daemon {
             Err(next) => return Ok(next),
         };
         // (Held: wfx was told what the job waits for; a try is no news until it goes on.)
-        let held = self.held.as_ref().is_some_and(|h| h.is(&view.id, index));
+        let held = self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.is(&view.id, HeldStep::Install(index)));
         if !held {
             self.report(
                 view,
@@ -138,11 +150,11 @@ impl Daemon {
                 self.forget(&view.id).await?;
                 Ok(Next::Wait)
             }
-            // SWUpdate away or busy: nothing was installed; tried again after a backoff.
-            Outcome::Busy(e) => {
+            // Not now: nothing was installed; tried again after a backoff.
+            Outcome::Busy(what, e) => {
                 self.record_mut(view).committed = None;
                 self.save()?;
-                self.hold(view, index, &e).await?;
+                self.hold(view, HeldStep::Install(index), what, &e).await?;
                 Ok(Next::Wait)
             }
             Outcome::Failed { message, log } => {
@@ -154,10 +166,16 @@ impl Daemon {
 
     /// Holds the job until its next try (see [`Held`]); tells wfx what it waits for, at most
     /// once per [`WAIT_NOTE_EVERY`].
-    async fn hold(&mut self, view: &JobView, index: usize, why: &str) -> Result<(), StepError> {
+    pub(super) async fn hold(
+        &mut self,
+        view: &JobView,
+        step: HeldStep,
+        what: Waiting,
+        why: &str,
+    ) -> Result<(), StepError> {
         let now = Instant::now();
         let (attempt, noted, since) = match self.held.take() {
-            Some(h) if h.is(&view.id, index) => {
+            Some(h) if h.is(&view.id, step) => {
                 (h.attempt.saturating_add(1), Some(h.noted), h.since)
             }
             _ => (0, None, std::time::SystemTime::now()),
@@ -168,24 +186,31 @@ impl Daemon {
             .swupdate_retry
             .delay(attempt, fastrand::f64());
         let next = humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)));
-        tracing::warn!(job = %view.id, "cannot install now, will retry in {next}: {why}");
+        let doing = match step {
+            HeldStep::Install(_) => "install",
+            HeldStep::Download => "download",
+        };
+        tracing::warn!(job = %view.id, "cannot {doing} now, will retry in {next}: {why}");
         let due = noted.is_none_or(|t| now.saturating_duration_since(t) >= WAIT_NOTE_EVERY);
         let noted = if due {
             // (The tries and the time say to the operator that the device is still there.)
             let message = format!(
-                "waiting for SWUpdate since {} ({} tries, the next in {next}): {why}",
+                "waiting for {what} since {} ({} tries, the next in {next}): {why}",
                 humantime::format_rfc3339_seconds(since),
                 attempt + 1
             );
-            self.report(view, State::Installing, None, &message, None)
-                .await?;
+            let state = match step {
+                HeldStep::Install(_) => State::Installing,
+                HeldStep::Download => State::Downloading,
+            };
+            self.report(view, state, None, &message, None).await?;
             now
         } else {
             noted.unwrap_or(now)
         };
         self.held = Some(Held {
             job: view.id.clone(),
-            index,
+            step,
             attempt,
             until: now + wait,
             noted,

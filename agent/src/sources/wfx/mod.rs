@@ -49,7 +49,7 @@ pub struct Daemon {
     /// Our own status updates, whose events do not wake the source.
     echoes: Arc<Echoes>,
     pipe: Pipeline,
-    /// The job waiting for SWUpdate, if one is.
+    /// The job waiting (for SWUpdate, the artifact server, disk space), if one is.
     held: Option<installing::Held>,
     /// Job list entries refused already: each is logged once, not at every poll.
     refused: std::collections::HashSet<String>,
@@ -273,8 +273,12 @@ impl Daemon {
 
     async fn execute(&mut self, view: &JobView, action: Action) -> Result<Next, StepError> {
         // A hold ends with anything but another try of the same install.
-        let retry = matches!(action, Action::Install { index, .. }
-            if self.held.as_ref().is_some_and(|h| h.is(&view.id, index)));
+        let step = match action {
+            Action::Install { index, .. } => Some(installing::HeldStep::Install(index)),
+            Action::Download => Some(installing::HeldStep::Download),
+            _ => None,
+        };
+        let retry = step.is_some_and(|s| self.held.as_ref().is_some_and(|h| h.is(&view.id, s)));
         if !retry {
             self.held = None;
         }
