@@ -37,6 +37,9 @@ pub async fn main(config: &Config) -> u8 {
             }
         }
     }
+    if let Some(id) = &config.device.client_id {
+        crate::logging::set_client_id(id);
+    }
     match crate::wiring::run(&config, interrupted()).await {
         Ok(()) => 0,
         Err(e) => {
