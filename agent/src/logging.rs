@@ -41,10 +41,9 @@ pub const SYSLOG_IDENTIFIER: &str = "cip-update-agent";
 pub const VALUE_MAX: usize = 48 * 1024;
 
 /// How the log is written.
-#[derive(Debug)]
 pub enum Output {
-    /// journald's native protocol on this socket.
-    Journal(PathBuf),
+    /// journald's native protocol.
+    Journal(Journal),
     /// Text lines on stderr with the `<N>` priority prefix journald reads, no timestamp.
     SyslogText,
     /// Text lines on stderr, coloured when `ansi`.
@@ -57,19 +56,42 @@ impl Output {
     pub fn detect() -> Output {
         let stream = std::env::var_os("JOURNAL_STREAM");
         if stream.as_deref().is_some_and(stderr_is_stream) {
+            let _ = JOURNAL_STREAM.set(true);
             let socket = std::env::var_os(JOURNAL_SOCKET_ENV)
                 .filter(|s| !s.is_empty())
                 .map_or_else(|| PathBuf::from(JOURNAL_SOCKET), PathBuf::from);
             return match Journal::connect(&socket) {
-                Ok(_) => Output::Journal(socket),
+                Ok(j) => Output::Journal(j),
                 Err(_) => Output::SyslogText,
             };
         }
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Output::Text {
-            ansi: !no_color && io::stderr().is_terminal(),
+            ansi: colour(
+                std::env::var_os("NO_COLOR").as_deref(),
+                io::stderr().is_terminal(),
+            ),
         }
     }
+}
+
+/// Whether text is coloured: for a person at a terminal, unless `NO_COLOR` is set non-empty
+/// (<https://no-color.org>).
+pub fn colour(no_color: Option<&OsStr>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
+/// Set by [`Output::detect`] when stderr is the journal.
+static JOURNAL_STREAM: OnceLock<bool> = OnceLock::new();
+
+/// Prints a fatal error (`error: …`) on stderr, outside the log: with the `<3>` prefix when
+/// stderr is the journal, so that it has the error priority there too (`journalctl -p err`).
+pub fn fatal(message: impl fmt::Display) {
+    let prefix = if JOURNAL_STREAM.get().is_some() {
+        "<3>"
+    } else {
+        ""
+    };
+    eprintln!("{prefix}error: {message}");
 }
 
 /// Whether `JOURNAL_STREAM` (`<dev>:<inode>`, as systemd sets it) names this process's stderr:
@@ -93,11 +115,7 @@ pub fn stderr_is_stream(journal_stream: &OsStr) -> bool {
 pub fn init(output: Output, filter: EnvFilter) {
     let registry = tracing_subscriber::registry().with(filter);
     match output {
-        Output::Journal(path) => match Journal::connect(&path) {
-            Ok(j) => registry.with(j).init(),
-            // (Gone since `detect`: the journal stream still takes text.)
-            Err(_) => registry.with(syslog_text()).init(),
-        },
+        Output::Journal(j) => registry.with(j).init(),
         Output::SyslogText => registry.with(syslog_text()).init(),
         Output::Text { ansi } => registry
             .with(
@@ -389,6 +407,14 @@ mod tests {
         assert_eq!(field_name("_hostname"), "HOSTNAME");
         assert_eq!(field_name("a.b-c"), "A_B_C");
         assert_eq!(field_name("ü"), "FIELD");
+    }
+
+    #[test]
+    fn colour_only_at_a_terminal_without_no_color() {
+        assert!(colour(None, true));
+        assert!(colour(Some(OsStr::new("")), true));
+        assert!(!colour(Some(OsStr::new("1")), true));
+        assert!(!colour(None, false));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
+use cip_update_agent_tests::daemons::agent::agent_cmd;
 use cip_update_agent_tests::daemons::journald::{Entry, Journald};
 use cip_update_agent_tests::scenarios::fleet::{CLIENT, Fleet, firmware};
 
@@ -126,4 +127,28 @@ async fn without_the_native_socket_stderr_gets_prefixed_lines_without_escapes() 
             .any(|l| l.starts_with("<6>") && l.contains("decided") && l.contains(&id)),
         "{log}"
     );
+}
+
+#[test]
+fn a_fatal_error_on_the_journal_stream_has_the_error_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = dir.path().join("err");
+    let file = fs::File::create(&err).unwrap();
+    let m = file.metadata().unwrap();
+    let out = agent_cmd()
+        .unwrap()
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .arg("run")
+        .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+        .env(
+            "CIP_UPDATE_AGENT_JOURNAL_SOCKET",
+            dir.path().join("no-journal.socket"),
+        )
+        .stderr(file)
+        .status()
+        .unwrap();
+    assert!(!out.success());
+    let log = fs::read_to_string(&err).unwrap();
+    assert!(log.starts_with("<3>error: "), "{log:?}");
 }

@@ -32,7 +32,7 @@ pub async fn main(config: &Config) -> u8 {
                 config.device.client_id = Some(id);
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::logging::fatal(e);
                 return exit::CONFIG;
             }
         }
@@ -43,7 +43,7 @@ pub async fn main(config: &Config) -> u8 {
     match crate::wiring::run(&config, interrupted()).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::logging::fatal(e);
             exit::CONFIG
         }
     }
