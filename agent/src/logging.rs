@@ -111,34 +111,30 @@ pub fn stderr_is_stream(journal_stream: &OsStr) -> bool {
     meta.is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
-/// Installs the global subscriber: `output` with `filter`.
+/// Installs the global subscriber: `output` with `filter`. (One subscriber type for all three
+/// outputs, the others `None`: each type would be compiled into the binary once more.)
 pub fn init(output: Output, filter: EnvFilter) {
-    let registry = tracing_subscriber::registry().with(filter);
-    match output {
-        Output::Journal(j) => registry.with(j).init(),
-        Output::SyslogText => registry.with(syslog_text()).init(),
-        Output::Text { ansi } => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .fmt_fields(escaped_fields())
-                    .with_ansi(ansi)
-                    .with_writer(io::stderr),
-            )
-            .init(),
-    }
-}
-
-fn syslog_text<S>() -> impl tracing_subscriber::Layer<S>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    tracing_subscriber::fmt::layer()
-        .fmt_fields(escaped_fields())
-        .event_format(SyslogPrefixed(
-            format::Format::default().without_time().with_ansi(false),
-        ))
-        .with_ansi(false)
-        .with_writer(io::stderr)
+    let (journal, text) = match output {
+        Output::Journal(j) => (Some(j), None),
+        Output::SyslogText => (None, Some((true, false))),
+        Output::Text { ansi } => (None, Some((false, ansi))),
+    };
+    let text = text.map(|(prefixed, ansi)| {
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(escaped_fields())
+            .event_format(Line {
+                prefixed,
+                timed: format::Format::default(),
+                untimed: format::Format::default().without_time(),
+            })
+            .with_ansi(ansi)
+            .with_writer(io::stderr)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(journal)
+        .with(text)
+        .init();
 }
 
 /// The client id for the `CLIENT_ID` field of every journal entry from now on; set once, by
@@ -175,14 +171,18 @@ pub fn priority(level: &Level) -> u8 {
     }
 }
 
-/// A text line with `<N>` before it: journald takes N for the line's priority (and strips it).
-struct SyslogPrefixed<F>(F);
+/// A text line: with a timestamp, or (`prefixed`) with `<N>` before it and none, journald
+/// taking N for the line's priority (and stripping it) and adding its own timestamp.
+struct Line {
+    prefixed: bool,
+    timed: format::Format,
+    untimed: format::Format<format::Full, ()>,
+}
 
-impl<S, N, F> FormatEvent<S, N> for SyslogPrefixed<F>
+impl<S, N> FormatEvent<S, N> for Line
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
-    F: FormatEvent<S, N>,
 {
     fn format_event(
         &self,
@@ -190,8 +190,11 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        if !self.prefixed {
+            return self.timed.format_event(ctx, writer, event);
+        }
         write!(writer, "<{}>", priority(event.metadata().level()))?;
-        self.0.format_event(ctx, writer.by_ref(), event)
+        self.untimed.format_event(ctx, writer.by_ref(), event)
     }
 }
 
