@@ -4,9 +4,10 @@
 //! for a journal stream without the native socket, coloured only for a person at a terminal.
 //!
 //! The native sender is written here rather than taken from `tracing-journald`: that crate
-//! sends to a fixed socket path (no test can read back what it sent), writes field values
-//! unredacted, and needs `unsafe` code of its own for memfds (not needed here: a value is cut
-//! instead, see [`VALUE_MAX`]).
+//! writes field values unredacted (a URL's credentials would reach the journal), prefixes and
+//! names fields its own way, sends to a fixed socket path (a test could read it back only
+//! inside a mount namespace), and carries `unsafe` code for memfds (not needed here: a value
+//! is cut instead, see [`VALUE_MAX`]).
 
 use std::ffi::OsStr;
 use std::fmt::{self, Write as _};
