@@ -14,6 +14,7 @@ pub mod device;
 pub mod faults;
 pub mod health;
 pub mod http;
+pub mod logging;
 pub mod mqtt;
 pub mod notify;
 pub mod onboard;

@@ -1,7 +1,6 @@
 //! `cip-update-agent`: parses the command line, sets up logging, loads the configuration and
 //! hands the subcommand to [`cli::dispatch`]; the subcommands are in `agent/src/cli/`.
 
-use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -10,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use cip_update_agent::cli::{self, Cli, exit};
 use cip_update_agent::config::{self, Config};
+use cip_update_agent::logging;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,22 +19,15 @@ fn main() -> ExitCode {
         1 => "info,swupdate=debug,cip_update_agent=debug",
         _ => "trace",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("CIP_UPDATE_AGENT_LOG").unwrap_or_else(|_| filter.into()),
-        )
-        .fmt_fields(escaped_fields())
-        // Colours only for a person at a terminal; journald and log files get plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_from_env("CIP_UPDATE_AGENT_LOG").unwrap_or_else(|_| filter.into());
+    logging::init(logging::Output::detect(), filter);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            logging::fatal(format_args!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -45,7 +38,7 @@ fn main() -> ExitCode {
     let config = match config {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            logging::fatal(e);
             return ExitCode::from(exit::CONFIG);
         }
     };
@@ -54,20 +47,4 @@ fn main() -> ExitCode {
     // hold the exit.
     rt.shutdown_background();
     ExitCode::from(code)
-}
-
-/// The log's field formatter: every value (the message too) with its control characters
-/// escaped, so that a job id or a URI from a server cannot forge a log line or drive a terminal,
-/// and every URL in it redacted, whichever module formatted it (a TUF fetch error, a reqwest
-/// error chain).
-fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
-    use tracing_subscriber::field::MakeExt as _;
-    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        let text = cip_update_agent::redact::message(&format!("{value:?}"));
-        match field.name() {
-            "message" => write!(w, "{text}"),
-            name => write!(w, "{name}={text}"),
-        }
-    })
-    .delimited(" ")
 }

@@ -32,15 +32,18 @@ pub async fn main(config: &Config) -> u8 {
                 config.device.client_id = Some(id);
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::logging::fatal(e);
                 return exit::CONFIG;
             }
         }
     }
+    if let Some(id) = &config.device.client_id {
+        crate::logging::set_client_id(id);
+    }
     match crate::wiring::run(&config, interrupted()).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::logging::fatal(e);
             exit::CONFIG
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod gnu_time;
+pub mod journald;
 pub mod mosquitto;
 pub mod swupdate;
 

@@ -169,8 +169,16 @@ impl Daemon {
         }
     }
 
-    /// Runs the decisions for one job until it has to wait.
-    async fn drive(&mut self, mut job: Job) -> Result<(), StepError> {
+    /// Runs the decisions for one job until it has to wait, in a span with the job's id: the
+    /// lines of the modules it calls (a download's, SWUpdate's) carry it too (`JOB_ID` in the
+    /// journal).
+    async fn drive(&mut self, job: Job) -> Result<(), StepError> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!("job", job = %job.id);
+        self.drive_job(job).instrument(span).await
+    }
+
+    async fn drive_job(&mut self, mut job: Job) -> Result<(), StepError> {
         for _ in 0..64 {
             crate::notify::beat();
             let Some(view) = view_of(&job) else {
