@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber, span};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
@@ -112,9 +112,19 @@ pub fn stderr_is_stream(journal_stream: &OsStr) -> bool {
     meta.is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
+/// The filter: `wanted` (e.g. `debug`, or `info,cip_update_agent=trace`: a level per target
+/// prefix) if it parses, else `default`. (`Targets`, not `EnvFilter`: no regex engine in the
+/// binary, about 0.3 MB; span and field filters are not needed on a device.)
+pub fn filter(wanted: Option<&str>, default: &str) -> Targets {
+    wanted
+        .and_then(|w| w.parse().ok())
+        .or_else(|| default.parse().ok())
+        .unwrap_or_default()
+}
+
 /// Installs the global subscriber: `output` with `filter`. (One subscriber type for all three
 /// outputs, the others `None`: each type would be compiled into the binary once more.)
-pub fn init(output: Output, filter: EnvFilter) {
+pub fn init(output: Output, filter: Targets) {
     let (journal, text) = match output {
         Output::Journal(j) => (Some(j), None),
         Output::SyslogText => (None, Some((true, false))),

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use cip_update_agent::cli::{self, Cli, exit};
 use cip_update_agent::config::{self, Config};
@@ -19,7 +18,10 @@ fn main() -> ExitCode {
         1 => "info,swupdate=debug,cip_update_agent=debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("CIP_UPDATE_AGENT_LOG").unwrap_or_else(|_| filter.into());
+    let filter = logging::filter(
+        std::env::var("CIP_UPDATE_AGENT_LOG").ok().as_deref(),
+        filter,
+    );
     logging::init(logging::Output::detect(), filter);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use cip_onboarding::keys;
 use cip_onboarding::northbound::North;
@@ -123,12 +125,18 @@ impl KeyArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // (A `Targets` filter, as the agent's: no regex engine in either binary.)
+    let filter: tracing_subscriber::filter::Targets = std::env::var("CIP_ONBOARDING_LOG")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CIP_ONBOARDING_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_max_level(tracing::Level::TRACE)
         .with_writer(std::io::stderr)
+        .finish()
+        .with(filter)
         .init();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
