@@ -14,7 +14,7 @@
 //! - [`validate`]: spec validation of requests (plain-text 400s);
 //! - [`routes`]: the HTTP routes and error formats;
 //! - [`events`]: job events and the SSE stream;
-//! - [`faults`] and [`control`]: fault injection and request counting.
+//! - [`faults`] and [`control`]: fault injection, request counting and an opt-in request log.
 //!
 //! The server runs on a thread of its own with its own Tokio runtime, so the
 //! handle works the same from synchronous and asynchronous tests, and
