@@ -20,7 +20,7 @@
 //!    job's creation, per minute.
 //!
 //! `FLEET_AGENT_BIN` runs another agent binary (e.g. a baseline build). Every process started
-//! here is killed when the bench ends, on error too.
+//! here is killed when the bench ends, on error, SIGINT or SIGTERM too.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -163,7 +163,18 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let started = Instant::now();
-    runtime.block_on(bench(&s))?;
+    // On SIGINT or SIGTERM the bench stops like on an error: what it started is dropped, so
+    // killed (the agents run in process groups of their own, which no terminal signal reaches).
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            r = bench(&s) => r,
+            _ = term.recv() => bail!("terminated"),
+            _ = int.recv() => bail!("interrupted"),
+        }
+    })?;
     println!(
         "\nbench wall time: {:.0} s",
         started.elapsed().as_secs_f64()
