@@ -251,7 +251,15 @@ async fn bench(s: &Settings) -> anyhow::Result<()> {
     let cpu1 = cpu_ticks(&fleet)?;
     let log = wfx.request_log();
     let window = t1 - t0;
-    let counts = counts_by_key(log.iter().filter(|r| r.at >= t0 && r.at < t1));
+    let mut counts = counts_by_key(log.iter().filter(|r| r.at >= t0 && r.at < t1));
+    // The kinds an idle agent may make, shown even when none came.
+    for key in [
+        "south GET /jobs",
+        "south GET /jobs/events",
+        "south PUT /jobs/{id}/status",
+    ] {
+        counts.entry(key.to_owned()).or_default();
+    }
     let scale = 3600.0 / window.as_secs_f64() / s.n as f64;
     println!(
         "\n== idle: {:.0} s, requests per device-hour by kind (count in the window)",
