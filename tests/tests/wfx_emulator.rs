@@ -931,6 +931,25 @@ async fn fault_injection_hooks() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     assert_eq!(counts, expected);
+
+    // The request log (opt-in): arrival order, route, path and query as sent.
+    assert!(emu.request_log().is_empty(), "no log unless asked for");
+    emu.log_requests();
+    get(&format!("{s}/jobs?clientId=f1")).await.assert_json(200);
+    get(&format!("{s}/jobs/{id}")).await.assert_json(200);
+    let log = emu.request_log();
+    let seen: Vec<(String, &str)> = log.iter().map(|r| (r.key(), r.uri.as_str())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("south GET /jobs".to_owned(), "/api/wfx/v1/jobs?clientId=f1"),
+            (
+                "south GET /jobs/{id}".to_owned(),
+                &*format!("/api/wfx/v1/jobs/{id}")
+            ),
+        ]
+    );
+    assert!(log[0].at <= log[1].at);
     // The hooks are not reachable through the wfx routes.
     get(&format!("{s}/fail-next")).await.assert_plain(404);
 }

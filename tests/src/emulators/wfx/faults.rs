@@ -4,10 +4,15 @@
 //! tests reach them through the [`super::WfxEmulator`] handle (or the
 //! binary's separate control port). They act in a middleware that sees
 //! every request of both listeners before routing.
+//!
+//! Besides the counts, an opt-in log of every request (arrival time, listener, method, route and
+//! the path with its query) lets a bench time what a fleet of agents does, per job and per
+//! client ([`Faults::log_requests`]).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -29,6 +34,27 @@ pub struct Faults {
     /// `"south GET /jobs/{id}"`; unrouted requests count as `<route>` =
     /// `"(unmatched)"`.
     counts: Mutex<BTreeMap<String, u64>>,
+    /// Every request since [`Faults::log_requests`], if called (None: no log is kept).
+    log: Mutex<Option<Vec<LoggedRequest>>>,
+}
+
+/// One request of the log, as it arrived (before routing and fault injection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub at: Instant,
+    pub side: Side,
+    pub method: String,
+    /// The matched route without the base path, e.g. `/jobs/{id}/status` (or `(unmatched)`).
+    pub route: String,
+    /// The request's path and query as sent, e.g. `/api/wfx/v1/jobs/events?clientIds=d1`.
+    pub uri: String,
+}
+
+impl LoggedRequest {
+    /// `"<side> <METHOD> <route>"`, the key of the request counts.
+    pub fn key(&self) -> String {
+        format!("{} {} {}", self.side.name(), self.method, self.route)
+    }
 }
 
 impl Faults {
@@ -61,6 +87,26 @@ impl Faults {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+
+    /// Starts (or restarts, empty) the request log.
+    pub fn log_requests(&self) {
+        *self.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// The requests logged since [`Faults::log_requests`] (empty if it was not called).
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+
+    fn record(&self, entry: LoggedRequest) {
+        if let Some(log) = self.log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            log.push(entry);
+        }
     }
 
     /// Decrements the 503 budget; true if this request must fail.
@@ -96,8 +142,19 @@ pub async fn middleware(
                 .to_owned()
         })
         .unwrap_or_else(|| "(unmatched)".to_owned());
-    faults.count(format!("{} {} {route}", side.name(), req.method()));
-    let refused = route == "/jobs/events" && faults.refuse_events.load(Ordering::SeqCst);
+    let entry = LoggedRequest {
+        at: Instant::now(),
+        side,
+        method: req.method().to_string(),
+        route,
+        uri: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned()),
+    };
+    let refused = entry.route == "/jobs/events" && faults.refuse_events.load(Ordering::SeqCst);
+    faults.count(entry.key());
+    faults.record(entry);
     if refused || faults.take_failure() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -14,7 +14,7 @@
 //! - [`validate`]: spec validation of requests (plain-text 400s);
 //! - [`routes`]: the HTTP routes and error formats;
 //! - [`events`]: job events and the SSE stream;
-//! - [`faults`] and [`control`]: fault injection and request counting.
+//! - [`faults`] and [`control`]: fault injection, request counting and an opt-in request log.
 //!
 //! The server runs on a thread of its own with its own Tokio runtime, so the
 //! handle works the same from synchronous and asynchronous tests, and
@@ -78,6 +78,8 @@ pub struct Options {
     pub control_port: Option<u16>,
     /// Interval of the `: keepalive` comments on event streams (wfx: 30 s).
     pub keepalive: Duration,
+    /// Keep a log of every request from the start (see [`WfxEmulator::log_requests`]).
+    pub log_requests: bool,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
             north_port: 0,
             control_port: None,
             keepalive: Duration::from_secs(30),
+            log_requests: false,
         }
     }
 }
@@ -131,6 +134,9 @@ impl WfxEmulator {
 
         let hub = Arc::new(EventHub::new(opts.keepalive));
         let faults = Arc::new(Faults::default());
+        if opts.log_requests {
+            faults.log_requests();
+        }
         let store = Arc::new(Store::new(workflows, hub.clone()));
         let state = |side| routes::AppState {
             side,
@@ -245,6 +251,17 @@ impl WfxEmulator {
 
     pub fn reset_request_counts(&self) {
         self.faults.reset_request_counts();
+    }
+
+    /// Starts (or restarts, empty) a log of every request, with its arrival time: for benches
+    /// that time what happens per job or per client. Off by default (it only grows).
+    pub fn log_requests(&self) {
+        self.faults.log_requests();
+    }
+
+    /// The requests logged since [`WfxEmulator::log_requests`].
+    pub fn request_log(&self) -> Vec<faults::LoggedRequest> {
+        self.faults.request_log()
     }
 
     /// Direct access to the state, e.g. to inspect a job without a request
