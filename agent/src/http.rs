@@ -365,6 +365,20 @@ mod tests {
 
     use futures_util::stream;
 
+    #[test]
+    fn which_answers_are_worth_a_later_try() {
+        for s in [408, 429, 500, 502, 503, 504, 599] {
+            assert!(status_is_transient(s), "{s}");
+        }
+        // Answers about the artifact (or a redirect loop) are final.
+        for s in [200, 301, 400, 401, 403, 404, 410, 416, 600] {
+            assert!(!status_is_transient(s), "{s}");
+        }
+        assert!(TransferError::Unreachable("refused".into()).is_transient());
+        assert!(!TransferError::Network("reset".into()).is_transient());
+        assert!(!TransferError::Headers(Duration::from_secs(1)).is_transient());
+    }
+
     fn limits(window_secs: u64, min: u64) -> Limits {
         Limits {
             headers: Duration::from_secs(5),

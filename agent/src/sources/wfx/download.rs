@@ -448,6 +448,15 @@ pub(super) async fn write_staged(image: Opened, path: &std::path::Path) -> Resul
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_full_disk_is_waited_for_other_file_errors_are_final() {
+        let full = Stopped::io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(full.waiting, Some(Waiting::Disk));
+        let denied = Stopped::io(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(denied.waiting, None);
+        assert_eq!(Stopped::from("bad".to_owned()).waiting, None);
+    }
+
     fn digest(id: &str) -> String {
         JobId::parse(id).unwrap().digest()
     }
