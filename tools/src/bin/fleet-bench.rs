@@ -206,7 +206,7 @@ async fn bench(s: &Settings) -> anyhow::Result<()> {
     let artifacts = Artifacts::start()?;
     let mut wfx = start_wfx(0, 0)?;
     let (south_port, north_port) = (port_of(&wfx.south_url())?, port_of(&wfx.north_url())?);
-    let http = reqwest::Client::new();
+    let http = cip_update_agent::http::default_client();
     let clk_tck = clock_ticks();
 
     println!("agent binary: {}", s.agent.display());
