@@ -237,7 +237,7 @@ pub enum ProgressError {
         expected: usize,
     },
     #[error(
-        "the daemon speaks the {seen} progress wire but `wire = \"{configured}\"` is configured; set it to \"{seen}\" or \"auto\""
+        "the daemon speaks the {seen} progress wire but `wire = \"{configured}\"` is configured; set `wire` to the daemon's release or \"auto\""
     )]
     /// The daemon speaks another variant than the configured one.
     Mismatch {

@@ -4,6 +4,7 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
+use cip_update_agent_tests::daemons::swupdate::installation;
 use cip_update_agent_tests::emulators::wfx::{Options, WfxEmulator};
 use cip_update_agent_tests::fixtures::swu::BuiltSwu;
 use cip_update_agent_tests::scenarios::fleet::{CLIENT, Fleet, firmware, installed};
@@ -47,7 +48,8 @@ async fn a_bad_artifact_ends_terminated_with_swupdates_reason() {
     let j = f.wait_for(&id, &["ACTIVATED", "TERMINATED"]).await;
     assert_eq!(j["status"]["state"], "TERMINATED", "{j:#}");
     let msg = j["status"]["message"].as_str().unwrap();
-    assert!(msg.contains("HASH mismatch"), "{msg}");
+    let reason = installation().release.hash_mismatch_reason();
+    assert!(msg.contains(reason), "{reason}: {msg}");
     let ctx = j["status"]["context"]["swupdate"].as_array().unwrap();
     assert!(!ctx.is_empty(), "SWUpdate's log lines in the context");
     assert!(fs::read(&swu.images[0].target).unwrap().is_empty());
@@ -488,7 +490,7 @@ async fn mqtt_state_follows_a_whole_update() {
             .filter(|m| m.topic == topic("inventory"))
             .filter_map(|m| m.json())
             .next_back()
-            .is_some_and(|i| i["swupdate_wire"] == "2022.12")
+            .is_some_and(|i| i["swupdate_wire"] == installation().release.wire())
     })
     .await;
 }

@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use cip_update_agent_tests::daemons::nginx::Nginx;
-use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon, run_standalone};
+use cip_update_agent_tests::daemons::swupdate::{
+    DaemonOptions, SwupdateDaemon, installation, run_standalone,
+};
 use cip_update_agent_tests::fixtures::pki::TestCert;
 use cip_update_agent_tests::fixtures::swu::{
     Image, SwuBuilder, random_bytes, sha256_hex, write_random_file,
@@ -76,7 +78,8 @@ fn wrong_sha256_is_not_installed() {
         "target written; log:\n{}",
         run.log
     );
-    assert!(run.log.contains("HASH mismatch"), "log:\n{}", run.log);
+    let reason = installation().release.hash_mismatch_reason();
+    assert!(run.log.contains(reason), "{reason}; log:\n{}", run.log);
 
     // With `installed-directly`, SWUpdate streams the image into the
     // handler and only compares the hash at the end: the install is
@@ -92,7 +95,8 @@ fn wrong_sha256_is_not_installed() {
         .expect("build .swu");
     let run = run_standalone(&DaemonOptions::new(&cert), &swu.path).expect("run swupdate -i");
     assert!(!run.reports_success(), "log:\n{}", run.log);
-    assert!(run.log.contains("HASH mismatch"), "log:\n{}", run.log);
+    let reason = installation().release.hash_mismatch_reason();
+    assert!(run.log.contains(reason), "{reason}; log:\n{}", run.log);
 }
 
 #[test]

@@ -16,9 +16,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cip_update_agent_tests::daemons::swupdate::{DaemonOptions, SwupdateDaemon};
+use cip_update_agent_tests::fixtures::aes::AesKey;
 use cip_update_agent_tests::fixtures::swu::BuiltSwu;
+use cip_update_agent_tests::fixtures::swu::{Image, SwuBuilder, random_bytes};
 use cip_update_agent_tests::fixtures::tuf::{IMAGE, TufRepo};
-use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet, PHASED};
+use cip_update_agent_tests::scenarios::fleet::{DIRECT, Fleet, FleetBuilder, PHASED};
 use serde_json::{Value, json};
 
 /// What SWUpdate logs when an install request arrives on its control socket (and nothing else
@@ -35,9 +37,13 @@ cip_update_agent_tests::deref_to_fleet!(TufFleet);
 
 impl TufFleet {
     fn new() -> TufFleet {
+        TufFleet::from(Fleet::builder())
+    }
+
+    fn from(builder: FleetBuilder) -> TufFleet {
         // SWUpdate is told `board:1.0` (DaemonOptions' default); the agent reads the same
         // from its hwrevision file ("board revision").
-        let (mut f, repo) = Fleet::with_tuf_repo();
+        let (mut f, repo) = Fleet::with_tuf_repo_from(builder);
         f.config.progress_interval = None;
         TufFleet { f, repo }
     }
@@ -145,6 +151,32 @@ async fn a_trusted_artifact_is_activated() {
     let f = a_trusted_artifact_in(DIRECT).await;
     let log = f.swupdate().log();
     assert!(log.contains(SWUPDATE_INSTALL_MARKER) && log.contains("SWUPDATE successful"));
+}
+
+/// An encrypted `.swu` (AES, `encrypted = true;`): TUF checks the encrypted file as served,
+/// SWUpdate decrypts it with its `-K` key, the target gets the plain image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_swu_is_verified_by_tuf_and_installed() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = AesKey::from_seed("fleet");
+    let key_file = keys.path().join("aes.key");
+    key.write_key_file(&key_file).unwrap();
+    let mut f = TufFleet::from(
+        Fleet::builder()
+            .swupdate_arg("-K")
+            .swupdate_arg(key_file.to_str().unwrap()),
+    );
+    let data = random_bytes(50_000, 41);
+    let swu = SwuBuilder::new()
+        .image(Image::raw("rootfs.img", data.clone(), f.path("enc.target")).encrypted(&key))
+        .build(&f.cert, &f.path("enc.swu"))
+        .unwrap();
+    let bytes = fs::read(&swu.path).unwrap();
+    let url = f.publish(IMAGE, &bytes, &bytes, custom("1.0"));
+    let j = f.run_image_job(DIRECT, &url).await;
+    f.assert_state(&j, "ACTIVATED");
+    assert_eq!(fs::read(f.path("enc.target")).unwrap(), data);
+    assert_eq!(f.fetches(&url), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,8 @@
 //! daemon is verbose (`-v`) and its stdout and stderr go to a log file that
 //! tests read back in assertions and failure messages.
 //!
+//! The release run is [`installation`]'s: `CIP_TEST_SWUPDATE` (see [`crate::daemons::swupdate_release`]).
+//!
 //! Its working directory is its own directory too: SWUpdate's Lua loader
 //! looks for `./swupdate_handlers.lua`, and no stray file should change
 //! what a test sees.
@@ -20,6 +22,7 @@ use anyhow::{Context as _, bail};
 use tempfile::TempDir;
 
 use crate::daemons::process::{DEFAULT_GRACE, GroupChild};
+pub use crate::daemons::swupdate_release::{Release, installation};
 use crate::fixtures::pki::TestCert;
 
 /// Name of the control socket (install requests) in `$TMPDIR`.
@@ -94,13 +97,24 @@ impl DaemonOptions {
                     .arg("trace=read,write,recvmsg,sendmsg,sendto,recvfrom,accept,accept4,close,connect,futex")
                     .arg("-o")
                     .arg(keep.join(format!("{}.strace", instance_name(dir))))
-                    .arg("swupdate");
+                    .args(installation().argv("swupdate", tmpdir))
+                    .envs(
+                        installation()
+                            .command("swupdate", tmpdir)
+                            .get_envs()
+                            .filter_map(|(k, v)| Some((k, v?))),
+                    );
                 c
             }
-            None => Command::new("swupdate"),
+            None => installation().command("swupdate", tmpdir),
         };
-        cmd.arg("-v")
-            .arg("-k")
+        cmd.arg("-v");
+        // 2025.12 on registers several signature providers and picks a raw RSA key by default;
+        // the test images are CMS-signed (as CIP's are), so name that provider.
+        if installation().release == Release::V2026_05 {
+            cmd.arg("--digest-provider").arg("opensslCMS");
+        }
+        cmd.arg("-k")
             .arg(&self.cert)
             .arg("-H")
             .arg(&self.hwrevision);
@@ -283,7 +297,7 @@ impl SwupdateDaemon {
                 .unwrap_or_default()
         ));
         let out_file = File::create(&out).with_context(|| format!("creating {}", out.display()))?;
-        let mut cmd = Command::new("swupdate-client");
+        let mut cmd = installation().command("swupdate-client", &self.dir.tmpdir);
         cmd.arg("-v");
         if dry_run {
             cmd.arg("-d");

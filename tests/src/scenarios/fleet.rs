@@ -178,8 +178,13 @@ impl Fleet {
     /// from its hwrevision file: the start of the tests of `run` with `[tuf]`, which add the
     /// targets and the `[tuf]` section they need.
     pub fn with_tuf_repo() -> (Fleet, TufRepo) {
+        Fleet::with_tuf_repo_from(Fleet::builder())
+    }
+
+    /// [`Fleet::with_tuf_repo`] from a builder with more settings (e.g. SWUpdate's arguments).
+    pub fn with_tuf_repo_from(builder: FleetBuilder) -> (Fleet, TufRepo) {
         let repo = TufRepo::rs_tuf(4).unwrap();
-        let mut f = Fleet::builder().serve(&repo.www()).start();
+        let mut f = builder.serve(&repo.www()).start();
         fs::write(f.path("hwrevision"), "board 1.0\n").unwrap();
         f.config.device = format!("hwrevision_file = {:?}\n", f.path("hwrevision"));
         (f, repo)
