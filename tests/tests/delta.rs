@@ -805,13 +805,17 @@ const ZCKFILE_TARGET: &str = "qemu-amd64/rootfs-1.5.img.zck";
 /// which names the zchunk file `rootfs.img.zck` (a target too: a stand-in, no handler here
 /// fetches it); the full .swu's URL and the URL the TUF repository gives the zchunk file.
 fn publish_native(f: &DeltaFleet, delta: &[u8]) -> (String, String) {
+    publish_native_with(f, delta, b"the zchunk file of rootfs.img")
+}
+
+/// [`publish_native`] with the zchunk file's bytes.
+fn publish_native_with(f: &DeltaFleet, delta: &[u8], zck: &[u8]) -> (String, String) {
     let swu = fs::read(&f.new_swu).unwrap();
-    let zck = b"the zchunk file of rootfs.img".to_vec();
     let r = f
         .repo
         .ops(json!([
-            {"op": "add_target", "path": ZCKFILE_TARGET, "data_hex": hex::encode(&zck),
-             "served_hex": hex::encode(&zck), "custom": {}},
+            {"op": "add_target", "path": ZCKFILE_TARGET, "data_hex": hex::encode(zck),
+             "served_hex": hex::encode(zck), "custom": {}},
             {"op": "add_target", "path": IMAGE, "data_hex": hex::encode(&swu),
              "served_hex": hex::encode(&swu),
              "custom": {"version": "1.5", "hardware": ["1.0"], "deltas": {"1.4": NATIVE}}},
@@ -902,36 +906,35 @@ async fn set_delta_url_points_a_native_deltas_zckfile_at_the_tuf_mirror_on_2025_
     assert!(zck_url.contains("rootfs-1.5.img.zck"), "{zck_url}");
 }
 
-/// `swupdate.wire = "auto"` on a 2025.12 daemon, first install of the process: the wire shows
-/// in the START frame after REQ_INSTALL; SET_DELTA_URL goes out then, before the image ends
-/// (the agent holds the end back until the daemon answered).
+/// `swupdate.wire = "auto"` on a 2025.12 daemon, first install of the process (no frame seen
+/// yet): SET_DELTA_URL goes out before REQ_INSTALL all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_auto_set_delta_url_goes_out_during_the_install_before_the_image_ends() {
+async fn with_auto_set_delta_url_goes_out_before_the_first_install() {
     let (_, zck_url, msgs) = native_delta_on_replayed("2025.12", "auto").await;
     let types: Vec<u32> = msgs.iter().map(|m| msg_type(m)).collect();
     eprintln!("control messages: {types:?}");
     let (set, filename, url) = the_set_delta_url(&msgs);
     let install = types.iter().position(|&t| t == 0).expect("a REQ_INSTALL");
-    let end = types
-        .iter()
-        .position(|&t| t == END)
-        .expect("the image's end");
-    assert!(install < set && set < end, "{types:?}");
+    assert!(set < install, "{types:?}");
     assert_eq!(
         (filename.as_str(), url.as_str()),
         ("rootfs.img.zck", zck_url.as_str())
     );
 }
 
-/// A 2022.12 daemon gets no type 15, configured as such or seen by `auto` in its frames.
+/// A 2022.12 daemon configured as such gets no type 15; with `auto` and no frame seen yet it is
+/// asked, NACKs, and the native delta is installed all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_set_delta_url_goes_to_a_2022_12_daemon() {
-    for wire in ["2022.12", "auto"] {
-        let (_, _, msgs) = native_delta_on_replayed("2022.12", wire).await;
-        let types: Vec<u32> = msgs.iter().map(|m| msg_type(m)).collect();
-        assert!(types.contains(&0), "{wire}: {types:?}");
-        assert!(!types.contains(&15), "{wire}: {types:?}");
-    }
+async fn a_2022_12_daemon_gets_no_set_delta_url_or_refuses_it() {
+    let (_, _, msgs) = native_delta_on_replayed("2022.12", "2022.12").await;
+    let types: Vec<u32> = msgs.iter().map(|m| msg_type(m)).collect();
+    assert!(types.contains(&0), "{types:?}");
+    assert!(!types.contains(&15), "{types:?}");
+    let (j, _, msgs) = native_delta_on_replayed("2022.12", "auto").await;
+    let types: Vec<u32> = msgs.iter().map(|m| msg_type(m)).collect();
+    assert_eq!(types.iter().filter(|&&t| t == 15).count(), 1, "{types:?}");
+    assert!(types.contains(&0), "{types:?}");
+    assert_eq!(j["status"]["state"], "ACTIVATED");
 }
 
 /// What SWUpdate's log says of its installs: (failed, successful). A failure ends with
@@ -1141,4 +1144,155 @@ async fn tuf_only_mode_installs_by_delta() {
         f.agent_log()
     );
     assert!(f.path("state/delta/previous.swu").exists());
+}
+
+/// The header of a zchunk file, as SWUpdate's documentation extracts it (`zck_read_header -v`'s
+/// "Header size", then the file's first that many bytes).
+fn zck_header(zck: &Path) -> Vec<u8> {
+    let out = std::process::Command::new("zck_read_header")
+        .arg("-v")
+        .arg(zck)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let size: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Header size:"))
+        .unwrap_or_else(|| panic!("zck_read_header -v said: {text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    fs::read(zck).unwrap()[..size].to_vec()
+}
+
+/// SWUpdate's own zchunk `delta` handler, live: a native delta `.swu` holding only the zchunk
+/// header of the new image, `url = "dynamic"` and `zckfile = "rootfs.img.zck"`. The agent finds
+/// the `.zck`'s URL in the TUF metadata and sends it with SET_DELTA_URL; the 2026.05.1 daemon
+/// chunks the running slot, fetches only the missing chunks from nginx (Range requests) and
+/// writes the new image byte for byte. The bytes fetched are set beside `zck_delta_size` and
+/// beside the agent's own zchunk rebuild of the `.swu` on the same pair. Older daemons know no
+/// SET_DELTA_URL: their handler fails the native delta, and the agent installs the full image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swupdates_own_delta_handler_gets_the_zck_url_from_the_agent() {
+    use cip_update_agent_tests::daemons::swupdate::installation;
+    use cip_update_agent_tests::fixtures::swu::sha256_hex;
+    let release = installation().release;
+    let mut f = DeltaFleet::new(3);
+    let (old, new) = image_pair(IMAGE_LEN, 3, 11);
+    assert_eq!(new, f.new_image);
+    // The running slot (the handler's `source`), and the new image's zchunk file.
+    let slot = f.path("slot-a.img");
+    fs::write(&slot, &old).unwrap();
+    fs::write(f.path("old.img"), &old).unwrap();
+    fs::write(f.path("new.img"), &new).unwrap();
+    zck(&f.path("old.img"), &f.path("old.img.zck")).unwrap();
+    zck(&f.path("new.img"), &f.path("new.img.zck")).unwrap();
+    let header = zck_header(&f.path("new.img.zck"));
+    let description = format!(
+        r#"software =
+{{
+	version = "1.5-from-1.4";
+	hardware-compatibility = [ "1.0" ];
+	images: (
+		{{
+			filename = "rootfs.img.zck.header";
+			type = "delta";
+			device = {target:?};
+			sha256 = "{sha}";
+			properties: {{
+				url = "dynamic";
+				zckfile = "rootfs.img.zck";
+				chain = "raw";
+				source = {slot:?};
+				zckloglevel = "info";
+			}};
+		}}
+	);
+}}
+"#,
+        target = f.target,
+        sha = sha256_hex(&header),
+    );
+    let delta_swu = f.path("native.swu");
+    SwuBuilder::new()
+        .custom_sw_description(description)
+        .image(Image::raw(
+            "rootfs.img.zck.header",
+            header.clone(),
+            f.target.clone(),
+        ))
+        .build(&f.cert, &delta_swu)
+        .unwrap();
+    let delta = fs::read(&delta_swu).unwrap();
+    let zck_bytes = fs::read(f.path("new.img.zck")).unwrap();
+    let (url, zck_url) = publish_native_with(&f, &delta, &zck_bytes);
+    let targets = f.nginx().url("targets");
+    f.f.config.extra = f.tuf_and_delta(&targets, "", "");
+    f.f.start_agent_with("run", &[("CIP_UPDATE_AGENT_LOG", "info")]);
+    let id = f.dau_job(&url).await;
+    let j = f.finished(&id).await;
+    f.assert_new_image_installed(&j);
+    let log = f.nginx().access_log();
+    let zck_name = zck_url.rsplit('/').next().unwrap();
+    let (zck_requests, zck_fetched) = served(&log, zck_name);
+    let (full_requests, _) = served(&log, "cip-core-1.5.swu");
+    let daemon_log = f.swupdate().log();
+    let handler_lines: Vec<&str> = daemon_log
+        .lines()
+        .filter(|l| l.contains("delta") || l.contains("zck") || l.contains("chunk"))
+        .collect();
+    if !release.has_delta_url() {
+        // No SET_DELTA_URL: the handler has no URL, the native delta fails, the full image goes in.
+        assert_eq!(zck_requests, 0, "{log}");
+        assert_eq!(full_requests, 1, "{log}");
+        assert_any_message(&j, |m| m.contains("SWUpdate-native delta"));
+        return;
+    }
+    assert_eq!(
+        full_requests,
+        0,
+        "the full image was not fetched: {log}\n{j:#}\nSWUpdate:\n{}\nagent:\n{}",
+        handler_lines.join("\n"),
+        f.agent_log()
+    );
+    assert!(zck_requests >= 1, "{log}");
+    let (reference, zck_len) =
+        zck_delta_size(&f.path("old.img.zck"), &f.path("new.img.zck")).unwrap();
+    // The agent's own rebuild of the .swu from the previous .swu, same image pair.
+    let own = f.repo.www().join("own");
+    fs::create_dir_all(&own).unwrap();
+    fs::copy(&f.new_zck, own.join("new.swu.zck")).unwrap();
+    let before = f.nginx().access_log().len();
+    let prepared = prepare_only(
+        &f.nginx().url(&format!("own/{}", "new.swu.zck")),
+        &f.new_zck,
+        &f.new_swu,
+        &f.old_swu,
+        &f.path("own-state"),
+        150,
+    )
+    .await;
+    let own_log = f.nginx().access_log()[before..].to_owned();
+    let (own_requests, own_fetched) = served(&own_log, "new.swu.zck");
+    eprintln!(
+        "SWUpdate {} delta handler: {zck_requests} requests, {zck_fetched} bytes of the {zck_len}-byte \
+         .zck (zck_delta_size: would download {reference}); the agent's own rebuild of the .swu: \
+         {own_requests} requests, {own_fetched} bytes ({})\nnginx:\n{}\nSWUpdate's delta \
+         handler:\n{}",
+        installation().package_version,
+        prepared.as_ref().map(|_| "rebuilt").unwrap_or("failed"),
+        log.lines()
+            .filter(|l| l.contains(zck_name))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        handler_lines.join("\n")
+    );
+    assert!(
+        zck_fetched < zck_len / 4,
+        "only the missing chunks: {zck_fetched} of {zck_len}"
+    );
+    assert!(
+        zck_fetched <= reference + (header.len() as u64) + 64 * 1024,
+        "about what zck_delta_size says ({reference}): {zck_fetched}"
+    );
 }

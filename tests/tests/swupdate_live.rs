@@ -217,3 +217,38 @@ async fn an_abort_before_the_commit_fails_the_install() {
         let _ = rig.daemon.log();
     }
 }
+
+/// `auto` learns the wire from the frames of an install still being streamed (the agent needs it
+/// then: SET_DELTA_URL must reach a 2025.12+ daemon before its delta handler runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_knows_the_wire_before_the_stream_ends() {
+    let rig = Rig::new(WireSetting::Auto);
+    let (swu, datas) = rig.swu("early", 100_000, false);
+    let bytes = fs::read(&swu.path).unwrap();
+    let mut inst = rig
+        .client
+        .start_install(&InstallRequest::default())
+        .await
+        .unwrap();
+    let mut progress = inst.take_progress().unwrap();
+    inst.write(&bytes[..bytes.len() - 1]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while rig.client.known_wire().is_none() && tokio::time::Instant::now() < deadline {
+        while let Ok(m) = progress.try_recv() {
+            seen.push(m.status);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        rig.client.known_wire().map(|w| w.to_string()).as_deref(),
+        Some(installation().release.wire()),
+        "frames seen while streaming: {seen:?}\n{}",
+        rig.daemon.log()
+    );
+    inst.write(&bytes[bytes.len() - 1..]).await.unwrap();
+    inst.commit().await.unwrap();
+    let v = inst.finish().await.unwrap();
+    assert_eq!(v.status, RecoveryStatus::Success, "{v:#?}");
+    assert_eq!(targets(&swu), datas);
+}

@@ -4,13 +4,7 @@
 //! what a delta failure before the install leads to. And, for a native delta on SWUpdate
 //! 2025.12+, pointing the delta handler at the chunk URLs taken from the TUF repository.
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
-
-use tokio::io::{AsyncRead, ReadBuf};
 
 use serde_json::Value;
 
@@ -227,68 +221,22 @@ fn swupdate_failed(result: &Result<InstallOutcome, InstallError>) -> Option<Stri
     }
 }
 
-/// Whether SET_DELTA_URL may be sent to a daemon of this wire (2025.12 on; older ones NACK the
-/// type).
-pub fn takes_delta_urls(wire: Option<Wire>) -> bool {
-    wire.is_some_and(|w| w >= Wire::V2025_12)
-}
-
-/// How long `auto` waits, during a native delta's install, for the first frames that tell the
-/// daemon's wire (SWUpdate sends START right after the ACK).
-const WIRE_WAIT: Duration = Duration::from_secs(5);
-
-/// For a native delta's install: on SWUpdate 2025.12+ each of its zchunk files gets its chunk
-/// URL from the TUF repository (SET_DELTA_URL, kept by the daemon until that install ends).
-/// Sent before the install when the wire is known (configured, or seen by `auto` earlier);
-/// else (`auto`, nothing seen yet: every first install after a boot) as soon as this install's
-/// first frames tell the wire, while the end of the image is held back: SWUpdate runs the delta
-/// handler only once the whole `.swu` is in, so the URL is always there first. On an older daemon
-/// nothing is sent and the handler uses the `url` of its sw-description. A refusal is logged;
-/// the install goes on (its handler then says why). Returns the image's reader.
-pub async fn point_chunk_urls(
-    sw: &Swupdate,
-    chunk_urls: Vec<(String, String)>,
-    reader: Pin<Box<dyn AsyncRead + Send>>,
-) -> Pin<Box<dyn AsyncRead + Send>> {
-    if chunk_urls.is_empty() {
-        return reader;
-    }
-    if let Some(w) = sw.known_wire() {
-        send_chunk_urls(sw, Some(w), &chunk_urls).await;
-        return reader;
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let sw = sw.clone();
-    tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + WIRE_WAIT;
-        let wire = loop {
-            match sw.known_wire() {
-                Some(w) => break Some(w),
-                None if tokio::time::Instant::now() >= deadline => break None,
-                None => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        };
-        send_chunk_urls(&sw, wire, &chunk_urls).await;
-        let _ = tx.send(());
-    });
-    Box::pin(GateReader {
-        inner: reader,
-        inner_done: false,
-        gate: Some(rx),
-    })
-}
-
-async fn send_chunk_urls(sw: &Swupdate, wire: Option<Wire>, chunk_urls: &[(String, String)]) {
-    if !takes_delta_urls(wire) {
-        let why = match wire {
-            Some(w) => format!("SWUpdate's wire is {w}"),
-            None => {
-                "SWUpdate's release is not known (swupdate.wire = \"auto\" saw no frame)".to_owned()
-            }
-        };
+/// For a native delta's install: each of its zchunk files gets its chunk URL from the TUF
+/// repository (SET_DELTA_URL, 2025.12+; the daemon keeps it until that install ends), sent
+/// before the install. With the wire known (configured, or seen by `auto` in an earlier
+/// install) an older daemon is not asked. With `auto` and nothing seen yet (every first install
+/// after a start) the daemon is asked anyway: an older one NACKs the type and goes on. (The
+/// frames of this install cannot tell the wire in time: the live 2026.05.1 daemon sends its
+/// first progress frame only once it has read sw-description, which the agent's held-back tail
+/// of a small `.swu` may not have reached.) A refusal is logged; the install goes on, and its
+/// handler says why when it has no URL.
+pub async fn point_chunk_urls(sw: &Swupdate, chunk_urls: &[(String, String)]) {
+    let wire = sw.known_wire();
+    if !asks_for_delta_urls(wire) {
         for (zckfile, _) in chunk_urls {
             tracing::info!(
-                "{why}: SET_DELTA_URL (2025.12+) not sent for {zckfile}; its delta handler uses the url of its sw-description"
+                "SWUpdate's wire is {}: SET_DELTA_URL (2025.12+) not sent for {zckfile}; its delta handler uses the url of its sw-description",
+                wire.map(|w| w.to_string()).unwrap_or_default()
             );
         }
         return;
@@ -296,39 +244,18 @@ async fn send_chunk_urls(sw: &Swupdate, wire: Option<Wire>, chunk_urls: &[(Strin
     for (zckfile, url) in chunk_urls {
         match sw.set_delta_url(zckfile, url).await {
             Ok(()) => tracing::info!("SET_DELTA_URL {zckfile} -> {url}"),
+            Err(cip_swupdate::client::ClientError::Refused(_)) if wire.is_none() => tracing::info!(
+                "SWUpdate refused SET_DELTA_URL for {zckfile}: a release before 2025.12; its delta handler uses the url of its sw-description"
+            ),
             Err(e) => tracing::warn!("SET_DELTA_URL {zckfile}: {e}"),
         }
     }
 }
 
-/// Holds the end of a stream until `gate` opens (or its sender is gone).
-struct GateReader {
-    inner: Pin<Box<dyn AsyncRead + Send>>,
-    inner_done: bool,
-    gate: Option<tokio::sync::oneshot::Receiver<()>>,
-}
-
-impl AsyncRead for GateReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.inner_done {
-            let before = buf.filled().len();
-            match self.inner.as_mut().poll_read(cx, buf) {
-                Poll::Ready(Ok(())) if buf.filled().len() == before => self.inner_done = true,
-                other => return other,
-            }
-        }
-        if let Some(g) = self.gate.as_mut() {
-            if Pin::new(g).poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            self.gate = None;
-        }
-        Poll::Ready(Ok(()))
-    }
+/// Whether to send SET_DELTA_URL: to a 2025.12+ daemon, and to one whose release is not known
+/// yet (an older one NACKs it).
+fn asks_for_delta_urls(wire: Option<Wire>) -> bool {
+    wire.is_none_or(|w| w >= Wire::V2025_12)
 }
 
 #[cfg(test)]
@@ -351,31 +278,12 @@ mod tests {
         assert!(zckfiles(&Value::Null).is_empty());
     }
 
-    /// The stream's end waits for the gate; its bytes do not.
-    #[tokio::test]
-    async fn the_gate_holds_the_end_of_the_stream() {
-        use tokio::io::AsyncReadExt;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut r = GateReader {
-            inner: Box::pin(&b"abc"[..]),
-            inner_done: false,
-            gate: Some(rx),
-        };
-        let mut buf = [0u8; 8];
-        assert_eq!(r.read(&mut buf).await.unwrap(), 3);
-        let held = tokio::time::timeout(Duration::from_millis(50), r.read(&mut buf)).await;
-        assert!(held.is_err(), "EOF before the gate opened");
-        tx.send(()).unwrap();
-        assert_eq!(r.read(&mut buf).await.unwrap(), 0);
-        assert_eq!(r.read(&mut buf).await.unwrap(), 0);
-    }
-
     #[test]
-    fn only_2025_12_and_later_take_delta_urls() {
-        assert!(!takes_delta_urls(None));
-        assert!(!takes_delta_urls(Some(Wire::V2022_12)));
-        assert!(!takes_delta_urls(Some(Wire::V2023_12)));
-        assert!(!takes_delta_urls(Some(Wire::V2024_12)));
-        assert!(takes_delta_urls(Some(Wire::V2025_12)));
+    fn delta_urls_go_to_2025_12_and_later_and_to_a_daemon_not_yet_seen() {
+        assert!(asks_for_delta_urls(None));
+        assert!(!asks_for_delta_urls(Some(Wire::V2022_12)));
+        assert!(!asks_for_delta_urls(Some(Wire::V2023_12)));
+        assert!(!asks_for_delta_urls(Some(Wire::V2024_12)));
+        assert!(asks_for_delta_urls(Some(Wire::V2025_12)));
     }
 }

@@ -247,9 +247,7 @@ impl Pipeline {
             ..InstallRequest::new(order.dry_run, image.len.unwrap_or(0), &order.info)
         };
         if native {
-            image.reader =
-                crate::delta::route::point_chunk_urls(&self.swupdate, chunk_urls, image.reader)
-                    .await;
+            crate::delta::route::point_chunk_urls(&self.swupdate, &chunk_urls).await;
         }
         let cancelled = hooks.cancelled();
         let mut watch = Watch {
