@@ -36,6 +36,9 @@ const HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
 /// daemon is idle again.
 const STATUS_POLL: Duration = Duration::from_secs(1);
 const PROGRESS_GRACE: Duration = Duration::from_secs(1);
+/// The `level` of SWUpdate's error lines (ERRORLEVEL).
+const ERROR_LEVEL: i32 = 1;
+
 /// Lines of the daemon's log kept for the report of a failed install.
 const LOG_LINES: usize = 200;
 /// How long after an ACK the install request is repeated, to learn whether SWUpdate's installer
@@ -181,11 +184,14 @@ impl InstallOutcome {
     }
 
     /// Why the daemon failed the install: its last error line, as users read it in its log.
+    /// Lines of SWUpdate's `ERROR()` say so in their text (the handler's own words, e.g. "HASH
+    /// mismatch"); after 2022.12 a bad image may log none, only its verdict at error level
+    /// ("Image invalid or corrupted. Not installing ...", live 2024.12.1).
     pub fn failure_reason(&self) -> String {
-        self.log
-            .iter()
-            .rev()
+        let lines = || self.log.iter().rev().filter(|l| !l.msg.trim().is_empty());
+        lines()
             .find(|l| l.msg.contains("ERROR") || l.msg.contains("error"))
+            .or_else(|| lines().find(|l| l.level == ERROR_LEVEL))
             .map(|l| l.msg.clone())
             .unwrap_or_else(|| "SWUpdate reported FAILURE".into())
     }
@@ -881,6 +887,43 @@ mod tests {
             "{e:?}"
         );
         daemon.await.unwrap();
+    }
+
+    #[test]
+    fn the_failure_reason_is_the_last_error_line() {
+        let line = |level, msg: &str| Notification {
+            status: 2,
+            error: 0,
+            level,
+            msg: msg.into(),
+        };
+        let outcome = |log| InstallOutcome {
+            status: RecoveryStatus::Failure,
+            log,
+            wire: None,
+            bytes_sent: 0,
+        };
+        // 2022.12: the handler's ERROR() line, though an error-level verdict follows.
+        let o = outcome(vec![
+            line(3, "[extract_files] :  size 100000 required"),
+            line(1, "ERROR : HASH mismatch : abc <--> def"),
+            line(1, "Image invalid or corrupted. Not installing ..."),
+            line(3, "Installation failed !"),
+        ]);
+        assert_eq!(o.failure_reason(), "ERROR : HASH mismatch : abc <--> def");
+        // 2024.12.1: only the verdict, at error level.
+        let o = outcome(vec![
+            line(3, "[extract_files] :  size 100000 required"),
+            line(1, "Image invalid or corrupted. Not installing ..."),
+            line(1, ""),
+            line(3, "Installation failed !"),
+        ]);
+        assert_eq!(
+            o.failure_reason(),
+            "Image invalid or corrupted. Not installing ..."
+        );
+        let o = outcome(vec![line(3, "[parse] : Number of scripts: 0")]);
+        assert_eq!(o.failure_reason(), "SWUpdate reported FAILURE");
     }
 
     #[test]
