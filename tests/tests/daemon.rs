@@ -588,14 +588,15 @@ async fn mqtt_broker_down_for_the_whole_update_then_last_will() {
     let sub = broker.subscribe("cip/devices/#").unwrap();
     let state_topic = format!("cip/devices/{CLIENT}/state");
     // Live or retained (whichever came first: the agent's reconnect or the subscription), the
-    // last state on the broker is the final one.
+    // last state on the broker is the final one: idle with the job's outcome (the idle state
+    // from before the job, queued first, has none).
     f.until("the final state is published", |_| {
         sub.messages()
             .iter()
             .filter(|m| m.topic == state_topic)
             .filter_map(|m| m.json())
             .next_back()
-            .is_some_and(|s| s["phase"] == "idle")
+            .is_some_and(|s| s["phase"] == "idle" && s["last"]["wfx_state"] == "ACTIVATED")
     })
     .await;
     // Every state change queued while the broker was away went out, in order, at the reconnect.
