@@ -38,7 +38,6 @@ const STATUS_POLL: Duration = Duration::from_secs(1);
 const PROGRESS_GRACE: Duration = Duration::from_secs(1);
 /// The `level` of SWUpdate's error lines (ERRORLEVEL).
 const ERROR_LEVEL: i32 = 1;
-
 /// Lines of the daemon's log kept for the report of a failed install.
 const LOG_LINES: usize = 200;
 /// How long after an ACK the install request is repeated, to learn whether SWUpdate's installer
